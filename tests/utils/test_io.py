@@ -1,0 +1,77 @@
+import os
+
+import pytest
+
+from dpr.utils.io import InputError, atomic_path, atomic_write, check_writable_dir, iter_jsonl, iter_lines, read_json
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as f:
+            f.write("half")
+            raise RuntimeError("crash mid-write")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with atomic_write(target) as f:
+        f.write("new")
+        assert target.read_text() == "old"  # not visible until the rename
+    assert target.read_text() == "new"
+
+
+def test_atomic_path_for_writers_by_name(tmp_path):
+    import numpy as np
+
+    target = tmp_path / "emb.npy"
+    with atomic_path(target) as tmp:
+        np.save(tmp, np.arange(3))
+    assert np.load(target).tolist() == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["emb.npy"]
+
+
+def test_jsonl_error_names_file_and_line(tmp_path):
+    p = tmp_path / "train.json"
+    p.write_text('{"a": 1}\n\n{"a": 2\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"train\.json:3: malformed JSON line"):
+        list(iter_jsonl(p))
+    bad: list[int] = []
+    assert [n for n, _ in iter_jsonl(p, skip_bad_lines=True, bad=bad)] == [1]
+    assert bad == [3]
+
+
+def test_non_utf8_line_is_named(tmp_path):
+    p = tmp_path / "p.tsv"
+    p.write_bytes("id\ttext\n1\t好\n".encode() + b"2\t\xff\xfe\n")
+    with pytest.raises(InputError, match=r"p\.tsv:3: not valid UTF-8"):
+        list(iter_lines(p))
+
+
+def test_read_json_reports_position(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text('{\n "a": 1,\n}', encoding="utf-8")
+    with pytest.raises(InputError, match=r"x\.json:3: malformed JSON"):
+        read_json(p)
+    with pytest.raises(InputError, match="file not found"):
+        read_json(tmp_path / "missing.json")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only directories")
+def test_unwritable_dir_fails_early(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    with pytest.raises(InputError, match="not writable"):
+        check_writable_dir(d)
+
+
+def test_unwritable_dir_fails_early_as_root_too(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(InputError, match="not writable"):
+        check_writable_dir(f / "sub")  # a path under a regular file can never be created
+
