@@ -1,0 +1,91 @@
+"""Find the CMRC2018 squad-style files (or download them when the network allows) and print their directory.
+
+Search order: $CMRC2018_DIR, ../shared/data/cmrc2018 (beside the repo), data/cmrc2018. Failing all, the three files
+are fetched from the public ymcui/cmrc2018 repository into data/cmrc2018/, each checked against its sha256.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dpr.utils.io import atomic_write  # noqa: E402
+
+FILES = {
+    "cmrc2018_train.json": "5497aa2f81908e31d6b0e27d99b1f90ab63a8f58fa92fffe5d17cf62eba0c212",
+    "cmrc2018_dev.json": "e9ff74231f05c230c6fa88b84441ee334d97234cbb610991cd94b82db00c7f1f",
+    "cmrc2018_trial.json": "f3fae95b57da8e03afb2b57467dd221417060ef4d82db13bf22fc88589f3a6f3",
+}
+URL = "https://raw.githubusercontent.com/ymcui/cmrc2018/master/squad-style-data/{name}"
+
+
+def candidates() -> list[Path]:
+    env = os.environ.get("CMRC2018_DIR")
+    dirs = [Path(env)] if env else []
+    return dirs + [ROOT.parent / "shared" / "data" / "cmrc2018", ROOT / "data" / "cmrc2018"]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_local() -> Path | None:
+    for d in candidates():
+        if all((d / name).is_file() for name in FILES):
+            return d
+    return None
+
+
+def download(dest: Path, timeout: float = 30.0) -> Path:
+    for name, digest in FILES.items():
+        target = dest / name
+        if target.is_file() and sha256(target) == digest:
+            continue
+        with urllib.request.urlopen(URL.format(name=name), timeout=timeout) as r:
+            data = r.read()
+        got = hashlib.sha256(data).hexdigest()
+        if got != digest:
+            raise RuntimeError(f"{name}: sha256 {got} does not match the expected {digest}")
+        with atomic_write(target, "wb") as f:
+            f.write(data)
+    return dest
+
+
+def locate(allow_download: bool = True) -> Path:
+    """The CMRC2018 directory; raises SystemExit with what to put where when it cannot be had."""
+    found = find_local()
+    if found is not None:
+        return found
+    places = ", ".join(str(d) for d in candidates())
+    if allow_download:
+        try:
+            return download(ROOT / "data" / "cmrc2018")
+        except (OSError, RuntimeError) as e:
+            reason = f"download failed ({e})"
+    else:
+        reason = "download disabled"
+    raise SystemExit(
+        f"CMRC2018 not found in any of: {places}; {reason}.\n"
+        f"Place {', '.join(FILES)} (from the ymcui/cmrc2018 repository, folder squad-style-data/) in one of them, "
+        "or set CMRC2018_DIR."
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--no_download", action="store_true", help="Only look locally.")
+    print(locate(allow_download=not p.parse_args().no_download))
+
+
+if __name__ == "__main__":
+    main()
