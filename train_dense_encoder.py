@@ -1,4 +1,199 @@
-"""Placeholder until its issue lands."""
-import sys
+"""Train the DPR bi-encoder (question + passage towers) with in-batch and hard negatives, optionally with an exact
+gradient cache. Run with python for one device or `torchrun --nproc_per_node N` for data parallelism."""
+from __future__ import annotations
 
-sys.exit("train_dense_encoder.py: not built yet")
+import argparse
+import copy
+import logging
+import os
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from dpr.models.encoder import Encoder
+from dpr.models.loading import load_encoder_pair
+from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
+from dpr.training import checkpoint as ckpt
+from dpr.training.data import BiEncoderData
+from dpr.training.trainer import DistInfo, Trainer
+from dpr.utils.io import InputError, check_writable_dir
+from dpr.utils.precision import resolve_amp_dtype
+
+logger = logging.getLogger("train_dense_encoder")
+
+
+def non_negative_int(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return x
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(p)
+    add_precision_args(p)
+    add_length_args(p)
+    d = p.add_argument_group("data")
+    d.add_argument("--train_file", required=True, help="DPR JSON training file (e.g. dual_train.json).")
+    d.add_argument("--dev_file", default=None, help="DPR JSON dev file with negatives (e.g. dev_with_hn.json).")
+    d.add_argument("--hard_negatives", type=non_negative_int, default=1,
+                   help="Hard negatives per question, sampled from hard_negative_ctxs (topped up from negative_ctxs).")
+    d.add_argument("--other_negatives", type=non_negative_int, default=0,
+                   help="Other negatives per question, sampled from negative_ctxs (topped up from hard_negative_ctxs).")
+    d.add_argument("--shuffle_positive_ctx", action="store_true",
+                   help="Use a random positive each epoch instead of the first.")
+    d.add_argument("--num_workers", type=non_negative_int, default=2,
+                   help="DataLoader workers that sample, tokenize and pad batches.")
+    t = p.add_argument_group("training")
+    t.add_argument("--output_dir", required=True, help="Checkpoints, train_log.jsonl and training_curves.png go here.")
+    t.add_argument("--batch_size", type=positive_int, default=2,
+                   help="GLOBAL batch: questions per optimizer step over all ranks; with torchrun each rank takes "
+                        "batch_size/world_size. Every question is scored against every passage of the global batch "
+                        "(questions and passages are gathered from all ranks).")
+    t.add_argument("--learning_rate", type=positive_float, default=1e-5)
+    t.add_argument("--num_train_epochs", type=positive_int, default=3)
+    t.add_argument("--warmup_steps", type=non_negative_int, default=100, help="Linear warmup, then linear decay to 0.")
+    t.add_argument("--max_grad_norm", type=float, default=1.0, help="Clip the global gradient norm (<= 0: no clipping).")
+    t.add_argument("--weight_decay", type=float, default=0.0)
+    t.add_argument("--adam_eps", type=float, default=1e-8)
+    t.add_argument("--seed", type=int, default=0, help="Seeds everything; epoch order and negatives come from seed+epoch.")
+    t.add_argument("--similarity", choices=["dot", "cosine"], default=None,
+                   help="Score function (default: cosine for encoders that L2-normalise, e.g. e5; dot otherwise). "
+                        "cosine makes the saved encoders normalise their output.")
+    t.add_argument("--temperature", type=positive_float, default=None,
+                   help="Scores are divided by this (default: 0.01 for cosine, 1.0 for dot).")
+    t.add_argument("--shared_encoder", action="store_true", help="One tower for questions and passages.")
+    t.add_argument("--gradient_checkpointing", action="store_true", help="Recompute activations in backward.")
+    g = p.add_argument_group("gradient cache")
+    g.add_argument("--grad_cache", action="store_true",
+                   help="Exact gradient caching: encode in chunks without a graph, then re-encode chunk by chunk "
+                        "(same dropout) to backpropagate. Same gradients as without, memory of one chunk.")
+    g.add_argument("--q_chunk_size", type=positive_int, default=16,
+                   help="Questions per chunk with --grad_cache (a chunk larger than the per-rank batch is one chunk).")
+    g.add_argument("--ctx_chunk_size", type=positive_int, default=8, help="Passages per chunk with --grad_cache.")
+    g.add_argument("--global_loss_buf_sz", type=int, default=None,
+                   help="Accepted for DPR/GC-DPR compatibility; has no effect (representations are gathered with "
+                        "all_gather, no pickled buffer).")
+    v = p.add_argument_group("validation")
+    v.add_argument("--dev_batch_size", type=positive_int, default=4, help="Questions per in-batch NLL dev batch.")
+    v.add_argument("--val_av_rank_start_epoch", type=non_negative_int, default=10000,
+                   help="From this (0-based) epoch on, validate with DPR's average rank instead of in-batch NLL.")
+    v.add_argument("--val_av_rank_max_qs", type=positive_int, default=10000, help="Dev questions in average rank.")
+    v.add_argument("--val_av_rank_hard_neg", type=non_negative_int, default=30, help="Hard negatives per question.")
+    v.add_argument("--val_av_rank_other_neg", type=non_negative_int, default=30, help="Other negatives per question.")
+    v.add_argument("--val_av_rank_bsz", type=positive_int, default=128, help="Encoding batch for average rank.")
+    c = p.add_argument_group("checkpoints and logging")
+    c.add_argument("--checkpoint_file_name", default=ckpt.PREFIX, help="Checkpoint prefix: PREFIX.EPOCH.ITER.")
+    c.add_argument("--resume", action="store_true",
+                   help="Continue from the latest checkpoint in --output_dir (model, optimizer, scheduler, scaler, RNG, "
+                        "data position). A training checkpoint given as --model_file is resumed the same way.")
+    c.add_argument("--save_every_steps", type=non_negative_int, default=0,
+                   help="Also checkpoint every N steps within an epoch (0: only at epoch ends).")
+    c.add_argument("--log_batch_step", type=positive_int, default=100, help="Log a line every N steps.")
+    c.add_argument("--no_progress", action="store_true", help="No tqdm bar.")
+    return p
+
+
+def init_distributed() -> tuple[DistInfo, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return DistInfo(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend, timeout=timedelta(hours=2))
+    return DistInfo(dist.get_rank(), dist.get_world_size()), device
+
+
+def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Encoder, Encoder, object]:
+    """Towers from a checkpoint being resumed, else --model_file (weights only), else --pretrained_model_cfg."""
+    source = resume_from or args.model_file or args.pretrained_model_cfg
+    q, p, tokenizer = load_encoder_pair(source)
+    if args.shared_encoder:
+        p = q
+    elif p is q:
+        p = copy.deepcopy(q)
+    for enc in {id(q): q, id(p): p}.values():
+        s = enc.settings
+        if args.pooling:
+            s.pooling = args.pooling
+        if args.do_lower_case:
+            s.lowercase = True
+        if args.similarity:
+            s.normalize = args.similarity == "cosine"
+        if args.gradient_checkpointing:
+            enc.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return q, p, tokenizer
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    dist_info, device = init_distributed()
+    try:
+        if args.batch_size < dist_info.world_size:
+            raise SystemExit(f"--batch_size {args.batch_size} is the global batch and must be >= the number of ranks "
+                             f"({dist_info.world_size})")
+        check_writable_dir(args.output_dir)
+        resume_from = None
+        if args.model_file and ckpt.is_training_checkpoint(args.model_file):
+            resume_from = args.model_file
+        elif args.resume:
+            latest = ckpt.latest_checkpoint(args.output_dir, args.checkpoint_file_name)
+            resume_from = str(latest) if latest else None
+            if latest is None:
+                logger.info("--resume: no checkpoint in %s yet, starting fresh", args.output_dir)
+        seed_everything(args.seed + dist_info.rank)
+        amp_dtype = resolve_amp_dtype(device, args.fp16, args.bf16)
+        q_enc, p_enc, tokenizer = load_models(args, resume_from)
+        q_enc.to(device)
+        p_enc.to(device)
+        normalize = q_enc.settings.normalize
+        temperature = args.temperature or (0.01 if normalize else 1.0)
+        if dist_info.is_main:
+            logger.info("similarity %s, temperature %g, pooling %s, amp %s, grad cache %s, device %s",
+                        "cosine" if normalize else "dot", temperature, q_enc.settings.pooling, amp_dtype,
+                        args.grad_cache, device)
+        train = BiEncoderData(args.train_file)
+        dev = BiEncoderData(args.dev_file) if args.dev_file else None
+        if dist_info.is_main:
+            logger.info("train: %d questions (%d without positive skipped), %d distinct passages (%.1f MB text)",
+                        len(train), train.skipped_no_positive, len(train.passages), len(train.passages.blob) / 1e6)
+        trainer = Trainer(args, q_enc, p_enc, tokenizer, train, dev, device, amp_dtype, dist_info, temperature)
+        if resume_from:
+            logger.info("resuming from %s", resume_from)
+            trainer.load_state_dict(ckpt.load_state(resume_from))
+        return trainer.fit()
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

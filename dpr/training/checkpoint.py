@@ -1,0 +1,126 @@
+"""Checkpoints: `dpr_biencoder.{epoch}.{iter}` (training state, torch.load(weights_only=True)-safe) plus the two
+encoders beside it as standard HF directories (`.question_encoder/`, `.passage_encoder/`). Everything is written
+under a temporary name and renamed; the state file is written last, so its presence means the set is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from dpr.models.encoder import Encoder
+from dpr.models.loading import P_SUFFIX, Q_SUFFIX
+from dpr.utils.io import InputError, atomic_write
+
+PREFIX = "dpr_biencoder"
+
+
+def _name_re(prefix: str) -> re.Pattern:
+    return re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(\d+)$")
+
+
+def checkpoint_path(output_dir: str | os.PathLike, epoch: int, iteration: int, prefix: str = PREFIX) -> Path:
+    return Path(output_dir) / f"{prefix}.{epoch}.{iteration}"
+
+
+@contextlib.contextmanager
+def _quiet_hf() -> Iterator[None]:
+    """No 'Writing model shards' progress bar from save_pretrained inside our own progress output."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _save_dir_atomic(encoder: Encoder, tokenizer: PreTrainedTokenizerBase, target: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a saved model dir should not be
+        with _quiet_hf():
+            encoder.save_pretrained(tmp, tokenizer)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_checkpoint(path: Path, q_encoder: Encoder, p_encoder: Encoder, tokenizer: PreTrainedTokenizerBase,
+                    state: dict) -> None:
+    """Write both encoder directories (also when they share weights), then the state file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_dir_atomic(q_encoder, tokenizer, Path(str(path) + Q_SUFFIX))
+    _save_dir_atomic(p_encoder, tokenizer, Path(str(path) + P_SUFFIX))
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a file that is not a checkpoint
+        raise InputError(path, f"not a training checkpoint: {e}") from None
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise InputError(path, "not a training checkpoint written by train_dense_encoder.py")
+    return state
+
+
+def is_training_checkpoint(path: str | os.PathLike) -> bool:
+    """A file named like PREFIX.E.I (any prefix): a training-state file rather than an encoder directory."""
+    return Path(path).is_file() and re.match(r"^.+\.\d+\.\d+$", Path(path).name) is not None
+
+
+def latest_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> Path | None:
+    """The most advanced complete checkpoint in `output_dir` (by epoch, then iteration), or None."""
+    found = []
+    pattern = _name_re(prefix)
+    for p in Path(output_dir).glob(f"{prefix}.*"):
+        m = pattern.match(p.name)
+        if m and p.is_file() and Path(str(p) + Q_SUFFIX).is_dir() and Path(str(p) + P_SUFFIX).is_dir():
+            found.append(((int(m.group(1)), int(m.group(2))), p))
+    return max(found)[1] if found else None
+
+
+def rng_state() -> dict:
+    """Every RNG this process uses, as plain tensors/lists (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    out = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,93 @@
+"""Gradient caching: the gradient of a large-batch contrastive loss with the memory of one chunk.
+
+Pass 1 encodes every chunk without a graph, recording the RNG state before each chunk. The loss and its backward
+run on detached representations, which leaves d(loss)/d(representation) in their `.grad`. Pass 2 re-encodes each
+chunk with a graph under its recorded RNG state (identical dropout masks) and backpropagates that cached gradient.
+Parameter gradients are exactly those of one forward/backward over the whole batch: no loss rescaling anywhere.
+Whatever `backward` does to the loss (e.g. GradScaler's scaling) reaches the second pass through the cached
+gradients.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, ContextManager, Iterator
+
+import torch
+from torch import nn
+
+Chunk = dict[str, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
+
+
+class RngState:
+    """The CPU RNG state (and the CUDA one for a CUDA device) at construction, replayable later."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the block from the recorded state; the RNG state outside the block is left untouched."""
+        with torch.random.fork_rng(devices=[self.device] if self.cuda is not None else []):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
+def _device_of(chunks: list[Chunk]) -> torch.device:
+    return chunks[0]["input_ids"].device
+
+
+def encode_no_grad(encoder: nn.Module, chunks: list[Chunk], amp: Callable[[], ContextManager]
+                   ) -> tuple[torch.Tensor, list[RngState]]:
+    """Pass 1: representations of all chunks (fp32, no graph) and the RNG state before each chunk."""
+    reps, states = [], []
+    with torch.no_grad():
+        for chunk in chunks:
+            states.append(RngState(_device_of(chunks)))
+            with amp():
+                reps.append(encoder(**chunk).float())
+    return torch.cat(reps), states
+
+
+def replay_backward(encoder: nn.Module, chunks: list[Chunk], states: list[RngState], grad: torch.Tensor,
+                    amp: Callable[[], ContextManager]) -> None:
+    """Pass 2: re-encode each chunk under its recorded RNG state and backpropagate its slice of `grad`."""
+    start = 0
+    for chunk, state in zip(chunks, states):
+        n = chunk["input_ids"].shape[0]
+        with state.replay():
+            with amp():
+                rep = encoder(**chunk).float()
+            rep.backward(grad[start : start + n])
+        start += n
+
+
+def cached_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk], p_chunks: list[Chunk],
+                loss_fn: LossFn, backward: Callable[[torch.Tensor], None], amp: Callable[[], ContextManager]
+                ) -> tuple[float, int]:
+    """One cached forward/backward; parameter .grad accumulates exactly the full-batch gradient. Returns (loss, correct)."""
+    q_reps, q_states = encode_no_grad(q_encoder, q_chunks, amp)
+    p_reps, p_states = encode_no_grad(p_encoder, p_chunks, amp)
+    q = q_reps.detach().requires_grad_()
+    p = p_reps.detach().requires_grad_()
+    loss, correct = loss_fn(q, p)
+    backward(loss)
+    replay_backward(q_encoder, q_chunks, q_states, q.grad, amp)
+    replay_backward(p_encoder, p_chunks, p_states, p.grad, amp)
+    return float(loss.detach()), correct
+
+
+def full_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk], p_chunks: list[Chunk],
+              loss_fn: LossFn, backward: Callable[[torch.Tensor], None], amp: Callable[[], ContextManager]
+              ) -> tuple[float, int]:
+    """The uncached reference: every chunk encoded with a graph (same RNG order as `cached_step`), one backward."""
+    with amp():
+        q = torch.cat([q_encoder(**c).float() for c in q_chunks])
+        p = torch.cat([p_encoder(**c).float() for c in p_chunks])
+    loss, correct = loss_fn(q, p)
+    backward(loss)
+    return float(loss.detach()), correct

@@ -1,0 +1,54 @@
+"""The bi-encoder loss: negative log-likelihood of each question's positive over every passage of the global batch."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def gather_with_grad(local: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """Concatenate `local` from every rank (rank order); gradient flows only into this rank's own slice.
+
+    `sizes` gives every rank's row count when they differ (the last batch of an epoch); rows are padded for the
+    collective and trimmed after.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = sizes or [local.shape[0]] * world
+    width = max(sizes)
+    padded = local.detach().new_zeros((width, *local.shape[1:]))
+    padded[: local.shape[0]] = local.detach()
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    parts = [part[:n] for part, n in zip(parts, sizes)]
+    parts[rank] = local
+    return torch.cat(parts, dim=0)
+
+
+def biencoder_nll(q: torch.Tensor, p: torch.Tensor, passages_per_question: int, temperature: float = 1.0
+                  ) -> tuple[torch.Tensor, int]:
+    """Mean NLL over the questions of `q` [Nq, H] against all passages `p` [Nq * passages_per_question, H].
+
+    Question i's positive is passage i * passages_per_question (the collator's layout); every other passage of the
+    batch is a negative. Computed in fp32. Returns (loss, number of questions whose positive scored highest).
+    """
+    if p.shape[0] != q.shape[0] * passages_per_question:
+        raise ValueError(f"expected {q.shape[0] * passages_per_question} passages for {q.shape[0]} questions, got {p.shape[0]}")
+    scores = (q.float() @ p.float().T) / temperature
+    target = torch.arange(q.shape[0], device=q.device) * passages_per_question
+    loss = F.cross_entropy(scores, target)
+    correct = int((scores.detach().argmax(dim=1) == target).sum())
+    return loss, correct
+
+
+def global_nll(q_local: torch.Tensor, p_local: torch.Tensor, passages_per_question: int, temperature: float,
+               q_sizes: list[int] | None = None) -> tuple[torch.Tensor, int]:
+    """The loss of the whole global batch, computed identically on every rank from gathered representations.
+
+    Each rank's gradient reaches only its local representations, so summing parameter gradients over ranks gives
+    exactly the single-process gradient of the global batch.
+    """
+    p_sizes = [n * passages_per_question for n in q_sizes] if q_sizes else None
+    return biencoder_nll(gather_with_grad(q_local, q_sizes), gather_with_grad(p_local, p_sizes),
+                         passages_per_question, temperature)

@@ -1,0 +1,367 @@
+"""The training loop: AdamW with linear warmup/decay, optional gradient cache, mixed precision, data parallelism over
+torch.distributed ranks, per-epoch validation, checkpoints with exact resume, a JSON-lines log and a plot."""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from dpr.encode import encode_texts
+from dpr.eval.average_rank import average_rank
+from dpr.models.encoder import Encoder
+from dpr.training import checkpoint as ckpt
+from dpr.training.data import BatchBuilder, BiEncoderData, EpochBatches, SamplingConfig, epoch_batches
+from dpr.training.grad_cache import cached_step, full_step
+from dpr.training.loss import biencoder_nll, global_nll
+from dpr.utils.io import atomic_path, atomic_write
+from dpr.utils.precision import autocast
+
+logger = logging.getLogger(__name__)
+LOG_FILE = "train_log.jsonl"
+PLOT_FILE = "training_curves.png"
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+@dataclass
+class Progress:
+    """Everything besides weights/optimizer that an exact resume needs."""
+
+    epoch: int = 0
+    iteration: int = 0  # global batches done in `epoch`
+    global_step: int = 0
+    skipped_steps: int = 0
+    best: dict = field(default_factory=dict)  # {"metric", "value", "checkpoint"}
+    log: list = field(default_factory=list)
+
+
+def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
+    """Parameters of all modules in a fixed order, each once (a shared encoder appears once)."""
+    seen, out = set(), []
+    for m in modules:
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, eps: float) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights get no weight decay."""
+    decay, no_decay, seen = [], [], set()
+    for m in modules:
+        for name, p in m.named_parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, eps=eps)
+
+
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    """LR multiplier: 0 -> 1 over `warmup` steps, then 1 -> 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1.0, total - warmup))
+
+
+def sync_gradients(params: list[nn.Parameter]) -> None:
+    """Sum gradients over ranks (each rank holds the global loss's gradient w.r.t. its own representations)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p)
+        offset += n
+
+
+def _identity(x):
+    return x
+
+
+def _to_device(chunks: list[dict], device: torch.device) -> list[dict]:
+    return [{k: v.to(device, non_blocking=True) for k, v in c.items()} for c in chunks]
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace, q_encoder: Encoder, p_encoder: Encoder,
+                 tokenizer: PreTrainedTokenizerBase, train_data: BiEncoderData, dev_data: BiEncoderData | None,
+                 device: torch.device, amp_dtype: torch.dtype | None, dist_info: DistInfo, temperature: float):
+        self.args, self.q_encoder, self.p_encoder, self.tokenizer = args, q_encoder, p_encoder, tokenizer
+        self.train_data, self.dev_data, self.device, self.amp_dtype = train_data, dev_data, device, amp_dtype
+        self.dist, self.temperature = dist_info, temperature
+        self.output_dir = Path(args.output_dir)
+        self.params = unique_parameters(q_encoder, p_encoder)
+        self.optimizer = build_optimizer([q_encoder, p_encoder], args.learning_rate, args.weight_decay, args.adam_eps)
+        self.sampling = SamplingConfig(args.hard_negatives, args.other_negatives, True, args.seed)
+        self.batches_per_epoch = len(self._batches(0))
+        total = self.batches_per_epoch * args.num_train_epochs
+        self.total_steps = total
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, partial(linear_warmup_decay, warmup=args.warmup_steps, total=total))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.progress = Progress()
+        local = math.ceil(args.batch_size / dist_info.world_size)
+        chunk_q = args.q_chunk_size if args.grad_cache else local
+        chunk_p = args.ctx_chunk_size if args.grad_cache else local * self.sampling.passages_per_question
+        self.builder = BatchBuilder(train_data, tokenizer, q_encoder.settings, self.sampling,
+                                    args.q_sequence_length, args.p_sequence_length, chunk_q, chunk_p)
+
+    # ----- state -----
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        batches = epoch_batches(len(self.train_data), self.args.batch_size, self.args.seed, epoch)
+        if len(batches[-1]) < self.dist.world_size:  # a rank would get no question
+            batches = batches[:-1]
+        return batches
+
+    def state_dict(self) -> dict:
+        rng = ckpt.rng_state()
+        if self.dist.world_size > 1:
+            all_rng: list = [None] * self.dist.world_size
+            dist.all_gather_object(all_rng, rng)
+        else:
+            all_rng = [rng]
+        p = self.progress
+        return {"epoch": p.epoch, "iteration": p.iteration, "global_step": p.global_step,
+                "skipped_steps": p.skipped_steps, "best": p.best, "log": p.log,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": all_rng, "world_size": self.dist.world_size,
+                "args": {k: v for k, v in vars(self.args).items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(state["epoch"], state["iteration"], state["global_step"], state["skipped_steps"],
+                                 state["best"], list(state["log"]))
+        if state.get("world_size") == self.dist.world_size:
+            ckpt.set_rng_state(state["rng"][self.dist.rank])
+        else:
+            logger.warning("checkpoint was written by %s ranks, now %s: RNG streams are not restored (the run stays "
+                           "valid but will not repeat the uninterrupted one exactly)", state.get("world_size"),
+                           self.dist.world_size)
+        if self.progress.iteration >= self.batches_per_epoch:
+            self.progress.epoch, self.progress.iteration = self.progress.epoch + 1, 0
+        for key in ("batch_size", "seed", "hard_negatives", "other_negatives", "grad_cache", "learning_rate"):
+            old = state["args"].get(key)
+            if old != getattr(self.args, key):
+                logger.warning("resuming with --%s %s (the checkpoint used %s)", key, getattr(self.args, key), old)
+
+    # ----- one step -----
+    def _amp(self):
+        return autocast(self.device, self.amp_dtype)
+
+    def train_step(self, batch: dict) -> tuple[float, int, bool, float]:
+        """Forward/backward/update for one global batch; returns (loss, correct, skipped, grad norm)."""
+        q_chunks = _to_device(batch["q_chunks"], self.device)
+        p_chunks = _to_device(batch["p_chunks"], self.device)
+        loss_fn = partial(global_nll, passages_per_question=self.sampling.passages_per_question,
+                          temperature=self.temperature, q_sizes=batch["global_sizes"])
+        step = cached_step if self.args.grad_cache else full_step
+        loss, correct = step(self.q_encoder, self.p_encoder, q_chunks, p_chunks, loss_fn,
+                             lambda l: self.scaler.scale(l).backward(), self._amp)
+        sync_gradients(self.params)
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if self.scaler.is_enabled():
+            before = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            skipped = self.scaler.get_scale() < before
+        else:
+            skipped = not math.isfinite(norm)
+            if not skipped:
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return loss, correct, skipped, norm
+
+    # ----- loop -----
+    def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
+        ds = EpochBatches(self.builder, self._batches(epoch), epoch, start, self.dist.rank, self.dist.world_size)
+        return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.args.num_workers,
+                                           collate_fn=_identity, generator=torch.Generator().manual_seed(self.args.seed),
+                                           prefetch_factor=2 if self.args.num_workers > 0 else None)
+
+    def fit(self) -> dict:
+        a, p = self.args, self.progress
+        self.q_encoder.train()
+        self.p_encoder.train()
+        if self.dist.is_main:
+            logger.info("training: %d questions, %d global batches/epoch of %d questions (%d per rank x %d ranks), "
+                        "%d passages per question, %d epochs, %d steps", len(self.train_data), self.batches_per_epoch,
+                        a.batch_size, math.ceil(a.batch_size / self.dist.world_size), self.dist.world_size,
+                        self.sampling.passages_per_question, a.num_train_epochs, self.total_steps)
+        bar = tqdm(total=self.total_steps, initial=p.global_step, disable=not self.dist.is_main or a.no_progress,
+                   unit="step", desc="train", dynamic_ncols=True)
+        while p.epoch < a.num_train_epochs:
+            epoch = p.epoch
+            t0 = time.time()
+            seen = 0
+            for batch in self._loader(epoch, p.iteration):
+                loss, correct, skipped, norm = self.train_step(batch)
+                p.iteration += 1
+                p.global_step += 1
+                p.skipped_steps += int(skipped)
+                n_q = sum(batch["global_sizes"])
+                seen += n_q
+                lr = self.scheduler.get_last_lr()[0]
+                rate = seen / max(time.time() - t0, 1e-9)
+                p.log.append({"type": "step", "epoch": epoch, "iteration": p.iteration, "step": p.global_step,
+                              "loss": loss, "accuracy": correct / n_q, "lr": lr, "grad_norm": norm,
+                              "skipped": bool(skipped), "questions_per_s": rate})
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", qps=f"{rate:.1f}")
+                if self.dist.is_main and (p.global_step % a.log_batch_step == 0):
+                    logger.info("epoch %d step %d/%d loss %.4f acc %.3f lr %.3e grad_norm %.3f skipped %d %.1f q/s",
+                                epoch, p.iteration, self.batches_per_epoch, loss, correct / n_q, lr, norm,
+                                p.skipped_steps, rate)
+                    self._write_log()
+                if a.save_every_steps and p.iteration % a.save_every_steps == 0 and p.iteration < self.batches_per_epoch:
+                    self.save(epoch, p.iteration)
+            self.validate(epoch)
+            self.save(epoch, p.iteration)
+            p.epoch, p.iteration = epoch + 1, 0
+        bar.close()
+        if self.dist.is_main:
+            self._write_log()
+            self.plot()
+            logger.info("done: %d steps, %d skipped (inf/nan); best %s", p.global_step, p.skipped_steps, p.best)
+        return p.best
+
+    def save(self, epoch: int, iteration: int) -> None:
+        path = ckpt.checkpoint_path(self.output_dir, epoch, iteration, self.args.checkpoint_file_name)
+        saved_epoch, saved_iter = self.progress.epoch, self.progress.iteration
+        self.progress.epoch, self.progress.iteration = epoch, iteration
+        state = self.state_dict()
+        self.progress.epoch, self.progress.iteration = saved_epoch, saved_iter
+        if self.dist.is_main:
+            ckpt.save_checkpoint(path, self.q_encoder, self.p_encoder, self.tokenizer, state)
+            self._write_log()
+            logger.info("saved checkpoint %s", path)
+        self.dist.barrier()
+
+    # ----- validation -----
+    def validate(self, epoch: int) -> None:
+        if self.dev_data is None:
+            return
+        if self.dist.is_main:
+            use_rank = epoch >= self.args.val_av_rank_start_epoch
+            metric = "average_rank" if use_rank else "nll"
+            value = self.validate_average_rank() if use_rank else self.validate_nll()
+            name = ckpt.checkpoint_path(self.output_dir, epoch, self.progress.iteration, self.args.checkpoint_file_name)
+            record = {"type": "validation", "epoch": epoch, "step": self.progress.global_step, "metric": metric, **value}
+            self.progress.log.append(record)
+            best = self.progress.best
+            if best.get("metric") != metric or value[metric] < best["value"]:
+                self.progress.best = {"metric": metric, "value": value[metric], "checkpoint": str(name), "epoch": epoch}
+                logger.info("new best validation %s %.4f at %s", metric, value[metric], name)
+            logger.info("validation epoch %d: %s", epoch, {k: round(v, 4) for k, v in value.items()})
+        if self.dist.world_size > 1:  # every rank keeps the same progress
+            box = [self.progress.best, self.progress.log]
+            dist.broadcast_object_list(box, src=0)
+            self.progress.best, self.progress.log = box
+
+    @torch.no_grad()
+    def validate_nll(self) -> dict:
+        """In-batch NLL (and top-1 accuracy) on the dev file, batches of --dev_batch_size, first negatives."""
+        a = self.args
+        sampling = SamplingConfig(a.hard_negatives, a.other_negatives, False, a.seed)
+        builder = BatchBuilder(self.dev_data, self.tokenizer, self.q_encoder.settings, sampling, a.q_sequence_length,
+                               a.p_sequence_length, a.dev_batch_size, a.dev_batch_size * sampling.passages_per_question)
+        self.q_encoder.eval()
+        self.p_encoder.eval()
+        total_loss, total_correct, n = 0.0, 0, 0
+        try:
+            for idx in epoch_batches(len(self.dev_data), a.dev_batch_size, a.seed, 0, shuffle=False):
+                batch = builder(idx, 0)
+                with self._amp():
+                    q = torch.cat([self.q_encoder(**c).float() for c in _to_device(batch["q_chunks"], self.device)])
+                    p = torch.cat([self.p_encoder(**c).float() for c in _to_device(batch["p_chunks"], self.device)])
+                loss, correct = biencoder_nll(q, p, sampling.passages_per_question, self.temperature)
+                total_loss += float(loss) * len(idx)
+                total_correct += correct
+                n += len(idx)
+        finally:
+            self.q_encoder.train()
+            self.p_encoder.train()
+        return {"nll": total_loss / n, "accuracy": total_correct / n}
+
+    def validate_average_rank(self) -> dict:
+        """DPR's average rank: each of up to --val_av_rank_max_qs dev questions ranked in the pooled passages."""
+        a = self.args
+        n_q = min(a.val_av_rank_max_qs, len(self.dev_data))
+        questions, passages, positive = [], [], []
+        for i in range(n_q):
+            q, ps = self.dev_data.sample(i, a.val_av_rank_hard_neg, a.val_av_rank_other_neg, None, fill=False)
+            questions.append(q)
+            positive.append(len(passages))
+            passages.extend(ps)
+        enc = partial(encode_texts, tokenizer=self.tokenizer, batch_size=a.val_av_rank_bsz, device=self.device,
+                      amp_dtype=self.amp_dtype)
+        q_vecs = enc(self.q_encoder, texts=questions, kind="query", max_length=a.q_sequence_length)
+        p_vecs = enc(self.p_encoder, texts=passages, kind="passage", max_length=a.p_sequence_length)
+        return {"average_rank": average_rank(q_vecs, p_vecs, np.asarray(positive)), "questions": float(n_q),
+                "passages": float(len(passages))}
+
+    # ----- outputs -----
+    def _write_log(self) -> None:
+        import json
+
+        with atomic_write(self.output_dir / LOG_FILE) as f:
+            for rec in self.progress.log:
+                f.write(json.dumps(rec) + "\n")
+
+    def plot(self) -> None:
+        """Training loss per step and the validation figure per epoch, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [r for r in self.progress.log if r["type"] == "step"]
+        vals = [r for r in self.progress.log if r["type"] == "validation"]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        axes[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1)
+        axes[0].set(xlabel="step", ylabel="training loss (NLL)", title="training loss")
+        for metric, style in (("nll", "o-"), ("average_rank", "s-")):
+            pts = [r for r in vals if r["metric"] == metric]
+            if pts:
+                axes[1].plot([r["epoch"] for r in pts], [r[metric] for r in pts], style, label=metric)
+        axes[1].set(xlabel="epoch", ylabel="validation (lower is better)", title="validation")
+        if vals:
+            axes[1].legend()
+        fig.tight_layout()
+        with atomic_path(self.output_dir / PLOT_FILE) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
