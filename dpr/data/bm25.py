@@ -109,7 +109,10 @@ def cached_tokenize(texts: Iterable[str], source: str | os.PathLike, cache_dir: 
             return cached
     corpus = TokenizedCorpus.build(texts, num_workers=num_workers, total=total)
     if cache_dir is not None:
-        corpus.save(cache_dir, fp)
+        try:
+            corpus.save(cache_dir, fp)
+        except OSError as e:  # e.g. a read-only data directory: go on without the cache
+            logger.warning("BM25 token cache %s not written (%s)", cache_dir, e)
     return corpus
 
 
@@ -144,7 +147,7 @@ class BM25Index:
     def query_ids(self, text: str) -> list[int]:
         return [self.vocab[t] for t in tokenize(text) if t in self.vocab]
 
-    def search(self, queries: list[str], k: int, num_threads: int = 0) -> list[list[tuple[int, float]]]:
+    def search(self, queries: list[str], k: int, num_threads: int = 1) -> list[list[tuple[int, float]]]:
         """Top-k (doc index, score) per query, best first; only docs sharing a token (score > 0); [] for no match."""
         k = min(k, self.num_docs)
         qids = [self.query_ids(q) for q in queries]
@@ -152,7 +155,26 @@ class BM25Index:
         out: list[list[tuple[int, float]]] = [[] for _ in queries]
         if not todo or k <= 0:
             return out
-        docs, scores = self.model.retrieve([qids[i] for i in todo], k=k, show_progress=False, n_threads=num_threads)
+        docs, scores = self.model.retrieve([qids[i] for i in todo], k=k, show_progress=False,
+                                           n_threads=num_threads if num_threads > 1 else 0)
         for i, d_row, s_row in zip(todo, docs.tolist(), scores.tolist()):
             out[i] = [(d, s) for d, s in zip(d_row, s_row) if s > 0]
         return out
+
+
+def default_cache_dir(passages_tsv: str | os.PathLike) -> Path:
+    """`passages.jieba/` beside `passages.tsv`: the token cache that preprocessing and bm25_retriever.py share."""
+    p = Path(passages_tsv)
+    return p.with_name(p.stem + ".jieba")
+
+
+def index_passages(passages_tsv: str | os.PathLike, cache_dir: str | os.PathLike | None = "default",
+                   num_workers: int = 1) -> tuple[BM25Index, list[str]]:
+    """A BM25 index over passages.tsv ("title text") and the passage ids in index order."""
+    from dpr.data.formats import read_passages_tsv
+
+    pids = [pid for pid, _, _ in read_passages_tsv(passages_tsv)]
+    texts = (f"{title} {text}" if title else text for _, text, title in read_passages_tsv(passages_tsv))
+    cache = default_cache_dir(passages_tsv) if cache_dir == "default" else cache_dir
+    corpus = cached_tokenize(texts, passages_tsv, cache, num_workers=num_workers, total=len(pids))
+    return BM25Index(corpus), pids

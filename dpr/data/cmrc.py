@@ -131,11 +131,15 @@ def convert_split(path: Path, max_chars: int, stats: Counter) -> tuple[list[dict
                     if p.start < a_end and a_start < p.end:
                         gold.setdefault(p.pid, p)
             stats["questions"] += 1
+            question = clean_text(str(qa.get("question", "")))
+            if not question:
+                stats["questions_empty"] += 1
+                continue
             if not gold:
                 stats["questions_without_usable_answer"] += 1
                 continue
             questions.append({
-                "question_id": str(qa["id"]), "question": clean_text(qa["question"]), "answers": answers,
+                "question_id": str(qa["id"]), "question": question, "answers": answers,
                 "answer_paragraphs": [{"paragraph_id": p.pid, "paragraph_text": p.text} for p in gold.values()],
             })
             stats["positives"] += len(gold)

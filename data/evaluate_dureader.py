@@ -1,0 +1,36 @@
+"""DuReader-retrieval's official metric: REF (dev.json lines) x PRED ({qid: [pids]}) -> MRR@10, recall@1, recall@50.
+
+Usage: python data/evaluate_dureader.py REF PRED [--strict]
+Prints one JSON line with the official keys (MRR@10, QueriesRanked, recall@1, recall@50).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dpr.eval.dureader import evaluate, load_predictions, load_reference  # noqa: E402
+from dpr.options import setup_logging  # noqa: E402
+from dpr.utils.io import InputError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("reference", help="dev.json-style JSON lines with question_id and answer_paragraphs")
+    p.add_argument("prediction", help="JSON {question_id: [paragraph_id, ...]} in rank order (first 50 used)")
+    p.add_argument("--strict", action="store_true", help="A pid ranked twice for one query is an error.")
+    args = p.parse_args(argv)
+    setup_logging()
+    try:
+        metrics = evaluate(load_reference(args.reference), load_predictions(args.prediction), strict=args.strict)
+    except (InputError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps(metrics, sort_keys=True))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Preprocess DuReader-retrieval (or the CMRC2018 mini corpus built in its release layout) into DPR files.
+
+Reads the release JSON layout (train.json, dev.json, [test.json], passage_collection.json) or the baseline layout
+(dureader-retrieval-baseline-dataset/: train/dual.train.tsv, dev/dev.json, passage-collection/part-0*,
+passage2id.map.json), autodetected. Writes OUTPUT_DIR/retrieval_train_data/dual_train.json, dual_dev.json
+(+ dual_test.json for a labelled test.json, + dev_with_hn.json with --dev_topk), OUTPUT_DIR/passages.tsv with
+passages_shard{k}_of{N}.tsv beside it, and OUTPUT_DIR/preprocess_stats.json (counts, dropped lines, timings).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dpr.data.preprocess import Options, run  # noqa: E402
+from dpr.options import positive_int, setup_logging  # noqa: E402
+from dpr.utils.io import InputError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input_dir", type=Path, default=ROOT / "data" / "dureader_data",
+                   help="The release files, or the baseline dataset (also found in its "
+                        "dureader-retrieval-baseline-dataset/ subfolder). Default: data/dureader_data")
+    p.add_argument("--output_dir", type=Path, default=ROOT / "data" / "dureader_data",
+                   help="Where retrieval_train_data/, passages.tsv and the shards go. Default: data/dureader_data")
+    p.add_argument("--layout", choices=["auto", "release", "baseline"], default="auto")
+    p.add_argument("--num_hard_negatives", type=positive_int, default=30,
+                   help="Size of each question's hard-negative pool (the baseline file's own negatives when it has "
+                        "them, else BM25-mined, never a positive or a sibling `<hash>-k` of one).")
+    p.add_argument("--num_shards", type=positive_int, default=8, help="passages_shard{k}_of{N}.tsv files to write.")
+    p.add_argument("--dev_topk", type=Path, default=None,
+                   help="A retriever's ranked dev output {qid: [pids]}: also write dev_with_hn.json whose hard "
+                        "negatives are the first --num_hard_negatives non-gold passages.")
+    p.add_argument("--skip_bad_lines", action="store_true",
+                   help="Skip and count malformed lines instead of stopping at the first (file and line named).")
+    p.add_argument("--no_bm25", action="store_true",
+                   help="Do not mine BM25 negatives (questions without given negatives get none).")
+    p.add_argument("--num_workers", type=positive_int, default=1,
+                   help="Processes for jieba tokenization and threads for BM25 search.")
+    args = p.parse_args(argv)
+    setup_logging()
+    try:
+        report = run(Options(args.input_dir, args.output_dir, args.layout, args.num_hard_negatives, args.num_shards,
+                             args.dev_topk, args.skip_bad_lines, not args.no_bm25, args.num_workers))
+    except InputError as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+"""DuReader-retrieval (release JSON or baseline TSV layout) -> DPR JSON train/dev files, passages.tsv and shards.
+
+Memory grows with what is kept (questions, their positives, passage ids), not with the collection: the collection
+is streamed into passages.tsv, texts of mined negatives are fetched in one more pass over that file.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from dpr.data.bm25 import default_cache_dir, index_passages
+from dpr.data.cleaning import clean_text, is_empty
+from dpr.data.formats import (DPRJsonWriter, PassagesWriter, dpr_passage, pid_family, read_passages_tsv,
+                              release_question, write_dpr_json)
+from dpr.data.shards import write_shards
+from dpr.utils.io import InputError, atomic_write, check_writable_dir, iter_jsonl, iter_lines, read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+RELEASE_FILES = ("train.json", "dev.json", "passage_collection.json")
+BASELINE_FILES = ("train/dual.train.tsv", "dev/dev.json", "passage-collection/passage2id.map.json",
+                  "passage-collection/part-00")
+BASELINE_SUBDIR = "dureader-retrieval-baseline-dataset"
+TRAIN_DIR = "retrieval_train_data"
+
+
+@dataclass
+class Options:
+    input_dir: Path
+    output_dir: Path
+    layout: str = "auto"
+    num_hard_negatives: int = 30
+    num_shards: int = 8
+    dev_topk: Path | None = None
+    skip_bad_lines: bool = False
+    bm25: bool = True
+    num_workers: int = 1
+
+
+@dataclass
+class Question:
+    qid: str | None
+    question: str
+    answers: list[str]
+    positives: list[list[Any]]  # [pid, text | None]; None = text to be fetched from the collection
+    negatives: list[list[Any]] = field(default_factory=list)  # [pid, text]
+    mined: list[int] = field(default_factory=list)  # doc indices in passages.tsv
+
+    def to_dpr(self, keep_qid: bool) -> dict[str, Any]:
+        entry: dict[str, Any] = {"question": self.question, "answers": self.answers,
+                                 "positive_ctxs": [dpr_passage(p, t) for p, t in self.positives if t],
+                                 "negative_ctxs": [],
+                                 "hard_negative_ctxs": [dpr_passage(p, t) for p, t in self.negatives]}
+        if keep_qid and self.qid is not None:
+            entry["question_id"] = self.qid
+        return entry
+
+
+class BadLines:
+    """Raise on a bad line, or (with --skip_bad_lines) count it per file."""
+
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self.counts: Counter = Counter()
+
+    def handle(self, error: InputError) -> None:
+        if not self.skip:
+            raise error
+        self.counts[error.path] += 1
+
+    def jsonl(self, path: Path) -> Iterator[tuple[int, dict]]:
+        bad: list[int] = []
+        yield from iter_jsonl(path, self.skip, bad)
+        if bad:
+            self.counts[str(path)] += len(bad)
+
+
+@dataclass
+class Collection:
+    """What is kept of the streamed collection: ids in passages.tsv order, family sizes, text-hash -> id."""
+
+    pids: list[str] = field(default_factory=list)
+    family_size: Counter = field(default_factory=Counter)
+    by_text_hash: dict[int, str] = field(default_factory=dict)
+
+
+def detect_layout(input_dir: Path, layout: str = "auto") -> tuple[str, Path]:
+    """(layout, root) of the data under input_dir (or its dureader-retrieval-baseline-dataset/ subfolder)."""
+    wanted = {"release": RELEASE_FILES, "baseline": BASELINE_FILES}
+    names = [layout] if layout != "auto" else ["release", "baseline"]
+    roots = [input_dir, input_dir / BASELINE_SUBDIR]
+    for root in roots:
+        for name in names:
+            if all((root / f).is_file() for f in wanted[name]):
+                return name, root
+    lines = []
+    for name in names:
+        missing = [f for f in wanted[name] if not (input_dir / f).is_file()]
+        lines.append(f"the {name} layout needs {', '.join(wanted[name])} (missing: {', '.join(missing)})")
+    raise InputError(input_dir, "no DuReader-retrieval data found: " + "; ".join(lines)
+                     + ". For the CMRC2018 mini corpus run data/build_cmrc2018_retrieval.py and pass its --output_dir "
+                     "as --input_dir.")
+
+
+def read_release_questions(path: Path, bad: BadLines, stats: Counter, split: str) -> list[Question]:
+    """Questions of a release-JSON file; labelled ones keep their answer paragraphs (text fetched later if absent)."""
+    out: list[Question] = []
+    for n, obj in bad.jsonl(path):
+        try:
+            qid, question = release_question(path, obj, n)
+            if not question:
+                raise InputError(path, "empty question", line=n)
+            paras = obj.get("answer_paragraphs")
+            if paras is not None and not (isinstance(paras, list) and all(
+                    isinstance(p, dict) and "paragraph_id" in p for p in paras)):
+                raise InputError(path, "answer_paragraphs must be a list of objects with a paragraph_id", line=n)
+        except InputError as e:
+            bad.handle(e)
+            continue
+        positives = []
+        for p in paras or []:
+            text = p.get("paragraph_text")
+            positives.append([str(p["paragraph_id"]), None if is_empty(text) else clean_text(str(text))])
+        if paras is not None and not positives:
+            stats[f"{split}_questions_without_positives"] += 1
+            continue
+        answers = obj.get("answers") if isinstance(obj.get("answers"), list) else []
+        out.append(Question(qid, question, [str(a) for a in answers], positives))
+    stats[f"{split}_questions"] = len(out)
+    return out
+
+
+def _add_passage(writer: PassagesWriter, coll: Collection, seen: set[str], pid: str, raw: Any, stats: Counter,
+                 want_hashes: set[int] | None = None) -> None:
+    if is_empty(raw):
+        stats["passages_dropped_empty"] += 1
+        return
+    text = clean_text(str(raw))
+    if not text:
+        stats["passages_dropped_empty"] += 1
+        return
+    if pid in seen:
+        stats["passages_duplicate_id"] += 1
+        return
+    seen.add(pid)
+    writer.write(pid, text)
+    coll.pids.append(pid)
+    fam = pid_family(pid)
+    if fam is not None:
+        coll.family_size[fam] += 1
+    if want_hashes is not None:
+        h = hash(text)
+        if h in want_hashes and h not in coll.by_text_hash:
+            coll.by_text_hash[h] = pid
+
+
+def stream_release_collection(path: Path, out_tsv: Path, bad: BadLines, stats: Counter) -> Collection:
+    coll, seen = Collection(), set()
+    with atomic_write(out_tsv) as f:
+        writer = PassagesWriter(f)
+        for n, obj in bad.jsonl(path):
+            if "paragraph_id" not in obj or "paragraph_text" not in obj:
+                bad.handle(InputError(path, "expected keys 'paragraph_id' and 'paragraph_text'", line=n))
+                continue
+            _add_passage(writer, coll, seen, str(obj["paragraph_id"]), obj["paragraph_text"], stats)
+    return coll
+
+
+def baseline_parts(root: Path) -> list[Path]:
+    return [Path(p) for p in sorted(glob.glob(str(root / "passage-collection" / "part-*")))]
+
+
+def stream_baseline_collection(root: Path, out_tsv: Path, bad: BadLines, stats: Counter,
+                               want_hashes: set[int]) -> Collection:
+    """part-00.. lines `null, null, text, null`; passage2id.map.json maps the line index over all parts to its id."""
+    id_map_path = root / "passage-collection" / "passage2id.map.json"
+    id_map = read_json(id_map_path)
+    if not isinstance(id_map, dict):
+        raise InputError(id_map_path, "expected a JSON object {\"<line index>\": \"<paragraph_id>\"}")
+    coll, seen, index = Collection(), set(), -1
+    with atomic_write(out_tsv) as f:
+        writer = PassagesWriter(f)
+        for part in baseline_parts(root):
+            for n, line in iter_lines(part):
+                index += 1
+                cols = line.split("\t")
+                pid = id_map.get(str(index))
+                if len(cols) != 4:
+                    bad.handle(InputError(part, f"expected 4 tab-separated columns (null, null, passage, null), "
+                                                f"got {len(cols)}", line=n))
+                    continue
+                if pid is None:
+                    bad.handle(InputError(part, f"line index {index} (over all parts) has no id in {id_map_path}",
+                                          line=n))
+                    continue
+                _add_passage(writer, coll, seen, str(pid), cols[2], stats, want_hashes)
+    del id_map
+    return coll
+
+
+def iter_baseline_train(path: Path, bad: BadLines) -> Iterator[tuple[str, str, str]]:
+    """(query, positive, negative) per dual.train.tsv row `query, null, positive, null, negative, 0`, cleaned."""
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != 6:
+            bad.handle(InputError(path, f"expected 6 tab-separated columns (query, null, positive, null, negative, "
+                                        f"label), got {len(cols)}", line=n))
+            continue
+        query, pos, neg = clean_text(cols[0]), clean_text(cols[2]), clean_text(cols[4])
+        if not query or is_empty(pos):
+            bad.handle(InputError(path, "empty query or positive passage", line=n))
+            continue
+        yield query, pos, ("" if is_empty(neg) else neg)
+
+
+def group_baseline_train(path: Path, bad: BadLines, max_negatives: int) -> Iterator[Question]:
+    """Consecutive rows of one query become one question: distinct positives, distinct negatives (capped)."""
+    current: Question | None = None
+    for query, pos, neg in iter_baseline_train(path, bad):
+        if current is None or current.question != query:
+            if current is not None:
+                yield current
+            current = Question(None, query, [], [])
+        if all(t != pos for _, t in current.positives):
+            current.positives.append([None, pos])
+        pos_texts = {t for _, t in current.positives}
+        if neg and neg not in pos_texts and len(current.negatives) < max_negatives and \
+                all(t != neg for _, t in current.negatives):
+            current.negatives.append([None, neg])
+    if current is not None:
+        yield current
+
+
+def mine_bm25(questions: list[Question], passages_tsv: Path, coll: Collection, k: int, num_workers: int,
+              stats: Counter, batch: int = 256) -> None:
+    """Fill q.mined with the top-k BM25 passages that are neither a positive nor a sibling of one."""
+    todo = [q for q in questions if not q.negatives and q.positives]
+    if not todo:
+        return
+    index, _ = index_passages(passages_tsv, default_cache_dir(passages_tsv), num_workers)
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        excluded = []
+        for q in chunk:
+            pos = {p for p, _ in q.positives}
+            fams = {f for f in map(pid_family, pos) if f is not None}
+            excluded.append((pos, fams, sum(coll.family_size[f] for f in fams) + len(pos)))
+        depth = k + max(e[2] for e in excluded)
+        for q, (pos, fams, _), hits in zip(chunk, excluded, index.search([q.question for q in chunk], depth,
+                                                                         num_workers)):
+            for doc, _score in hits:
+                pid = coll.pids[doc]
+                if pid in pos or pid_family(pid) in fams:
+                    continue
+                q.mined.append(doc)
+                if len(q.mined) == k:
+                    break
+            stats["bm25_questions_short_of_negatives"] += len(q.mined) < k
+    stats["bm25_mined_questions"] += len(todo)
+
+
+def read_dev_topk(path: Path) -> dict[str, list[str]]:
+    topk = read_json(path)
+    if not isinstance(topk, dict) or not all(isinstance(v, list) for v in topk.values()):
+        raise InputError(path, "expected the official ranked format {question_id: [paragraph_id, ...]}")
+    return {str(q): [str(p) for p in v] for q, v in topk.items()}
+
+
+def fetch_texts(passages_tsv: Path, doc_indices: set[int], pids: set[str]) -> tuple[dict[int, str], dict[str, str]]:
+    """One pass over passages.tsv: texts by doc index and by id, for the requested ones only."""
+    by_doc: dict[int, str] = {}
+    by_pid: dict[str, str] = {}
+    for i, (pid, text, _title) in enumerate(read_passages_tsv(passages_tsv)):
+        if i in doc_indices:
+            by_doc[i] = text
+        if pid in pids:
+            by_pid[pid] = text
+    return by_doc, by_pid
+
+
+def with_topk_negatives(q: Question, ranked: list[str], by_pid: dict[str, str], k: int) -> Question:
+    """A copy of q whose hard negatives are the first k ranked passages that are not gold (nor siblings of gold)."""
+    gold = {p for p, _ in q.positives}
+    fams = {f for f in map(pid_family, gold) if f is not None}
+    negs = [[p, by_pid[p]] for p in ranked if p not in gold and pid_family(p) not in fams and p in by_pid][:k]
+    return Question(q.qid, q.question, q.answers, q.positives, negs)
+
+
+def run(opts: Options) -> dict[str, Any]:
+    """Preprocess; returns (and writes to preprocess_stats.json) counts and stage timings."""
+    t0 = time.time()
+    layout, root = detect_layout(Path(opts.input_dir), opts.layout)
+    out = check_writable_dir(opts.output_dir)
+    train_dir = out / TRAIN_DIR
+    passages_tsv = out / "passages.tsv"
+    stats: Counter = Counter()
+    timings: dict[str, float] = {}
+    bad = BadLines(opts.skip_bad_lines)
+    logger.info("layout %s in %s", layout, root)
+
+    splits: dict[str, list[Question]] = {"dev": read_release_questions(root / ("dev.json" if layout == "release" else
+                                                                                "dev/dev.json"), bad, stats, "dev")}
+    if layout == "release":
+        splits["train"] = read_release_questions(root / "train.json", bad, stats, "train")
+        if (root / "test.json").is_file():
+            test = read_release_questions(root / "test.json", bad, stats, "test")
+            if test and all(q.positives for q in test):
+                splits["test"] = test
+            else:
+                stats["test_unlabelled_not_converted"] = len(test)
+        coll = stream_release_collection(root / "passage_collection.json", passages_tsv, bad, stats)
+    else:
+        want: set[int] = set()  # hashes of the train texts whose ids the collection pass looks up
+        first_pass = BadLines(opts.skip_bad_lines)  # raises before the long collection pass; counted in pass 2
+        for group in group_baseline_train(root / "train" / "dual.train.tsv", first_pass, opts.num_hard_negatives):
+            want.update(hash(t) for _, t in group.positives + group.negatives)
+        coll = stream_baseline_collection(root, passages_tsv, bad, stats, want)
+    stats["passages"] = len(coll.pids)
+    timings["collection_s"] = time.time() - t0
+
+    write_shards(passages_tsv, opts.num_shards, len(coll.pids))
+    timings["shards_s"] = time.time() - t0 - sum(timings.values())
+
+    if layout == "baseline":
+        with DPRJsonWriter(train_dir / "dual_train.json") as w:
+            for q in group_baseline_train(root / "train" / "dual.train.tsv", bad, opts.num_hard_negatives):
+                for item in q.positives + q.negatives:
+                    item[0] = coll.by_text_hash.get(hash(item[1]))
+                    stats["train_passages_without_id"] += item[0] is None
+                w.write(q.to_dpr(keep_qid=False))
+        stats["train_questions"] = w.count
+        timings["train_s"] = time.time() - t0 - sum(timings.values())
+
+    labelled = [q for qs in splits.values() for q in qs]
+    if opts.bm25:
+        mine_bm25(labelled, passages_tsv, coll, opts.num_hard_negatives, opts.num_workers, stats)
+    timings["bm25_s"] = time.time() - t0 - sum(timings.values())
+
+    topk = read_dev_topk(opts.dev_topk) if opts.dev_topk else {}
+    need_pids = {p for q in labelled for p, t in q.positives if t is None} | {p for v in topk.values() for p in v}
+    by_doc, by_pid = fetch_texts(passages_tsv, {d for q in labelled for d in q.mined}, need_pids)
+    for q in labelled:
+        q.negatives += [[coll.pids[d], by_doc[d]] for d in q.mined]
+        for item in q.positives:
+            if item[1] is None:
+                item[1] = by_pid.get(item[0])
+                stats["positives_not_in_collection"] += item[1] is None
+    for split, qs in splits.items():
+        name = {"train": "dual_train.json", "dev": "dual_dev.json", "test": "dual_test.json"}[split]
+        write_dpr_json(train_dir / name, [q.to_dpr(keep_qid=True) for q in qs if any(t for _, t in q.positives)])
+    if opts.dev_topk:
+        missing = [q for q in splits["dev"] if q.qid not in topk]
+        stats["dev_topk_questions_missing"] = len(missing)
+        dev_hn = [with_topk_negatives(q, topk[q.qid], by_pid, opts.num_hard_negatives) if q.qid in topk else q
+                  for q in splits["dev"]]
+        write_dpr_json(train_dir / "dev_with_hn.json", [q.to_dpr(keep_qid=True) for q in dev_hn])
+    timings["write_s"] = time.time() - t0 - sum(timings.values())
+    timings["total_s"] = time.time() - t0
+    report = {"layout": layout, "input": str(root), "counts": dict(sorted(stats.items())),
+              "bad_lines": dict(bad.counts), "timings": {k: round(v, 2) for k, v in timings.items()}}
+    write_json(out / "preprocess_stats.json", report)
+    return report
+
