@@ -48,22 +48,20 @@ def _units(text: str, max_chars: int) -> list[tuple[int, int]]:
 
 
 def split_paragraph(text: str, max_chars: int = 200) -> list[tuple[int, int]]:
-    """[start, end) spans of passages: consecutive sentences packed greedily up to max_chars, blank ones dropped."""
+    """[start, end) spans of passages: consecutive sentences packed greedily up to max_chars, blank edges dropped."""
     spans: list[tuple[int, int]] = []
     for s, e in _units(text, max_chars):
-        if spans and e - spans[-1][0] <= max_chars:
-            spans[-1] = (spans[-1][0], e)
-        else:
-            spans.append((s, e))
-    out = []
-    for s, e in spans:
         while s < e and text[s].isspace():
             s += 1
         while e > s and text[e - 1].isspace():
             e -= 1
-        if e > s:
-            out.append((s, e))
-    return out
+        if e == s:
+            continue
+        if spans and e - spans[-1][0] <= max_chars:
+            spans[-1] = (spans[-1][0], e)
+        else:
+            spans.append((s, e))
+    return spans
 
 
 def paragraph_hash(context: str) -> str:

@@ -1,0 +1,64 @@
+import os
+
+import bm25s
+import numpy as np
+
+from dpr.data.bm25 import BM25Index, TokenizedCorpus, cached_tokenize, index_passages, score_matrix, tokenize
+from dpr.utils.io import atomic_write
+
+TEXTS = ["北京是中国的首都。", "上海是中国最大的城市，位于长江入海口。", "长江是中国最长的河流！",
+         "我爱北京天安门", "The quick brown fox, 北京?", "黄河是中国第二长的河流"]
+
+
+def dense(scores, vocab):
+    """docs x tokens matrix of a bm25s `scores` dict, columns in sorted-token order."""
+    tokens = sorted(t for t in vocab if t)
+    m = np.zeros((scores["num_docs"], len(tokens)))
+    for j, t in enumerate(tokens):
+        i = vocab[t]
+        a, b = scores["indptr"][i], scores["indptr"][i + 1]
+        m[scores["indices"][a:b], j] = scores["data"][a:b]
+    return m
+
+
+def test_tokenize_drops_punctuation_and_lowercases():
+    toks = tokenize("The quick, 北京!")
+    assert "the" in toks and "北京" in toks
+    assert not any(t.strip(" ,!") == "" for t in toks)
+
+
+def test_score_matrix_equals_bm25s_own_index():
+    corpus = TokenizedCorpus.build(TEXTS)
+    for k1, b in [(1.5, 0.75), (0.9, 0.4)]:
+        ours = score_matrix(corpus, k1, b)
+        ref = bm25s.BM25(k1=k1, b=b, method="lucene")
+        ref.index([tokenize(t) for t in TEXTS], show_progress=False)
+        np.testing.assert_allclose(dense(ours, corpus.vocab), dense(ref.scores, ref.vocab_dict), rtol=1e-6)
+
+
+def test_search_ranks_and_handles_unknown_words():
+    index = BM25Index(TokenizedCorpus.build(TEXTS))
+    hits = index.search(["长江是什么河流", "xyz qqq", "北京"], k=3, num_threads=2)
+    assert hits[0][0][0] == 2 and len(hits[0]) == 3
+    assert hits[1] == []
+    assert {d for d, _ in hits[2]} == {0, 3, 4}
+    assert all(s > 0 for h in hits for _, s in h)
+    assert index.search(["中国"], k=100)[0].__len__() == 4  # k above the corpus size is capped
+
+
+def test_token_cache_is_reused_and_refreshed(tmp_path):
+    p = tmp_path / "passages.tsv"
+    with atomic_write(p) as f:
+        f.write("id\ttext\ttitle\n" + "".join(f"p{i}\t{t}\t\n" for i, t in enumerate(TEXTS)))
+    index, pids = index_passages(p)
+    assert pids == [f"p{i}" for i in range(len(TEXTS))]
+    cache = tmp_path / "passages.jieba"
+    assert (cache / "meta.json").is_file()
+    # a reused cache must not tokenize again: feed texts that would fail if consumed
+    again = cached_tokenize(iter(()), p, cache)
+    np.testing.assert_array_equal(again.ids, TokenizedCorpus.build(TEXTS).ids)
+    with atomic_write(p) as f:  # new content: the fingerprint changes and the cache is rebuilt
+        f.write("id\ttext\ttitle\nz\t全新的内容\t\n")
+    os.utime(p, ns=(1, 1))
+    index, pids = index_passages(p)
+    assert pids == ["z"] and index.num_docs == 1
