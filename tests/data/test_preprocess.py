@@ -1,0 +1,163 @@
+import json
+
+import pytest
+
+from dpr.data.formats import read_dpr_json, read_passages_tsv
+from dpr.data.preprocess import Options, detect_layout, run
+from dpr.utils.io import InputError
+
+# Family "fa" (three passages cut from one paragraph); fa-1 is the passage BM25 likes best for q1 after fa-0.
+COLLECTION = [
+    ("fa-0", "故宫位于北京市中心，是明清两代的皇家宫殿。"),
+    ("fa-1", "故宫位于北京，故宫博物院成立于1925年。"),
+    ("fa-2", "故宫的宫殿建筑是中国现存最大的木质结构古建筑群。"),
+    ("fb-0", "长城是古代中国的防御工程，北京段最为有名。"),
+    ("fb-1", "长城东起山海关，西至嘉峪关。"),
+    ("p1", "北京是中国的首都，也是政治和文化中心。"),
+    ("p2", "颐和园位于北京西郊，是皇家园林。"),
+    ("p3", "天坛是明清皇帝祭天的地方，位于北京。"),
+    ("p4", "上海是中国最大的经济中心城市。"),
+    ("p5", "黄河是中国第二长河。"),
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def question(qid, text, *pids, with_text=True):
+    texts = dict(COLLECTION)
+    return {"question_id": qid, "question": text, "answer_paragraphs": [
+        {"paragraph_id": p, **({"paragraph_text": texts[p]} if with_text else {})} for p in pids]}
+
+
+@pytest.fixture
+def release(tmp_path):
+    d = tmp_path / "release"
+    d.mkdir()
+    rows = [{"paragraph_id": p, "paragraph_text": t} for p, t in COLLECTION]
+    rows[5]["paragraph_text"] = "北京是中国的首都，\x07也是政治\t和文化中心。"  # control char + tab: cleaned
+    rows += [{"paragraph_id": "e1", "paragraph_text": ""}, {"paragraph_id": "e2", "paragraph_text": "NaN"},
+             {"paragraph_id": "e3", "paragraph_text": None}, {"paragraph_id": "p2", "paragraph_text": "重复的id"}]
+    write_jsonl(d / "passage_collection.json", rows)
+    write_jsonl(d / "train.json", [question("q1", "故宫位于北京哪里", "fa-0"), question("q2", "长城东起哪里", "fb-1")])
+    write_jsonl(d / "dev.json", [question("d1", "北京的皇家园林", "p2", with_text=False)])
+    write_jsonl(d / "test.json", [{"question_id": "t1", "question": "没有标注的问题"}])
+    return d
+
+
+def test_release_layout_end_to_end(release, tmp_path):
+    out = tmp_path / "out"
+    report = run(Options(release, out, num_hard_negatives=3, num_shards=3))
+    assert report["layout"] == "release"
+    c = report["counts"]
+    assert c["passages"] == 10 and c["passages_dropped_empty"] == 3 and c["passages_duplicate_id"] == 1
+    assert c["test_unlabelled_not_converted"] == 1
+
+    passages = list(read_passages_tsv(out / "passages.tsv"))
+    assert [p for p, _, _ in passages] == [p for p, _ in COLLECTION]
+    assert passages[5][1] == "北京是中国的首都，也是政治 和文化中心。"
+    assert passages[6][1] == dict(COLLECTION)["p2"]  # the duplicate id kept the first
+    shards = [list(read_passages_tsv(out / f"passages_shard{k}_of3.tsv")) for k in range(3)]
+    assert sum(shards, []) == passages
+
+    train = read_dpr_json(out / "retrieval_train_data" / "dual_train.json")
+    q1 = train[0]
+    assert q1["question"] == "故宫位于北京哪里" and q1["question_id"] == "q1"
+    assert [c["passage_id"] for c in q1["positive_ctxs"]] == ["fa-0"]
+    negs = [c["passage_id"] for c in q1["hard_negative_ctxs"]]
+    assert len(negs) == 3 and not {"fa-0", "fa-1", "fa-2"} & set(negs)  # positives and their siblings excluded
+    assert all(c["text"] == dict(COLLECTION)[c["passage_id"]] for c in q1["hard_negative_ctxs"] if c["passage_id"] != "p1")
+    assert set(q1) == {"question", "question_id", "answers", "positive_ctxs", "negative_ctxs", "hard_negative_ctxs"}
+    q2negs = {c["passage_id"] for c in train[1]["hard_negative_ctxs"]}
+    assert not {"fb-0", "fb-1"} & q2negs
+
+    dev = read_dpr_json(out / "retrieval_train_data" / "dual_dev.json")
+    assert dev[0]["question_id"] == "d1"
+    assert dev[0]["positive_ctxs"][0]["text"] == dict(COLLECTION)["p2"]  # text fetched from the collection
+    assert "p2" not in {c["passage_id"] for c in dev[0]["hard_negative_ctxs"]}
+    assert not (out / "retrieval_train_data" / "dual_test.json").exists()
+    assert json.loads((out / "preprocess_stats.json").read_text())["counts"]["passages"] == 10
+
+
+def test_dev_topk_gives_first_non_gold_negatives(release, tmp_path):
+    topk = tmp_path / "topk.json"
+    topk.write_text(json.dumps({"d1": ["p2", "fa-1", "p9-missing", "p3", "p1", "p4"]}))
+    out = tmp_path / "out"
+    run(Options(release, out, num_hard_negatives=2, num_shards=1, dev_topk=topk, bm25=False))
+    dev_hn = read_dpr_json(out / "retrieval_train_data" / "dev_with_hn.json")
+    assert [c["passage_id"] for c in dev_hn[0]["hard_negative_ctxs"]] == ["fa-1", "p3"]
+    assert read_dpr_json(out / "retrieval_train_data" / "dual_dev.json")[0]["hard_negative_ctxs"] == []
+
+
+def test_bad_line_names_file_and_line_and_can_be_skipped(release, tmp_path):
+    coll = release / "passage_collection.json"
+    coll.write_text(coll.read_text(encoding="utf-8") + "{not json\n" + json.dumps({"paragraph_id": "x"}) + "\n",
+                    encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"passage_collection.json:15: malformed JSON line"):
+        run(Options(release, out, num_shards=1, bm25=False))
+    assert not (out / "passages.tsv").exists()  # nothing half-written
+    assert [p.name for p in out.iterdir()] == []
+    report = run(Options(release, out, num_shards=1, bm25=False, skip_bad_lines=True))
+    assert report["bad_lines"] == {str(coll): 2}
+    assert report["counts"]["passages"] == 10
+
+
+def test_missing_files_name_the_layouts(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "train.json").write_text("")
+    with pytest.raises(InputError, match=r"release layout needs .*missing: dev.json, passage_collection.json.*"
+                                         r"baseline layout needs train/dual.train.tsv"):
+        detect_layout(tmp_path / "in")
+    with pytest.raises(InputError, match="baseline layout needs"):
+        detect_layout(tmp_path / "in", "baseline")
+
+
+@pytest.fixture
+def baseline(tmp_path):
+    d = tmp_path / "data" / "dureader-retrieval-baseline-dataset"
+    (d / "train").mkdir(parents=True)
+    (d / "dev").mkdir()
+    (d / "passage-collection").mkdir()
+    texts = [t for _, t in COLLECTION]
+    (d / "passage-collection" / "part-00").write_text(
+        "".join(f"null\tnull\t{t}\tnull\n" for t in texts[:6]), encoding="utf-8")
+    (d / "passage-collection" / "part-01").write_text(
+        "".join(f"null\tnull\t{t}\tnull\n" for t in texts[6:]) + "null\tnull\tnan\tnull\n", encoding="utf-8")
+    ids = {str(i): f"id{i}" for i in range(len(texts) + 1)}
+    (d / "passage-collection" / "passage2id.map.json").write_text(json.dumps(ids))
+    rows = [("故宫在哪", texts[0], texts[3]), ("故宫在哪", texts[0], texts[4]), ("故宫在哪", texts[0], texts[0]),
+            ("长城", texts[4], texts[9]), ("长城", texts[4], "不在集合里的负例")]
+    (d / "train" / "dual.train.tsv").write_text(
+        "".join(f"{q}\tnull\t{p}\tnull\t{n}\t0\n" for q, p, n in rows), encoding="utf-8")
+    write_jsonl(d / "dev" / "dev.json", [{"question_id": "d1", "question": "北京的皇家园林", "answer_paragraphs": [
+        {"paragraph_id": "id6", "paragraph_text": texts[6]}]}])
+    return d
+
+
+def test_baseline_layout_end_to_end(baseline, tmp_path):
+    out = tmp_path / "out"
+    report = run(Options(baseline.parent, out, num_hard_negatives=30, num_shards=2))  # found in the subfolder
+    assert report["layout"] == "baseline"
+    assert report["counts"]["passages"] == 10 and report["counts"]["passages_dropped_empty"] == 1
+    assert [p for p, _, _ in read_passages_tsv(out / "passages.tsv")] == [f"id{i}" for i in range(10)]
+    train = read_dpr_json(out / "retrieval_train_data" / "dual_train.json")
+    assert [q["question"] for q in train] == ["故宫在哪", "长城"]
+    assert train[0]["positive_ctxs"] == [{"title": "", "text": COLLECTION[0][1], "passage_id": "id0"}]
+    # the file's own negatives, in order, without repeats of the positive
+    assert [c["passage_id"] for c in train[0]["hard_negative_ctxs"]] == ["id3", "id4"]
+    assert [c["passage_id"] for c in train[1]["hard_negative_ctxs"]] == ["id9", None]
+    assert report["counts"]["train_passages_without_id"] == 1
+    dev = read_dpr_json(out / "retrieval_train_data" / "dual_dev.json")
+    assert dev[0]["question_id"] == "d1" and dev[0]["hard_negative_ctxs"]  # BM25-mined: the file has none
+    assert "id6" not in {c["passage_id"] for c in dev[0]["hard_negative_ctxs"]}
+
+
+def test_baseline_bad_train_row(baseline, tmp_path):
+    tsv = baseline / "train" / "dual.train.tsv"
+    tsv.write_text(tsv.read_text(encoding="utf-8") + "only\ttwo columns\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"dual.train.tsv:6: expected 6 tab-separated columns"):
+        run(Options(baseline, tmp_path / "out", num_shards=1, bm25=False))
+    report = run(Options(baseline, tmp_path / "out", num_shards=1, bm25=False, skip_bad_lines=True))
+    assert report["bad_lines"] == {str(tsv): 1}
