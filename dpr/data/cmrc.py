@@ -24,11 +24,12 @@ _CLAUSE = re.compile(r"[^，；,;：:]*[，；,;：:]+|[^，；,;：:]+")
 
 
 def default_cmrc_dir(repo_root: Path) -> Path:
-    """$CMRC2018_DIR, else ../shared/data/cmrc2018 beside the repo, else data/cmrc2018 (the first that exists)."""
+    """$CMRC2018_DIR when set, else ../shared/data/cmrc2018 beside the repo if it exists, else data/cmrc2018."""
     env = os.environ.get("CMRC2018_DIR")
-    options = ([Path(env)] if env else []) + [repo_root.parent / "shared" / "data" / "cmrc2018",
-                                              repo_root / "data" / "cmrc2018"]
-    return next((d for d in options if d.is_dir()), options[0])
+    if env:
+        return Path(env)
+    shared = repo_root.parent / "shared" / "data" / "cmrc2018"
+    return shared if shared.is_dir() else repo_root / "data" / "cmrc2018"
 
 
 def _pieces(pattern: re.Pattern, text: str, start: int, end: int) -> list[tuple[int, int]]:
