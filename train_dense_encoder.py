@@ -17,7 +17,7 @@ from dpr.models.loading import load_encoder_pair
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.training import checkpoint as ckpt
 from dpr.training.data import BiEncoderData
-from dpr.training.trainer import DistInfo, Trainer
+from dpr.training.trainer import DistInfo, Trainer, enable_gradient_checkpointing
 from dpr.utils.io import InputError, check_writable_dir
 from dpr.utils.precision import resolve_amp_dtype
 
@@ -135,7 +135,7 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
         if args.similarity:
             s.normalize = args.similarity == "cosine"
         if args.gradient_checkpointing:
-            enc.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_gradient_checkpointing(enc)
     return q, p, tokenizer
 
 

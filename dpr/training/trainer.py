@@ -103,6 +103,16 @@ def sync_gradients(params: list[nn.Parameter]) -> None:
         offset += n
 
 
+def enable_gradient_checkpointing(encoder: Encoder) -> None:
+    """Recompute activations in backward (non-reentrant, which also runs cleanly under the cache's no-grad pass)."""
+    model = encoder.model
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _identity(x):
     return x
 

@@ -11,6 +11,8 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from dpr.models.encoder import Encoder
 
+torch.set_num_threads(1)  # tiny models: threads only add contention on shared CI cores
+
 CHARS = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可里后什么"
 
 
