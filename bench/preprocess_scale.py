@@ -1,0 +1,151 @@
+"""Scale check for data/preprocess_dureader.py: a synthetic N-passage collection, timed with /usr/bin/time -v.
+
+Writes a synthetic DuReader-retrieval input (release JSON and/or baseline layout: random Chinese text, ~200 chars a
+passage, 32-hex ids, a few thousand labelled questions), runs the preprocess script on it without BM25 mining, and
+prints wall time and peak RSS per layout. With --jieba_tsv it also measures jieba tokenization speed (what BM25
+mining costs per passage) on real passages.
+
+  python bench/preprocess_scale.py --num_passages 1000000 --jieba_tsv data/cmrc2018_retrieval/passages.tsv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+POOL = np.array(list("的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可"
+                     "里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从"
+                     "动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等"
+                     "几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山"
+                     "五太水万市眼体别处总才场师书比住员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更"))
+ENDS = np.array(list("。，。！？"))
+
+
+def synthetic_texts(n: int, length: int, seed: int, chunk: int = 50_000):
+    """n random Chinese passages of `length` chars, a sentence mark every ~20 chars."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        chars = POOL[rng.integers(0, len(POOL), size=(m, length))]
+        marks = rng.random((m, length)) < 0.05
+        chars[marks] = ENDS[rng.integers(0, len(ENDS), size=int(marks.sum()))]
+        yield from (s for s in chars.view(f"<U{length}").ravel())
+
+
+def pid_of(i: int) -> str:
+    return f"{i:032x}"
+
+
+def write_release(d: Path, n: int, length: int, n_train: int, n_dev: int) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "passage_collection.json", "w", encoding="utf-8") as f:
+        for i, text in enumerate(synthetic_texts(n, length, seed=0)):
+            f.write(json.dumps({"paragraph_id": pid_of(i), "paragraph_text": text}, ensure_ascii=False) + "\n")
+    rng = np.random.default_rng(1)
+    for name, count in (("train.json", n_train), ("dev.json", n_dev)):
+        with open(d / name, "w", encoding="utf-8") as f:
+            for q in range(count):
+                gold = [int(x) for x in rng.integers(0, n, size=2)]
+                f.write(json.dumps({"question_id": f"{name[:-5]}{q}", "question": f"问题{q}是什么",
+                                    "answer_paragraphs": [{"paragraph_id": pid_of(g), "paragraph_text": "正文"}
+                                                          for g in gold]}, ensure_ascii=False) + "\n")
+
+
+def write_baseline(d: Path, n: int, length: int, n_train: int, n_dev: int, parts: int = 4) -> None:
+    (d / "train").mkdir(parents=True, exist_ok=True)
+    (d / "dev").mkdir(exist_ok=True)
+    (d / "passage-collection").mkdir(exist_ok=True)
+    texts = synthetic_texts(n, length, seed=0)
+    per_part = -(-n // parts)
+    sample: list[str] = []
+    for k in range(parts):
+        with open(d / "passage-collection" / f"part-{k:02d}", "w", encoding="utf-8") as f:
+            for _ in range(min(per_part, n - k * per_part)):
+                text = next(texts)
+                if len(sample) < 4 * n_train:
+                    sample.append(text)
+                f.write(f"null\tnull\t{text}\tnull\n")
+    with open(d / "passage-collection" / "passage2id.map.json", "w") as f:
+        json.dump({str(i): pid_of(i) for i in range(n)}, f)
+    with open(d / "train" / "dual.train.tsv", "w", encoding="utf-8") as f:
+        for q in range(n_train):
+            for r in range(4):  # four rows per query: its positive with four different negatives
+                f.write(f"问题{q}\tnull\t{sample[q]}\tnull\t{sample[(q + 1 + r) % len(sample)]}\t0\n")
+    with open(d / "dev" / "dev.json", "w", encoding="utf-8") as f:
+        for q in range(n_dev):
+            f.write(json.dumps({"question_id": f"dev{q}", "question": f"问题{q}", "answer_paragraphs": [
+                {"paragraph_id": pid_of(q), "paragraph_text": "正文"}]}, ensure_ascii=False) + "\n")
+
+
+def timed_preprocess(input_dir: Path, output_dir: Path) -> dict:
+    cmd = ["/usr/bin/time", "-v", sys.executable, str(ROOT / "data" / "preprocess_dureader.py"),
+           "--input_dir", str(input_dir), "--output_dir", str(output_dir), "--no_bm25"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"preprocess failed:\n{proc.stderr[-3000:]}")
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr)
+    report = json.loads(proc.stdout)
+    return {"command": " ".join(cmd[2:]), "wall": wall.group(1) if wall else None,
+            "peak_rss_mb": round(int(rss.group(1)) / 1024, 1) if rss else None,
+            "passages": report["counts"]["passages"], "stage_timings_s": report["timings"]}
+
+
+def jieba_speed(tsv: Path, n: int) -> dict:
+    from dpr.data.bm25 import TokenizedCorpus
+    from dpr.data.formats import read_passages_tsv
+    import jieba
+
+    jieba.initialize()
+    texts = [t for _, (_, t, _) in zip(range(n), read_passages_tsv(tsv))]
+    t0 = time.time()
+    TokenizedCorpus.build(texts)
+    dt = time.time() - t0
+    chars = sum(map(len, texts))
+    return {"passages": len(texts), "seconds": round(dt, 2), "passages_per_s": round(len(texts) / dt),
+            "chars_per_s": round(chars / dt)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num_passages", type=int, default=1_000_000)
+    p.add_argument("--passage_chars", type=int, default=200)
+    p.add_argument("--num_train", type=int, default=10_000)
+    p.add_argument("--num_dev", type=int, default=2_000)
+    p.add_argument("--layouts", nargs="+", choices=["release", "baseline"], default=["release", "baseline"])
+    p.add_argument("--work_dir", type=Path, default=Path("/tmp/dpr_preprocess_bench"))
+    p.add_argument("--jieba_tsv", type=Path, default=None, help="Real passages.tsv to time jieba on.")
+    p.add_argument("--jieba_passages", type=int, default=5000)
+    p.add_argument("--keep", action="store_true", help="Keep the generated files.")
+    args = p.parse_args()
+    if not Path("/usr/bin/time").exists():
+        raise SystemExit("/usr/bin/time is missing (Debian/Ubuntu: apt-get install -y time)")
+    results = {}
+    for layout in args.layouts:
+        src, out = args.work_dir / f"{layout}_input", args.work_dir / f"{layout}_output"
+        t0 = time.time()
+        (write_release if layout == "release" else write_baseline)(src, args.num_passages, args.passage_chars,
+                                                                  args.num_train, args.num_dev)
+        gen = time.time() - t0
+        results[layout] = {"generate_s": round(gen, 1), **timed_preprocess(src, out)}
+        print(json.dumps({layout: results[layout]}, ensure_ascii=False), flush=True)
+        if not args.keep:
+            shutil.rmtree(src)
+            shutil.rmtree(out)
+    if args.jieba_tsv:
+        results["jieba"] = jieba_speed(args.jieba_tsv, args.jieba_passages)
+        print(json.dumps({"jieba": results["jieba"]}))
+
+
+if __name__ == "__main__":
+    main()
