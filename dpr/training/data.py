@@ -183,7 +183,7 @@ class BiEncoderData:
         """(question, [positive, negatives...]) for question i; rng=None takes the first of each pool (validation).
 
         Negatives: `n_hard` from the hard pool and `n_other` from the other pool, each topped up from the other pool
-        when short; if both run dry and `fill`, positives of other questions fill the gap (so every question brings
+        when short; if both run dry and `fill`, random passages of the file fill the gap (so every question brings
         the same number of passages).
         """
         pos, hard, other = self.positives[i], self.hard[i], self.other[i]
@@ -200,17 +200,18 @@ class BiEncoderData:
         return self.questions[i], [self.passages[int(pos[0])]] + [self.passages[int(j)] for j in chosen]
 
     def _fillers(self, i: int, count: int, exclude: set[int]) -> list[int]:
-        """`count` positives of other questions (deterministic in i), used when a question's pools run dry."""
+        """`count` random passages of the file other than `exclude` (deterministic in i), for dry pools."""
+        n = len(self.passages)
+        if n - len(exclude) < count:
+            raise ValueError(f"{self.path}: only {n} distinct passages; question {i} cannot get {count} more negatives")
         rng = np.random.default_rng([i, 7919])
         out: list[int] = []
-        for j in rng.permutation(len(self)):
-            p = int(self.positives[int(j)][0])
-            if p not in exclude:
-                out.append(p)
-                exclude.add(p)
-                if len(out) == count:
-                    return out
-        raise ValueError(f"{self.path}: not enough distinct passages to give every question {count} more negatives")
+        while len(out) < count:
+            j = int(rng.integers(n))
+            if j not in exclude:
+                out.append(j)
+                exclude.add(j)
+        return out
 
 
 def epoch_batches(n_examples: int, global_batch: int, seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:

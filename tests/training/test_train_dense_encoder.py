@@ -1,0 +1,113 @@
+"""The training script end to end: flags, checkpoint layout, exact resume."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from dpr.models.loading import load_encoder_pair
+from train_dense_encoder import build_parser, main
+
+REFERENCE = (
+    "--max_grad_norm 2.0 --encoder_model_type hf_bert --pretrained_model_cfg /path/chinese-macbert-base --seed 12345 "
+    "--q_sequence_length 32 --p_sequence_length 384 --warmup_steps 68 --batch_size 1024 --do_lower_case "
+    "--train_file data/dual_train.json --dev_file data/dev_with_hn.json --output_dir ./outputs/macbert_model_ckp "
+    "--learning_rate 3e-05 --num_train_epochs 8 --dev_batch_size 16 --val_av_rank_start_epoch 7 --grad_cache "
+    "--global_loss_buf_sz 2097152 --val_av_rank_max_qs 1000 --q_chunk_size 512 --ctx_chunk_size 64 --fp16 "
+    "--log_batch_step 20 --hard_negatives 4 --other_negatives 0"
+)
+
+
+def test_reference_command_flags_parse():
+    a = build_parser().parse_args(shlex.split(REFERENCE))
+    assert (a.max_grad_norm, a.seed, a.q_sequence_length, a.p_sequence_length) == (2.0, 12345, 32, 384)
+    assert (a.warmup_steps, a.batch_size, a.learning_rate, a.num_train_epochs) == (68, 1024, 3e-05, 8)
+    assert (a.dev_batch_size, a.val_av_rank_start_epoch, a.val_av_rank_max_qs) == (16, 7, 1000)
+    assert (a.q_chunk_size, a.ctx_chunk_size, a.log_batch_step, a.hard_negatives, a.other_negatives) == (512, 64, 20, 4, 0)
+    assert a.grad_cache and a.fp16 and a.do_lower_case and a.global_loss_buf_sz == 2097152
+    assert a.pretrained_model_cfg == "/path/chinese-macbert-base" and a.encoder_model_type == "hf_bert"
+    extra = build_parser().parse_args(shlex.split(REFERENCE) + shlex.split(
+        "--shuffle_positive_ctx --val_av_rank_hard_neg 5 --val_av_rank_other_neg 6 --val_av_rank_bsz 7 "
+        "--model_file m --checkpoint_file_name ck --bf16 --pooling mean --similarity cosine --temperature 0.05 "
+        "--shared_encoder --resume --gradient_checkpointing"))
+    assert extra.shuffle_positive_ctx and extra.shared_encoder and extra.resume and extra.gradient_checkpointing
+    assert (extra.val_av_rank_hard_neg, extra.val_av_rank_other_neg, extra.val_av_rank_bsz) == (5, 6, 7)
+    assert (extra.similarity, extra.temperature, extra.pooling, extra.checkpoint_file_name) == ("cosine", 0.05, "mean", "ck")
+
+
+@pytest.mark.parametrize("flag", ["--batch_size 0", "--batch_size -4", "--q_chunk_size 0", "--ctx_chunk_size -1",
+                                  "--hard_negatives -1", "--temperature 0"])
+def test_bad_sizes_are_rejected(flag, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(shlex.split(f"--train_file t --output_dir o {flag}"))
+    assert flag.split()[0] in capsys.readouterr().err
+
+
+def _args(model_dir, train, dev, out, *extra) -> list[str]:
+    return ["--pretrained_model_cfg", str(model_dir), "--train_file", str(train), "--dev_file", str(dev),
+            "--output_dir", str(out), "--batch_size", "8", "--num_train_epochs", "2", "--grad_cache",
+            "--q_chunk_size", "3", "--ctx_chunk_size", "5", "--hard_negatives", "1", "--other_negatives", "1",
+            "--q_sequence_length", "16", "--p_sequence_length", "32", "--warmup_steps", "2",
+            "--learning_rate", "1e-3", "--val_av_rank_start_epoch", "1", "--val_av_rank_hard_neg", "2",
+            "--dev_batch_size", "4", "--fp16", "--seed", "7", "--no_progress", "--log_batch_step", "2", *extra]
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for tower in ("question_encoder", "passage_encoder"):
+        for k, v in load_file(str(ckpt) + f".{tower}/model.safetensors").items():
+            out[f"{tower}/{k}"] = v
+    return out
+
+
+def test_end_to_end_then_resume_equals_uninterrupted(tiny_model_dir, tiny_train_file, tiny_dev_file, tmp_path):
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    best = main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, a_dir, "--save_every_steps", "2",
+                      "--num_workers", "1"))
+    # 24 questions, global batch 8: 3 iterations per epoch -> dpr_biencoder.{0,1}.3, mid-epoch .2 checkpoints
+    for name in ("dpr_biencoder.0.2", "dpr_biencoder.0.3", "dpr_biencoder.1.2", "dpr_biencoder.1.3"):
+        assert (a_dir / name).is_file()
+        for tower in ("question_encoder", "passage_encoder"):
+            assert (a_dir / f"{name}.{tower}" / "config.json").is_file()
+            assert (a_dir / f"{name}.{tower}" / "tokenizer.json").is_file()
+    state = torch.load(a_dir / "dpr_biencoder.1.3", weights_only=True)
+    assert (state["epoch"], state["iteration"], state["global_step"]) == (1, 3, 6)
+    assert best["metric"] == "average_rank" and best["checkpoint"].endswith("dpr_biencoder.1.3")
+    log = [json.loads(line) for line in (a_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["metric"] for r in log if r["type"] == "validation"] == ["nll", "average_rank"]
+    assert (a_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    AutoModel.from_pretrained(a_dir / "dpr_biencoder.1.3.question_encoder")  # plain transformers loads it
+    q, p, _ = load_encoder_pair(a_dir / "dpr_biencoder.1.3")
+    assert q is not p
+    final_a = _weights(a_dir / "dpr_biencoder.1.3")
+    assert not torch.equal(final_a["question_encoder/embeddings.word_embeddings.weight"],
+                           _weights(a_dir / "dpr_biencoder.0.2")["question_encoder/embeddings.word_embeddings.weight"])
+
+    # a run killed after step 2 leaves only dpr_biencoder.0.2; resuming it must end where the uninterrupted run did
+    b_dir.mkdir()
+    for suffix in ("", ".question_encoder", ".passage_encoder"):
+        src = a_dir / f"dpr_biencoder.0.2{suffix}"
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, b_dir / src.name)
+    main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, b_dir, "--resume", "--num_workers", "0"))
+    final_b = _weights(b_dir / "dpr_biencoder.1.3")
+    assert final_a.keys() == final_b.keys()
+    for k in final_a:
+        assert torch.equal(final_a[k], final_b[k]), k
+    log_b = [json.loads(line) for line in (b_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log_b if r["type"] == "step"] == [r["loss"] for r in log if r["type"] == "step"]
+
+
+def test_shared_encoder_writes_both_towers(tiny_model_dir, tiny_train_file, tiny_dev_file, tmp_path):
+    out = tmp_path / "shared"
+    main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, out, "--shared_encoder", "--num_train_epochs", "1",
+               "--similarity", "cosine", "--num_workers", "0"))
+    w = _weights(out / "dpr_biencoder.0.3")
+    assert all(torch.equal(w[k], w[k.replace("question_encoder", "passage_encoder")]) for k in w if k.startswith("q"))
+    settings = json.loads((out / "dpr_biencoder.0.3.question_encoder" / "dpr_encoder.json").read_text())
+    assert settings["normalize"] is True
