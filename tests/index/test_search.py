@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from dpr.index.embeddings import open_shards, save_shard
+from dpr.index.faiss_index import IndexSpec, build_index, default_pq_m, factory_string
+from dpr.index.search import merge_topk, search_shards
+
+
+def make_shards(tmp_path, sizes, dim=16, seed=0, fp16=False):
+    rng = np.random.default_rng(seed)
+    all_vecs, start = [], 0
+    for k, n in enumerate(sizes):
+        vecs = rng.standard_normal((n, dim)).astype(np.float32)
+        save_shard(tmp_path / f"emb_shard{k}", [f"d{start + i}" for i in range(n)], vecs, fp16=fp16)
+        all_vecs.append(vecs)
+        start += n
+    return open_shards(str(tmp_path / "emb_shard*.npy")), np.concatenate(all_vecs)
+
+
+def brute_force(corpus, queries, k):
+    scores = queries @ corpus.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), order
+
+
+@pytest.mark.parametrize("window", [7, 50, 1000])
+def test_sharded_flat_search_equals_one_flat_index(tmp_path, window):
+    shards, corpus = make_shards(tmp_path, [40, 3, 57, 20])
+    queries = np.random.default_rng(1).standard_normal((9, 16)).astype(np.float32)
+    one_scores, one_rows = search_shards(shards, queries, 10, IndexSpec("flat"))
+    win_scores, win_rows = search_shards(shards, queries, 10, IndexSpec("flat"), search_shard_size=window)
+    np.testing.assert_array_equal(win_rows, one_rows)
+    np.testing.assert_allclose(win_scores, one_scores, rtol=1e-5)
+    ref_scores, ref_rows = brute_force(corpus, queries, 10)
+    np.testing.assert_array_equal(one_rows, ref_rows)
+    np.testing.assert_allclose(one_scores, ref_scores, rtol=1e-4, atol=1e-5)
+
+
+def test_k_larger_than_collection_leaves_missing_marked(tmp_path):
+    shards, corpus = make_shards(tmp_path, [3, 2])
+    queries = np.ones((2, 16), dtype=np.float32)
+    for window in (None, 2):
+        scores, rows = search_shards(shards, queries, 8, IndexSpec("flat"), search_shard_size=window)
+        assert (rows[:, :5] >= 0).all() and (rows[:, 5:] == -1).all() and np.isneginf(scores[:, 5:]).all()
+        assert sorted(rows[0, :5].tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_fp16_shards_search_close_to_fp32(tmp_path):
+    shards, corpus = make_shards(tmp_path, [30, 30], fp16=True)
+    queries = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
+    _, rows = search_shards(shards, queries, 5, IndexSpec("flat"))
+    _, ref = brute_force(corpus.astype(np.float16).astype(np.float32), queries, 5)
+    np.testing.assert_array_equal(rows, ref)
+
+
+def test_merge_topk_keeps_best_and_prefers_earlier_on_ties():
+    a_s, a_r = np.array([[5.0, 1.0]]), np.array([[0, 1]])
+    b_s, b_r = np.array([[5.0, 3.0]]), np.array([[7, 8]])
+    s, r = merge_topk(a_s, a_r, b_s, b_r, 3)
+    assert r.tolist() == [[0, 7, 8]] and s.tolist() == [[5.0, 5.0, 3.0]]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_approximate_indexes_find_near_duplicates(tmp_path, kind):
+    dim = 32
+    rng = np.random.default_rng(3)
+    corpus = rng.standard_normal((2000, dim)).astype(np.float32)
+    save_shard(tmp_path / "e_shard0", [f"d{i}" for i in range(2000)], corpus)
+    shards = open_shards(str(tmp_path / "e_shard0.npy"))
+    targets = rng.choice(2000, 20, replace=False)
+    queries = corpus[targets] + 0.01 * rng.standard_normal((20, dim)).astype(np.float32)
+    _, rows = search_shards(shards, queries, 10, IndexSpec(kind, nprobe=8))
+    hits = np.mean([t in r for t, r in zip(targets, rows)])
+    assert hits >= 0.9
+
+
+def test_factory_strings():
+    assert factory_string(IndexSpec("flat"), 384, 10**6) == "Flat"
+    assert factory_string(IndexSpec("hnsw", hnsw_m=16), 384, 10**6) == "HNSW16,Flat"
+    assert factory_string(IndexSpec("ivfpq"), 384, 10**6) == "IVF4000,PQ48np"
+    assert factory_string(IndexSpec("ivfpq", nlist=100), 384, 500) == "IVF100,PQ48np"
+    assert factory_string(IndexSpec("flat", factory="IVF8,Flat"), 16, 100) == "IVF8,Flat"
+    assert default_pq_m(100) == 25
+
+
+def test_bad_factory_and_dimension_errors(tmp_path):
+    with pytest.raises(ValueError, match="NotAnIndex"):
+        build_index(IndexSpec(factory="NotAnIndex"), 16, 100)
+    with pytest.raises(ValueError, match="must divide"):
+        factory_string(IndexSpec("ivfpq", pq_m=5), 16, 1000)
+    shards, _ = make_shards(tmp_path, [5])
+    with pytest.raises(ValueError, match="dimension 16"):
+        search_shards(shards, np.zeros((1, 8), np.float32), 3, IndexSpec())
