@@ -10,7 +10,7 @@ from dpr.data.cleaning import clean_text
 from dpr.utils.io import InputError, atomic_write, iter_jsonl, iter_lines, read_json
 
 PASSAGES_HEADER = "id\ttext\ttitle"
-Question = tuple[str, str, list[str] | None]
+QuestionRow = tuple[str, str, list[str] | None]
 
 
 def read_passages_tsv(path: str | os.PathLike) -> Iterator[tuple[str, str, str]]:
@@ -124,12 +124,12 @@ def _first_char(path: str | os.PathLike) -> str | None:
     return None
 
 
-def read_questions(path: str | os.PathLike) -> list[Question]:
+def read_questions(path: str | os.PathLike) -> list[QuestionRow]:
     """(qid, question, gold pids | None) from release JSON lines, a DPR JSON list or a `qid\\tquestion` TSV."""
     first = _first_char(path)
     if first is None:
         raise InputError(path, "no questions in this file (it is empty)")
-    out: list[Question] = []
+    out: list[QuestionRow] = []
     if first == "[":
         for i, e in enumerate(read_dpr_json(path)):
             qid = str(e.get("question_id", i))

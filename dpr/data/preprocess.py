@@ -199,7 +199,6 @@ def stream_baseline_collection(root: Path, out_tsv: Path, bad: BadLines, stats: 
                                           line=n))
                     continue
                 _add_passage(writer, coll, seen, str(pid), cols[2], stats, want_hashes)
-    del id_map
     return coll
 
 

@@ -43,7 +43,7 @@ def test_search_ranks_and_handles_unknown_words():
     assert hits[1] == []
     assert {d for d, _ in hits[2]} == {0, 3, 4}
     assert all(s > 0 for h in hits for _, s in h)
-    assert index.search(["中国"], k=100)[0].__len__() == 4  # k above the corpus size is capped
+    assert len(index.search(["中国"], k=100)[0]) == 4  # k above the corpus size is capped
 
 
 def test_token_cache_is_reused_and_refreshed(tmp_path):
