@@ -64,7 +64,7 @@ class TokenizedCorpus:
         finally:
             if pool:
                 pool.terminate()
-        return cls(vocab, np.frombuffer(ids, dtype=np.int32).copy(), np.frombuffer(offsets, dtype=np.int64).copy())
+        return cls(vocab, np.frombuffer(ids, dtype=np.int32), np.frombuffer(offsets, dtype=np.int64))  # no copy
 
     def save(self, directory: str | os.PathLike, fingerprint: dict) -> None:
         """Write the cache; meta.json (with the source fingerprint) last, so a partial cache is never trusted."""
@@ -116,20 +116,40 @@ def cached_tokenize(texts: Iterable[str], source: str | os.PathLike, cache_dir: 
     return corpus
 
 
-def score_matrix(corpus: TokenizedCorpus, k1: float, b: float) -> dict:
-    """bm25s's `scores` dict (CSC over docs x vocab) with Lucene BM25: idf = ln(1 + (N-df+.5)/(df+.5))."""
+def score_matrix(corpus: TokenizedCorpus, k1: float, b: float, chunk_docs: int = 250_000) -> dict:
+    """bm25s's `scores` dict (CSC over docs x vocab) with Lucene BM25: idf = ln(1 + (N-df+.5)/(df+.5)).
+
+    Two passes over chunks of documents (document frequencies, then scores written straight into their CSC slots),
+    so the peak memory is the output (8 bytes per distinct (doc, term)) plus one chunk.
+    """
     n_docs, n_vocab = corpus.num_docs, len(corpus.vocab)
     doc_len = np.diff(corpus.offsets)
-    doc_of_token = np.repeat(np.arange(n_docs, dtype=np.int64), doc_len)
-    keys, tf = np.unique(corpus.ids.astype(np.int64) * n_docs + doc_of_token, return_counts=True)
-    term, doc = np.divmod(keys, n_docs)
-    df = np.bincount(term, minlength=n_vocab)
-    idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
-    avg_len = doc_len.mean() if n_docs else 0.0
-    tfc = tf / (tf + k1 * (1 - b + b * doc_len[doc] / avg_len))
+    avg_len = float(doc_len.mean()) if n_docs else 0.0
+    chunks = [(s, min(s + chunk_docs, n_docs)) for s in range(0, n_docs, chunk_docs)]
+
+    def pairs(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(term, doc, tf) of docs [start, stop), sorted by term, then doc."""
+        ids = corpus.ids[corpus.offsets[start]:corpus.offsets[stop]].astype(np.int64)
+        docs = np.repeat(np.arange(start, stop, dtype=np.int64), doc_len[start:stop])
+        keys, tf = np.unique(ids * n_docs + docs, return_counts=True)
+        term, doc = np.divmod(keys, n_docs)
+        return term, doc, tf
+
+    df = np.zeros(n_vocab, dtype=np.int64)
+    for start, stop in chunks:
+        df += np.bincount(pairs(start, stop)[0], minlength=n_vocab)
     indptr = np.concatenate([[0], np.cumsum(df)])
-    return {"data": (idf[term] * tfc).astype(np.float32), "indices": doc.astype(np.int32),
-            "indptr": indptr.astype(np.int64), "num_docs": n_docs}
+    idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+    data = np.empty(indptr[-1], dtype=np.float32)
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    free = indptr[:-1].copy()  # next free slot of each term's column
+    for start, stop in chunks:
+        term, doc, tf = pairs(start, stop)
+        pos = free[term] + np.arange(len(term)) - np.searchsorted(term, term)
+        indices[pos] = doc
+        data[pos] = idf[term] * tf / (tf + k1 * (1 - b + b * doc_len[doc] / avg_len))
+        free += np.bincount(term, minlength=n_vocab)
+    return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
 
 
 class BM25Index:

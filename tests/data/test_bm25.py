@@ -30,10 +30,12 @@ def test_tokenize_drops_punctuation_and_lowercases():
 def test_score_matrix_equals_bm25s_own_index():
     corpus = TokenizedCorpus.build(TEXTS)
     for k1, b in [(1.5, 0.75), (0.9, 0.4)]:
-        ours = score_matrix(corpus, k1, b)
         ref = bm25s.BM25(k1=k1, b=b, method="lucene")
         ref.index([tokenize(t) for t in TEXTS], show_progress=False)
-        np.testing.assert_allclose(dense(ours, corpus.vocab), dense(ref.scores, ref.vocab_dict), rtol=1e-6)
+        for chunk_docs in (1, 4, 100):  # one document per chunk, uneven chunks, a single chunk
+            ours = score_matrix(corpus, k1, b, chunk_docs=chunk_docs)
+            assert np.all(np.diff(ours["indices"][ours["indptr"][0]:ours["indptr"][1]]) > 0)  # docs sorted in a column
+            np.testing.assert_allclose(dense(ours, corpus.vocab), dense(ref.scores, ref.vocab_dict), rtol=1e-6)
 
 
 def test_search_ranks_and_handles_unknown_words():
