@@ -36,6 +36,10 @@ class IndexSpec:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, not {self.index_type!r}")
 
 
+class IndexBuildError(ValueError):
+    """faiss refused an index description or its training (message from faiss, last line)."""
+
+
 def gpu_available() -> bool:
     """True when this faiss build has GPU support and sees a CUDA device."""
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
@@ -62,9 +66,11 @@ def factory_string(spec: IndexSpec, dim: int, n: int) -> str:
         return f"HNSW{spec.hnsw_m},Flat"
     pq_m = spec.pq_m or default_pq_m(dim)
     if dim % pq_m:
-        raise ValueError(f"--pq_m {pq_m} must divide the embedding dimension {dim}")
+        raise IndexBuildError(f"--pq_m {pq_m} must divide the embedding dimension {dim}")
+    nbits = 8 if n >= 256 else max(1, int(math.log2(max(n, 2))))  # a codebook needs as many training points
+    bits = "" if nbits == 8 else f"x{nbits}"
     # "np": no polysemous training (a slow annealing pass whose codes only the Hamming-filter search uses)
-    return f"IVF{spec.nlist or default_nlist(n)},PQ{pq_m}np"
+    return f"IVF{spec.nlist or default_nlist(n)},PQ{pq_m}{bits}np"
 
 
 def build_index(spec: IndexSpec, dim: int, n: int) -> faiss.Index:
@@ -73,7 +79,7 @@ def build_index(spec: IndexSpec, dim: int, n: int) -> faiss.Index:
     try:
         index = faiss.index_factory(dim, desc, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        raise ValueError(f"faiss cannot build index {desc!r} for dim {dim}: {str(e).strip().splitlines()[-1]}") from None
+        raise IndexBuildError(f"faiss cannot build index {desc!r} for dim {dim}: {_last_line(e)}") from None
     hnsw = _hnsw(index)
     if hnsw is not None:
         hnsw.efConstruction = spec.ef_construction
@@ -89,6 +95,17 @@ def train_size(index: faiss.Index, n: int) -> int:
     ivf = _ivf(index)
     nlist = ivf.nlist if ivf is not None else 1
     return min(n, max(50 * nlist, 10_000))
+
+
+def train_index(index: faiss.Index, vectors: np.ndarray) -> None:
+    try:
+        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+    except RuntimeError as e:
+        raise IndexBuildError(f"faiss could not train the index on {len(vectors)} vectors: {_last_line(e)}") from None
+
+
+def _last_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[-1]
 
 
 def set_search_params(index: faiss.Index, spec: IndexSpec) -> None:
@@ -130,5 +147,5 @@ def _to_gpu(index: faiss.Index, fp16: bool, desc: str) -> faiss.Index:
     try:
         return faiss.index_cpu_to_gpu(_gpu_resources[0], 0, index, options)
     except RuntimeError as e:
-        logger.warning("index %s has no GPU version (%s): searching on CPU", desc, str(e).strip().splitlines()[-1])
+        logger.warning("index %s has no GPU version (%s): searching on CPU", desc, _last_line(e))
         return index

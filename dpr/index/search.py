@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dpr.index.embeddings import Shard
-from dpr.index.faiss_index import IndexSpec, add_in_chunks, build_index, set_search_params, train_size
+from dpr.index.faiss_index import IndexSpec, add_in_chunks, build_index, set_search_params, train_index, train_size
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def build_full_index(shards: list[Shard], spec: IndexSpec):
     n_train = train_size(index, total)
     if n_train:
         t0 = time.time()
-        index.train(_sample_rows(shards, bounds, n_train))
+        train_index(index, _sample_rows(shards, bounds, n_train))
         logger.info("trained the index on %d vectors in %.1fs", n_train, time.time() - t0)
     t0 = time.time()
     for shard in tqdm(shards, desc="index shards", unit="shard", disable=len(shards) < 2):
@@ -98,7 +98,7 @@ def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexS
                                total=-(-total // search_shard_size)):
         index = build_index(spec, dim, len(vectors))
         if not index.is_trained:
-            index.train(vectors)
+            train_index(index, vectors)
         index.add(vectors)
         set_search_params(index, spec)
         scores, rows = search_index(index, queries, min(k, len(vectors)))

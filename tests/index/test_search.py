@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dpr.index.embeddings import open_shards, save_shard
-from dpr.index.faiss_index import IndexSpec, build_index, default_pq_m, factory_string
+from dpr.index.faiss_index import IndexBuildError, IndexSpec, build_index, default_pq_m, factory_string
 from dpr.index.search import merge_topk, search_shards
 
 
@@ -80,14 +80,21 @@ def test_factory_strings():
     assert factory_string(IndexSpec("ivfpq"), 384, 10**6) == "IVF4000,PQ48np"
     assert factory_string(IndexSpec("ivfpq", nlist=100), 384, 500) == "IVF100,PQ48np"
     assert factory_string(IndexSpec("flat", factory="IVF8,Flat"), 16, 100) == "IVF8,Flat"
+    assert factory_string(IndexSpec("ivfpq", nlist=2), 384, 30) == "IVF2,PQ48x4np"  # tiny: smaller codebooks
     assert default_pq_m(100) == 25
 
 
 def test_bad_factory_and_dimension_errors(tmp_path):
-    with pytest.raises(ValueError, match="NotAnIndex"):
+    with pytest.raises(IndexBuildError, match="NotAnIndex"):
         build_index(IndexSpec(factory="NotAnIndex"), 16, 100)
-    with pytest.raises(ValueError, match="must divide"):
+    with pytest.raises(IndexBuildError, match="must divide"):
         factory_string(IndexSpec("ivfpq", pq_m=5), 16, 1000)
     shards, _ = make_shards(tmp_path, [5])
     with pytest.raises(ValueError, match="dimension 16"):
         search_shards(shards, np.zeros((1, 8), np.float32), 3, IndexSpec())
+
+
+def test_training_failure_is_a_clear_error(tmp_path):
+    shards, _ = make_shards(tmp_path, [20])
+    with pytest.raises(IndexBuildError, match="could not train the index on 20 vectors"):
+        search_shards(shards, np.zeros((1, 16), np.float32), 3, IndexSpec(factory="IVF64,Flat"))

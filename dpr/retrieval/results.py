@@ -1,0 +1,45 @@
+"""What dense_retriever writes: the official submission {qid: [pids]}, a rerank file (pids, texts, scores per
+question) and the official metrics when the questions carry labels."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from dpr.utils.io import atomic_write, write_json
+
+
+@dataclass
+class Retrieved:
+    """One question's ranked passages."""
+
+    qid: str
+    question: str
+    pids: list[str]
+    scores: list[float]
+
+
+def submission(results: list[Retrieved]) -> dict[str, list[str]]:
+    """The official DuReader-retrieval prediction layout: {question_id: [passage ids, best first]}."""
+    return {r.qid: r.pids for r in results}
+
+
+def write_submission(path: str | os.PathLike, results: list[Retrieved]) -> None:
+    write_json(path, submission(results))
+
+
+def write_rerank_file(path: str | os.PathLike, results: list[Retrieved],
+                      passages: dict[str, tuple[str, str]] | None = None) -> None:
+    """JSON lines, one question each: {"question_id", "question", "passages": [{"rank", "passage_id", "score",
+    "text", "title"}]} (text/title only when the collection file was given)."""
+    with atomic_write(path) as f:
+        for r in results:
+            ranked = []
+            for rank, (pid, score) in enumerate(zip(r.pids, r.scores), 1):
+                item = {"rank": rank, "passage_id": pid, "score": round(float(score), 6)}
+                if passages is not None:
+                    text, title = passages[pid]
+                    item.update(text=text, title=title)
+                ranked.append(item)
+            f.write(json.dumps({"question_id": r.qid, "question": r.question, "passages": ranked},
+                               ensure_ascii=False) + "\n")

@@ -1,0 +1,201 @@
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import dense_retriever as dr
+import generate_dense_embeddings as gen
+from dpr.encode import encode_texts
+from dpr.eval.dureader import evaluate
+from dpr.index.embeddings import save_shard
+from dpr.models.encoder import Encoder
+from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_tokenizer, write_passages_tsv
+
+N_DOCS = 6
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny model, 30 passages (ids 'para<j>-<k>': 3 passages per paragraph) in 2 embedding shards, and
+    dev questions whose gold passage is the one each was written from."""
+    root = tmp_path_factory.mktemp("world")
+    model = save_tiny_biencoder(root / "model")
+    texts = [t for _, t in random_passages(30, seed=11)]
+    passages = [(f"para{i // 3}-{i % 3}", t) for i, t in enumerate(texts)]
+    ctx = write_passages_tsv(root / "passages.tsv", passages)
+    for k in range(2):
+        assert gen.main(["--model_file", str(model), "--ctx_file", str(ctx), "--out_file", str(root / "emb"),
+                         "--shard_id", str(k), "--num_shards", "2", "--p_sequence_length", "64"]) == 0
+    golds = [0, 4, 8, 13, 21, 29]
+    with open(root / "dev.json", "w", encoding="utf-8") as f:
+        for n, i in enumerate(golds):
+            q = {"question_id": f"q{n}", "question": texts[i][:12],
+                 "answer_paragraphs": [{"paragraph_id": passages[i][0], "paragraph_text": texts[i]}]}
+            f.write(json.dumps(q, ensure_ascii=False) + "\n")
+    return {"root": root, "model": model, "ctx": ctx, "passages": passages, "golds": golds,
+            "questions": [texts[i][:12] for i in golds], "emb": str(root / "emb_shard*.npy")}
+
+
+def expected_ranking(world):
+    """Brute force with the two towers, independent of faiss and the script."""
+    tok = tiny_tokenizer()
+    q = encode_texts(Encoder.from_pretrained(world["model"] / "question_encoder"), tok, world["questions"], "query", 32)
+    p = encode_texts(Encoder.from_pretrained(world["model"] / "passage_encoder"), tok,
+                     [t for _, t in world["passages"]], "passage", 64)
+    scores = q @ p.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :N_DOCS]
+    return [[world["passages"][j][0] for j in row] for row in order], np.take_along_axis(scores, order, 1)
+
+
+def retrieve(world, out, *extra, qa=None):
+    return dr.main(["--model_file", str(world["model"]), "--qa_file", str(qa or world["root"] / "dev.json"),
+                    "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", world["emb"], "--out_file", str(out),
+                    "--n_docs", str(N_DOCS), "--p_sequence_length", "64", *extra])
+
+
+def test_submission_rerank_and_metrics_end_to_end(world, tmp_path, capsys):
+    assert retrieve(world, tmp_path / "res.json") == 0
+    ranking, scores = expected_ranking(world)
+    sub = json.loads((tmp_path / "res.json").read_text(encoding="utf-8"))
+    assert sub == {f"q{n}": r for n, r in enumerate(ranking)}
+
+    rerank = [json.loads(line) for line in (tmp_path / "res.rerank.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = dict(world["passages"])
+    assert [r["question_id"] for r in rerank] == [f"q{n}" for n in range(6)]
+    for r, exp_scores in zip(rerank, scores):
+        assert [p["rank"] for p in r["passages"]] == list(range(1, N_DOCS + 1))
+        assert all(p["text"] == texts[p["passage_id"]] for p in r["passages"])
+        np.testing.assert_allclose([p["score"] for p in r["passages"]], exp_scores, atol=1e-4)
+
+    metrics = json.loads((tmp_path / "res.metrics.json").read_text())
+    gold = [world["passages"][i][0] for i in world["golds"]]
+    ranks = [r.index(g) + 1 if g in r else None for r, g in zip(ranking, gold)]
+    assert metrics["recall@1"] == pytest.approx(sum(k == 1 for k in ranks) / 6)
+    assert metrics["MRR@10"] == pytest.approx(sum(1 / k for k in ranks if k) / 6)
+    assert metrics["recall@50"] == pytest.approx(sum(k is not None for k in ranks) / 6)
+    assert metrics == evaluate({f"q{n}": {g} for n, g in enumerate(gold)}, sub)
+    assert '"MRR@10"' in capsys.readouterr().out
+
+
+def test_windowed_search_writes_the_same_submission(world, tmp_path):
+    assert retrieve(world, tmp_path / "a.json") == 0
+    assert retrieve(world, tmp_path / "b.json", "--search_shard_size", "7") == 0
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_approximate_index_types_run(world, tmp_path, kind):
+    assert retrieve(world, tmp_path / "r.json", "--index_type", kind, "--nlist", "2", "--pq_m", "4") == 0
+    sub = json.loads((tmp_path / "r.json").read_text())
+    assert len(sub) == 6 and all(len(v) == N_DOCS and len(set(v)) == N_DOCS for v in sub.values())
+
+
+def test_out_file_directory_like_the_seed(world, tmp_path):
+    assert retrieve(world, str(tmp_path) + "/", "--dureader_test") == 0
+    assert {p.name for p in tmp_path.iterdir()} == {f"top{N_DOCS}_res.json", f"top{N_DOCS}_res.rerank.jsonl",
+                                                   f"top{N_DOCS}_res.metrics.json"}
+
+
+def test_encode_q_and_save_then_search_without_the_model(world, tmp_path):
+    qpath = tmp_path / "dev_q.npy"
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+                    "--q_encoding_path", str(qpath), "--encode_q_and_save"]) == 0
+    assert np.load(qpath).shape == (6, 32) and (tmp_path / "dev_q.npy.qids.txt").read_text().split() == [
+        f"q{n}" for n in range(6)]
+    assert not list(tmp_path.glob("*.json"))  # stopped after saving
+    ranking, _ = expected_ranking(world)
+    assert dr.main(["--model_file", str(tmp_path / "no-such-model"), "--qa_file", str(world["root"] / "dev.json"),
+                    "--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json"), "--n_docs",
+                    str(N_DOCS), "--q_encoding_path", str(qpath)]) == 0
+    assert json.loads((tmp_path / "r.json").read_text()) == {f"q{n}": r for n, r in enumerate(ranking)}
+
+
+def test_saved_question_vectors_for_other_questions_are_refused(world, tmp_path, caplog):
+    qpath = tmp_path / "q.npy"
+    qa = tmp_path / "q.tsv"
+    qa.write_text("x1\t中国\nx2\t北京\n", encoding="utf-8")
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(qa), "--q_encoding_path", str(qpath),
+                    "--encode_q_and_save"]) == 0
+    assert retrieve(world, tmp_path / "r.json", "--q_encoding_path", str(qpath)) == 2
+    assert "q.npy.qids.txt: saved for 2 other questions than the 6 in --qa_file" in caplog.text
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_tsv_questions_without_labels_write_no_metrics(world, tmp_path):
+    qa = tmp_path / "test.tsv"
+    qa.write_text("t1\t中国的北京\n", encoding="utf-8")
+    assert retrieve(world, tmp_path / "r.json", qa=qa) == 0
+    assert list(json.loads((tmp_path / "r.json").read_text())) == ["t1"]
+    assert not (tmp_path / "r.metrics.json").exists()
+
+
+def test_no_questions_is_an_error_and_writes_nothing(world, tmp_path, caplog):
+    qa = tmp_path / "empty.json"
+    qa.write_text("\n")
+    assert retrieve(world, tmp_path / "r.json", qa=qa) == 2
+    assert "empty.json" in caplog.text and "no questions" in caplog.text
+    assert {p.name for p in tmp_path.iterdir()} == {"empty.json"}
+
+
+def test_model_and_index_dimension_mismatch(world, tmp_path, caplog):
+    save_shard(tmp_path / "wide_shard0", [p for p, _ in world["passages"]], np.zeros((30, 48), np.float32))
+    code = dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+                    "--encoded_ctx_file", str(tmp_path / "wide_shard*.npy"), "--out_file", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "wide_shard0.npy: embeddings have dimension 48 but the question encoder" in caplog.text
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_embeddings_from_another_collection(world, tmp_path, caplog):
+    save_shard(tmp_path / "other_shard0", ["zz-0", "zz-1"], np.ones((2, 32), np.float32))
+    code = dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+                    "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", str(tmp_path / "other_shard0.npy"),
+                    "--out_file", str(tmp_path / "r.json")])
+    assert code == 2 and "passages.tsv: 2 retrieved passage ids are not in this file" in caplog.text
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_mining_never_writes_a_positive_or_its_sibling(world, tmp_path, caplog):
+    passages = world["passages"]
+    train = []
+    for n, i in enumerate([0, 5, 10, 17, 26]):
+        pid, text = passages[i]
+        train.append({"question": text[:10], "answers": [], "positive_ctxs": [{"title": "", "text": text,
+                      "passage_id": pid}], "negative_ctxs": [], "hard_negative_ctxs": [{"title": "", "text": "旧",
+                      "passage_id": "old"}]})
+    train[1]["positive_ctxs"].append({"title": "", "text": passages[20][1]})  # a positive known only by its text
+    (tmp_path / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
+    with caplog.at_level(logging.INFO):
+        assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(tmp_path / "train.json"),
+                        "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", world["emb"], "--mine_hard_negatives",
+                        str(tmp_path / "mined.json"), "--n_docs", "30", "--skip_top", "0"]) == 0
+    mined = json.loads((tmp_path / "mined.json").read_text(encoding="utf-8"))
+    texts = dict(passages)
+    for before, after in zip(train, mined):
+        family = after["positive_ctxs"][0]["passage_id"].split("-")[0]
+        negs = after["hard_negative_ctxs"]
+        assert after["positive_ctxs"] == before["positive_ctxs"] and after["question"] == before["question"]
+        assert negs and all(not n["passage_id"].startswith(family + "-") for n in negs)
+        assert all(n["text"] == texts[n["passage_id"]] for n in negs)
+        assert all(n["text"] not in {p["text"] for p in after["positive_ctxs"]} for n in negs)
+        assert len(negs) == 30 - 3 - (len(before["positive_ctxs"]) - 1)  # the rest were all kept
+
+
+def test_mining_skips_the_top_ranks_and_caps_the_count(world, tmp_path):
+    pid, text = world["passages"][3]
+    train = [{"question": text[:10], "answers": [], "positive_ctxs": [{"title": "", "text": text, "passage_id": pid}],
+              "negative_ctxs": [], "hard_negative_ctxs": []}]
+    (tmp_path / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
+
+    def mine(*extra):
+        out = tmp_path / "m.json"
+        assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(tmp_path / "train.json"),
+                        "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", world["emb"], "--mine_hard_negatives",
+                        str(out), "--n_docs", "12", *extra]) == 0
+        return [n["passage_id"] for n in json.loads(out.read_text())[0]["hard_negative_ctxs"]]
+
+    every = mine("--skip_top", "0")
+    after4 = mine("--skip_top", "4")
+    assert after4 == every[len(every) - len(after4):] and 1 <= len(every) - len(after4) <= 4
+    assert mine("--skip_top", "0", "--num_hard_negatives", "5") == every[:5]
