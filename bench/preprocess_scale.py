@@ -1,8 +1,8 @@
 """Scale check for data/preprocess_dureader.py: a synthetic N-passage collection, timed with /usr/bin/time -v.
 
 Writes a synthetic DuReader-retrieval input (release JSON and/or baseline layout: random Chinese text, ~200 chars a
-passage, 32-hex ids, a few thousand labelled questions), runs the preprocess script on it without BM25 mining, and
-prints wall time and peak RSS per layout. With --jieba_tsv it also measures jieba tokenization speed (what BM25
+passage, 32-hex ids, a few thousand labelled questions), runs the preprocess script on it (without BM25 mining unless
+--with_bm25), and prints wall time and peak RSS per layout. With --jieba_tsv it also measures jieba tokenization speed (what BM25
 mining costs per passage) on real passages.
 
   python bench/preprocess_scale.py --num_passages 1000000 --jieba_tsv data/cmrc2018_retrieval/passages.tsv
@@ -87,9 +87,11 @@ def write_baseline(d: Path, n: int, length: int, n_train: int, n_dev: int, parts
                 {"paragraph_id": pid_of(q), "paragraph_text": "正文"}]}, ensure_ascii=False) + "\n")
 
 
-def timed_preprocess(input_dir: Path, output_dir: Path) -> dict:
+def timed_preprocess(input_dir: Path, output_dir: Path, bm25: bool, workers: int) -> dict:
     cmd = ["/usr/bin/time", "-v", sys.executable, str(ROOT / "data" / "preprocess_dureader.py"),
-           "--input_dir", str(input_dir), "--output_dir", str(output_dir), "--no_bm25"]
+           "--input_dir", str(input_dir), "--output_dir", str(output_dir), "--num_workers", str(workers)]
+    if not bm25:
+        cmd.append("--no_bm25")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"preprocess failed:\n{proc.stderr[-3000:]}")
@@ -127,6 +129,9 @@ def main() -> None:
     p.add_argument("--jieba_tsv", type=Path, default=None, help="Real passages.tsv to time jieba on.")
     p.add_argument("--jieba_passages", type=int, default=5000)
     p.add_argument("--keep", action="store_true", help="Keep the generated files.")
+    p.add_argument("--with_bm25", action="store_true",
+                   help="Mine BM25 negatives too (jieba over every synthetic passage: slow; use fewer passages).")
+    p.add_argument("--num_workers", type=int, default=1)
     args = p.parse_args()
     if not Path("/usr/bin/time").exists():
         raise SystemExit("/usr/bin/time is missing (Debian/Ubuntu: apt-get install -y time)")
@@ -137,7 +142,8 @@ def main() -> None:
         (write_release if layout == "release" else write_baseline)(src, args.num_passages, args.passage_chars,
                                                                   args.num_train, args.num_dev)
         gen = time.time() - t0
-        results[layout] = {"generate_s": round(gen, 1), **timed_preprocess(src, out)}
+        results[layout] = {"generate_s": round(gen, 1),
+                           **timed_preprocess(src, out, args.with_bm25, args.num_workers)}
         print(json.dumps({layout: results[layout]}, ensure_ascii=False), flush=True)
         if not args.keep:
             shutil.rmtree(src)
