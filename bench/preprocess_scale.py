@@ -2,8 +2,8 @@
 
 Writes a synthetic DuReader-retrieval input (release JSON and/or baseline layout: random Chinese text, ~200 chars a
 passage, 32-hex ids, a few thousand labelled questions), runs the preprocess script on it (without BM25 mining unless
---with_bm25), and prints wall time and peak RSS per layout. With --jieba_tsv it also measures jieba tokenization speed (what BM25
-mining costs per passage) on real passages.
+--with_bm25), and prints wall time and peak RSS per layout. With --jieba_tsv it also measures jieba tokenization
+speed (what BM25 mining costs per passage) on real passages.
 
   python bench/preprocess_scale.py --num_passages 1000000 --jieba_tsv data/cmrc2018_retrieval/passages.tsv
 """

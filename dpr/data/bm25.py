@@ -57,7 +57,8 @@ class TokenizedCorpus:
         offsets = array("q", [0])
         pool = multiprocessing.get_context("fork").Pool(num_workers) if num_workers > 1 else None
         try:
-            token_lists: Iterator[list[str]] = pool.imap(tokenize, texts, chunksize=256) if pool else map(tokenize, texts)
+            token_lists: Iterator[list[str]] = (pool.imap(tokenize, texts, chunksize=256) if pool
+                                                else map(tokenize, texts))
             for tokens in tqdm(token_lists, total=total, desc="jieba", unit="doc", mininterval=5, disable=None):
                 ids.extend([vocab.setdefault(t, len(vocab)) for t in tokens])
                 offsets.append(len(ids))
