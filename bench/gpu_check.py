@@ -1,0 +1,145 @@
+"""GPU check at the seed's shapes, nothing downloaded: a randomly initialised BERT-base-sized encoder.
+
+Reports seconds per grad-cache training step (global batch 1024, 4 hard negatives, q 32 / p 384 tokens, chunks
+512 / 64) in fp16 and bf16 with peak GPU memory; cached vs uncached at a batch that fits both; corpus encoding
+passages/s at p 384 through dpr.encode; FAISS GPU flat search over 1M random 768-dim vectors when faiss-gpu is
+importable. `--tiny` runs the same code at toy sizes on any machine (a smoke test of this script).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dpr.encode import encode_texts  # noqa: E402
+from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
+from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
+from dpr.training.loss import global_nll  # noqa: E402
+from dpr.utils.precision import autocast  # noqa: E402
+
+CHARS = [chr(c) for c in range(0x4E00, 0x4E00 + 21000)]  # a Chinese-BERT-sized character vocabulary
+
+
+def build_encoder(tiny: bool, device: torch.device) -> tuple[Encoder, BertTokenizerFast]:
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + CHARS)}
+    tok = BertTokenizerFast(vocab=vocab, do_lower_case=False, tokenize_chinese_chars=True)
+    cfg = (BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+           if tiny else BertConfig(vocab_size=len(vocab)))  # BertConfig defaults = bert-base: 768 x 12 layers
+    torch.manual_seed(0)
+    return Encoder(BertModel(cfg, add_pooling_layer=False), EncoderSettings(pooling="cls")).to(device), tok
+
+
+def random_chunks(n: int, length: int, chunk: int, vocab: int, device: torch.device) -> list[dict]:
+    ids = torch.randint(5, vocab, (n, length), device=device)
+    mask = torch.ones_like(ids)
+    return [{"input_ids": ids[s : s + chunk], "attention_mask": mask[s : s + chunk]} for s in range(0, n, chunk)]
+
+
+def time_steps(enc: Encoder, batch: int, q_len: int, p_len: int, q_chunk: int, p_chunk: int, dtype, cached: bool,
+               steps: int, device: torch.device) -> dict:
+    ppq = 5  # 1 positive + 4 hard negatives
+    vocab = enc.model.config.vocab_size
+    q_chunks = random_chunks(batch, q_len, q_chunk if cached else batch, vocab, device)
+    p_chunks = random_chunks(batch * ppq, p_len, p_chunk if cached else batch * ppq, vocab, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    opt = torch.optim.AdamW(enc.parameters(), lr=1e-5)
+    loss_fn = partial(global_nll, passages_per_question=ppq, temperature=1.0)
+    step = cached_step if cached else full_step
+    enc.train()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for i in range(steps + 1):  # the first step warms up kernels and is not counted
+        _sync(device)
+        t0 = time.perf_counter()
+        step(enc, enc, q_chunks, p_chunks, loss_fn, lambda l: scaler.scale(l).backward(), lambda: autocast(device, dtype))
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(enc.parameters(), 2.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"batch": batch, "dtype": str(dtype).replace("torch.", "") if dtype else "fp32", "cached": cached,
+            "s_per_step": round(float(np.median(times)), 3), "peak_gib": round(peak, 2)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def encoding_speed(enc: Encoder, tok, n: int, p_len: int, batch: int, dtype, device: torch.device) -> dict:
+    rng = np.random.default_rng(0)
+    texts = ["".join(rng.choice(CHARS, size=int(rng.integers(p_len // 2, p_len)))) for _ in range(n)]
+    encode_texts(enc, tok, texts[:batch], "passage", p_len, batch, device, dtype)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    encode_texts(enc, tok, texts, "passage", p_len, batch, device, dtype)
+    _sync(device)
+    return {"passages": n, "p_len": p_len, "batch": batch, "passages_per_s": round(n / (time.perf_counter() - t0), 1)}
+
+
+def faiss_gpu_search(n: int, dim: int, queries: int) -> dict:
+    try:
+        import faiss
+    except ImportError:
+        return {"faiss": "not importable"}
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        return {"faiss": "no GPU support in this faiss build (install faiss-gpu)"}
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((n, dim), dtype=np.float32)
+    xq = rng.standard_normal((queries, dim), dtype=np.float32)
+    res = faiss.StandardGpuResources()
+    cfg = faiss.GpuIndexFlatConfig()
+    cfg.useFloat16 = True
+    index = faiss.GpuIndexFlatIP(res, dim, cfg)
+    index.add(xb)
+    t0 = time.perf_counter()
+    index.search(xq, 50)
+    return {"faiss_gpu_flat": {"vectors": n, "dim": dim, "queries": queries, "top_k": 50,
+                               "seconds": round(time.perf_counter() - t0, 3)}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tiny", action="store_true", help="Toy sizes, any device: a smoke test of this script.")
+    ap.add_argument("--steps", type=int, default=3)
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tiny = args.tiny
+    enc, tok = build_encoder(tiny, device)
+    q_len, p_len = (8, 24) if tiny else (32, 384)
+    report: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                    "torch": torch.__version__, "model": "bert-base-sized, random init" if not tiny else "tiny"}
+    dtypes = [torch.float16, torch.bfloat16] if device.type == "cuda" else [None]
+    batch = 16 if tiny else 1024
+    for dt in dtypes:  # the seed's shapes: grad cache, global batch 1024, chunks 512 / 64
+        r = time_steps(enc, batch, q_len, p_len, min(512, batch), 8 if tiny else 64, dt, True, args.steps, device)
+        print(json.dumps(r), flush=True)
+        report.setdefault("seed_shape_steps", []).append(r)
+    small = 8 if tiny else 32  # a batch whose uncached step fits in memory too
+    for cached in (False, True):
+        r = time_steps(enc, small, q_len, p_len, min(512, small), 8 if tiny else 64, dtypes[0], cached, args.steps, device)
+        print(json.dumps(r), flush=True)
+        report.setdefault("cached_vs_uncached", []).append(r)
+    enc_r = encoding_speed(enc, tok, 64 if tiny else 8192, p_len, 16 if tiny else 512, dtypes[0], device)
+    print(json.dumps(enc_r), flush=True)
+    report["encoding"] = enc_r
+    report.update(faiss_gpu_search(10_000 if tiny else 1_000_000, 768, 100 if tiny else 2000))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
