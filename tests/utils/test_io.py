@@ -75,3 +75,16 @@ def test_unwritable_dir_fails_early_as_root_too(tmp_path):
     with pytest.raises(InputError, match="not writable"):
         check_writable_dir(f / "sub")  # a path under a regular file can never be created
 
+
+
+def test_published_files_have_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.txt") as f:
+            f.write("x")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
