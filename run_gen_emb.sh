@@ -1,0 +1,61 @@
+#!/bin/sh
+# Step 3: encode the passage collection with the passage encoder, NUM_SHARDS contiguous shards.
+# With GPUs, shards run in parallel, one process per GPU at a time (shard k on GPU k mod #GPUS); without GPUs, one
+# after another. Every value can be overridden from the environment, e.g. `NUM_SHARDS=16 GPUS="0 1" sh run_gen_emb.sh`.
+# Re-running skips the shards already complete, so a pre-empted job just runs again.
+# Output: $EMB_DIR/emb_shard{k}.npy (+ .ids.txt), read by run_test.sh as "$EMB_DIR/emb_shard*.npy".
+set -e
+
+NUM_SHARDS=${NUM_SHARDS:-8}
+GPUS=${GPUS-$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | tr '\n' ' ')}  # "" = CPU
+EPOCH=${EPOCH:-8}; ITER=${ITER:-85}                   # the checkpoint dpr_biencoder.$((EPOCH-1)).$ITER (seed naming)
+MODEL_FILE=${MODEL_FILE:-./outputs/macbert_model_ckp/dpr_biencoder.$((EPOCH - 1)).$ITER}
+CTX_FILE=${CTX_FILE:-./data/dureader_data/passages.tsv}
+EMB_DIR=${EMB_DIR:-./outputs/macbert_context_emb}
+P_LEN=${P_LEN:-384}
+BATCH_SIZE=${BATCH_SIZE:-512}                         # per process; halved automatically on CUDA out-of-memory
+PRECISION=${PRECISION---fp16}                        # --fp16 (CUDA), --bf16, or empty for fp32
+EXTRA=${EXTRA:-}                                      # e.g. --save_fp16 (half the disk) or --overwrite
+
+# CPU, CMRC2018 mini corpus (python data/build_cmrc2018_retrieval.py && python data/preprocess_dureader.py
+# --input_dir data/cmrc2018_retrieval --output_dir data/cmrc2018_retrieval), zero-shot e5-small: uncomment.
+# (Or MODEL_FILE=./outputs/cmrc_cpu_ckp/dpr_biencoder.E.I for the model run_train.sh's CPU block trains.)
+# MODEL_FILE=multilingual-e5-small
+# CTX_FILE=./data/cmrc2018_retrieval/passages.tsv
+# EMB_DIR=./outputs/cmrc_e5_emb
+# NUM_SHARDS=2; GPUS=""; P_LEN=256; BATCH_SIZE=32; PRECISION=""
+
+mkdir -p "$EMB_DIR"
+encode() {  # encode shard $1 on GPU $2 ("" = CPU)
+  CUDA_VISIBLE_DEVICES=$2 python generate_dense_embeddings.py \
+    --model_file "$MODEL_FILE" \
+    --ctx_file "$CTX_FILE" \
+    --shard_id "$1" \
+    --num_shards "$NUM_SHARDS" \
+    --out_file "$EMB_DIR/emb" \
+    --p_sequence_length "$P_LEN" \
+    --batch_size "$BATCH_SIZE" \
+    $PRECISION $EXTRA
+}
+
+if [ -z "$GPUS" ]; then
+  k=0
+  while [ "$k" -lt "$NUM_SHARDS" ]; do encode "$k" ""; k=$((k + 1)); done
+else
+  set -- $GPUS
+  n_gpus=$#
+  pids=""
+  i=0
+  for gpu in $GPUS; do              # one worker per GPU: shards i, i + n_gpus, i + 2 n_gpus, ...
+    (
+      k=$i
+      while [ "$k" -lt "$NUM_SHARDS" ]; do encode "$k" "$gpu"; k=$((k + n_gpus)); done
+    ) &
+    pids="$pids $!"
+    i=$((i + 1))
+  done
+  status=0
+  for pid in $pids; do wait "$pid" || status=1; done
+  [ "$status" -eq 0 ] || { echo "run_gen_emb.sh: a shard failed (see above); re-run to redo only the missing ones" >&2; exit 1; }
+fi
+ls -l "$EMB_DIR"

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Step 4: encode the questions, search the passage embeddings, write the official submission {qid: [50 pids]},
+# a rerank file (pids, texts, scores) and, when the questions carry labels (dev), the official metrics.
+# Every value can be overridden from the environment, e.g. `QA_FILE=data/dureader_data/test1.json sh run_test.sh`.
+set -e
+
+EPOCH=${EPOCH:-8}; ITER=${ITER:-85}
+MODEL_FILE=${MODEL_FILE:-./outputs/macbert_model_ckp/dpr_biencoder.$((EPOCH - 1)).$ITER}
+QA_FILE=${QA_FILE:-./data/dureader_data/dev.json}     # release JSON (dev/test1/test2), DPR JSON, or qid\tquestion TSV
+CTX_FILE=${CTX_FILE:-./data/dureader_data/passages.tsv}
+EMB_DIR=${EMB_DIR:-./outputs/macbert_context_emb}
+OUT_FILE=${OUT_FILE:-./outputs/dev_res.json}          # + dev_res.rerank.jsonl, dev_res.metrics.json beside it
+N_DOCS=${N_DOCS:-50}
+Q_LEN=${Q_LEN:-32}
+BATCH_SIZE=${BATCH_SIZE:-128}
+INDEX=${INDEX:---index_type flat}                     # exact; or "--index_type hnsw", "--index_type ivfpq",
+                                                      # "--index_factory IVF65536,PQ64np"
+SEARCH_SHARD_SIZE=${SEARCH_SHARD_SIZE:-}              # e.g. 2000000: search that many vectors at a time (bounded RAM)
+PRECISION=${PRECISION---fp16}
+EXTRA=${EXTRA:-}                                      # e.g. "--faiss_fp16", or the seed's two-step way:
+# encode on a GPU machine: EXTRA="--q_encoding_path q.npy --encode_q_and_save"; then search on a CPU machine
+# with EXTRA="--q_encoding_path q.npy" (the model is not loaded when the saved vectors match the questions).
+
+# CPU, CMRC2018 mini corpus, zero-shot e5-small (after run_gen_emb.sh's CPU block): uncomment.
+# MODEL_FILE=multilingual-e5-small
+# QA_FILE=./data/cmrc2018_retrieval/dev.json
+# CTX_FILE=./data/cmrc2018_retrieval/passages.tsv
+# EMB_DIR=./outputs/cmrc_e5_emb
+# OUT_FILE=./outputs/cmrc_e5_dev_res.json
+# BATCH_SIZE=64; PRECISION=""
+
+python dense_retriever.py \
+  --model_file "$MODEL_FILE" \
+  --qa_file "$QA_FILE" \
+  --ctx_file "$CTX_FILE" \
+  --encoded_ctx_file "$EMB_DIR/emb_shard*.npy" \
+  --out_file "$OUT_FILE" \
+  --n_docs "$N_DOCS" \
+  --q_sequence_length "$Q_LEN" \
+  --batch_size "$BATCH_SIZE" \
+  ${SEARCH_SHARD_SIZE:+--search_shard_size "$SEARCH_SHARD_SIZE"} \
+  $INDEX $PRECISION $EXTRA
