@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Other negatives per question, sampled from negative_ctxs (topped up from hard_negative_ctxs).")
     d.add_argument("--shuffle_positive_ctx", action="store_true",
                    help="Use a random positive each epoch instead of the first.")
+    d.add_argument("--max_train_questions", type=non_negative_int, default=0,
+                   help="Use only the first N questions of --train_file (0: all); for smoke runs.")
+    d.add_argument("--max_dev_questions", type=non_negative_int, default=0,
+                   help="Use only the first N questions of --dev_file (0: all).")
     d.add_argument("--num_workers", type=non_negative_int, default=2,
                    help="DataLoader workers that sample, tokenize and pad batches.")
     t = p.add_argument_group("training")
@@ -178,8 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info("similarity %s, temperature %g, pooling %s, amp %s, grad cache %s, device %s",
                         "cosine" if normalize else "dot", temperature, q_enc.settings.pooling, amp_dtype,
                         args.grad_cache, device)
-        train = BiEncoderData(args.train_file)
-        dev = BiEncoderData(args.dev_file) if args.dev_file else None
+        train = BiEncoderData(args.train_file, args.max_train_questions)
+        dev = BiEncoderData(args.dev_file, args.max_dev_questions) if args.dev_file else None
         if dist_info.is_main:
             logger.info("train: %d questions (%d without positive skipped), %d distinct passages (%.1f MB text)",
                         len(train), train.skipped_no_positive, len(train.passages), len(train.passages.blob) / 1e6)

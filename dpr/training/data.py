@@ -152,13 +152,16 @@ def _contexts(path: str | os.PathLike, item: dict, key: str, line: int) -> list[
 class BiEncoderData:
     """Questions with indices of their positive, hard negative and other negative passages."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, limit: int = 0):
+        """Read `path`; with limit > 0 keep only the first `limit` questions that have a positive."""
         self.path = str(path)
         self.questions: list[str] = []
         self.passages = PassageStore()
         self.positives, self.hard, self.other = _Ragged(), _Ragged(), _Ragged()
         skipped = 0
         for n, line, item in iter_json_array(path):
+            if limit and len(self.questions) == limit:
+                break
             if not isinstance(item, dict) or not isinstance(item.get("question"), str):
                 raise InputError(path, f"item {n}: expected an object with a 'question' string", line=line)
             pos = _contexts(path, item, "positive_ctxs", line)

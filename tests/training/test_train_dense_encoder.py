@@ -6,6 +6,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -111,3 +112,25 @@ def test_shared_encoder_writes_both_towers(tiny_model_dir, tiny_train_file, tiny
     assert all(torch.equal(w[k], w[k.replace("question_encoder", "passage_encoder")]) for k in w if k.startswith("q"))
     settings = json.loads((out / "dpr_biencoder.0.3.question_encoder" / "dpr_encoder.json").read_text())
     assert settings["normalize"] is True
+
+
+def test_non_finite_step_is_skipped(tiny_model_dir, tiny_train_file, tmp_path):
+    from dpr.training.data import BiEncoderData
+    from dpr.training.trainer import DistInfo, Trainer
+    from train_dense_encoder import load_models
+
+    args = build_parser().parse_args(_args(tiny_model_dir, tiny_train_file, tiny_train_file, tmp_path, "--num_workers", "0"))
+    q, p, tok = load_models(args, None)
+    trainer = Trainer(args, q, p, tok, BiEncoderData(tiny_train_file), None, torch.device("cpu"), None, DistInfo(), 1.0)
+    batch = next(iter(trainer._loader(0, 0)))
+    before = [t.detach().clone() for t in trainer.params]
+    with torch.no_grad():
+        q.model.embeddings.word_embeddings.weight[2, 0] = float("nan")  # [CLS]: every question's vector is nan
+    _, _, skipped, norm = trainer.train_step(batch)
+    assert skipped and not np.isfinite(norm)
+    assert all(torch.equal(a, b) for a, b in zip(before[1:], trainer.params[1:]))
+    with torch.no_grad():
+        q.model.embeddings.word_embeddings.weight[2, 0] = 0.0
+    _, _, skipped, norm = trainer.train_step(batch)
+    assert not skipped and np.isfinite(norm)
+    assert not torch.equal(before[-1], trainer.params[-1])

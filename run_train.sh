@@ -1,0 +1,74 @@
+#!/bin/sh
+# Step 2: train the bi-encoder (the seed's command; every value can be overridden from the environment,
+# e.g. `BATCH_SIZE=256 sh run_train.sh`). Multi-GPU: NPROC=4 sh run_train.sh (torchrun; BATCH_SIZE stays global).
+set -e
+
+MODEL=${MODEL:-/path/chinese-macbert-base}      # an HF dir, or multilingual-e5-small (built offline)
+DATA_DIR=${DATA_DIR:-data/dureader-retrieval-baseline-dataset}
+TRAIN_FILE=${TRAIN_FILE:-$DATA_DIR/train/dual_train.json}
+DEV_FILE=${DEV_FILE:-$DATA_DIR/dev/dev_with_hn.json}
+OUTPUT_DIR=${OUTPUT_DIR:-./outputs/macbert_model_ckp}
+SEED=${SEED:-12345}
+MAX_GRAD_NORM=${MAX_GRAD_NORM:-2.0}
+Q_LEN=${Q_LEN:-32}
+P_LEN=${P_LEN:-384}
+WARMUP_STEPS=${WARMUP_STEPS:-68}
+BATCH_SIZE=${BATCH_SIZE:-1024}                  # global: questions per optimizer step over all GPUs
+LR=${LR:-3e-05}
+EPOCHS=${EPOCHS:-8}
+DEV_BATCH_SIZE=${DEV_BATCH_SIZE:-16}
+VAL_AV_RANK_START_EPOCH=${VAL_AV_RANK_START_EPOCH:-7}
+VAL_AV_RANK_MAX_QS=${VAL_AV_RANK_MAX_QS:-1000}
+Q_CHUNK=${Q_CHUNK:-512}
+CTX_CHUNK=${CTX_CHUNK:-64}
+HARD_NEGATIVES=${HARD_NEGATIVES:-4}
+OTHER_NEGATIVES=${OTHER_NEGATIVES:-0}
+LOG_BATCH_STEP=${LOG_BATCH_STEP:-20}
+PRECISION=${PRECISION:---fp16}                  # --fp16 (CUDA; falls back with a warning on CPU), --bf16, or empty
+NPROC=${NPROC:-1}
+EXTRA=${EXTRA:-}                                # e.g. "--resume" or "--save_every_steps 20"
+
+# CPU in minutes on the CMRC2018 mini corpus (python data/build_cmrc2018_retrieval.py, then
+# python data/preprocess_dureader.py on it) with the small default encoder: uncomment.
+# MODEL=multilingual-e5-small
+# DATA_DIR=data/cmrc2018_retrieval/retrieval_train_data
+# TRAIN_FILE=$DATA_DIR/dual_train.json
+# DEV_FILE=$DATA_DIR/dual_dev.json
+# OUTPUT_DIR=./outputs/cmrc_cpu_ckp
+# P_LEN=128; BATCH_SIZE=32; Q_CHUNK=16; CTX_CHUNK=16; EPOCHS=1; WARMUP_STEPS=5; LR=5e-05
+# HARD_NEGATIVES=1; DEV_BATCH_SIZE=16; VAL_AV_RANK_START_EPOCH=0; VAL_AV_RANK_MAX_QS=100; LOG_BATCH_STEP=5
+# EXTRA="--max_train_questions 320 --max_dev_questions 200 --save_every_steps 5"
+
+if [ "$NPROC" -gt 1 ]; then
+  LAUNCH="torchrun --nproc_per_node $NPROC"
+else
+  LAUNCH=python
+fi
+
+$LAUNCH train_dense_encoder.py \
+  --max_grad_norm $MAX_GRAD_NORM \
+  --encoder_model_type hf_bert \
+  --pretrained_model_cfg $MODEL \
+  --seed $SEED \
+  --q_sequence_length $Q_LEN \
+  --p_sequence_length $P_LEN \
+  --warmup_steps $WARMUP_STEPS \
+  --batch_size $BATCH_SIZE \
+  --do_lower_case \
+  --train_file $TRAIN_FILE \
+  --dev_file $DEV_FILE \
+  --output_dir $OUTPUT_DIR \
+  --learning_rate $LR \
+  --num_train_epochs $EPOCHS \
+  --dev_batch_size $DEV_BATCH_SIZE \
+  --val_av_rank_start_epoch $VAL_AV_RANK_START_EPOCH \
+  --grad_cache \
+  --global_loss_buf_sz 2097152 \
+  --val_av_rank_max_qs $VAL_AV_RANK_MAX_QS \
+  --q_chunk_size $Q_CHUNK \
+  --ctx_chunk_size $CTX_CHUNK \
+  $PRECISION \
+  --log_batch_step $LOG_BATCH_STEP \
+  --hard_negatives $HARD_NEGATIVES \
+  --other_negatives $OTHER_NEGATIVES \
+  $EXTRA
