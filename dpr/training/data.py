@@ -244,6 +244,16 @@ def chunked(ids: list[list[int]], chunk_size: int, pad_id: int) -> list[dict[str
     return [pad_chunk(ids[s : s + chunk_size], pad_id) for s in range(0, len(ids), chunk_size)]
 
 
+def sorted_chunks(ids: list[list[int]], chunk_size: int, pad_id: int) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor | None]:
+    """Chunks of the texts sorted longest first (little padding in each), and the order (row k = text order[k]).
+
+    With one chunk the order changes nothing, so it is left as is (order None)."""
+    if len(ids) <= chunk_size:
+        return chunked(ids, chunk_size, pad_id), None
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    return chunked([ids[i] for i in order], chunk_size, pad_id), torch.tensor(order, dtype=torch.long)
+
+
 @dataclass
 class SamplingConfig:
     hard_negatives: int
@@ -275,7 +285,9 @@ class BatchBuilder:
         pad = self.tokenizer.pad_token_id or 0
         q_ids = self.tokenizer(self.settings.prepare(questions, "query"), max_length=self.q_len, truncation=True)["input_ids"]
         p_ids = self.tokenizer(self.settings.prepare(passages, "passage"), max_length=self.p_len, truncation=True)["input_ids"]
-        return {"q_chunks": chunked(q_ids, self.q_chunk, pad), "p_chunks": chunked(p_ids, self.p_chunk, pad),
+        q_chunks, q_order = sorted_chunks(q_ids, self.q_chunk, pad)
+        p_chunks, p_order = sorted_chunks(p_ids, self.p_chunk, pad)
+        return {"q_chunks": q_chunks, "p_chunks": p_chunks, "q_order": q_order, "p_order": p_order,
                 "n_questions": len(questions)}
 
 

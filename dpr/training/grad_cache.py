@@ -66,28 +66,43 @@ def replay_backward(encoder: nn.Module, chunks: list[Chunk], states: list[RngSta
         start += n
 
 
+def _unsort(reps: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """Chunks may hold texts sorted by length (row k = text order[k]); return rows in batch order."""
+    if order is None:
+        return reps
+    out = torch.empty_like(reps)
+    out[order.to(reps.device)] = reps
+    return out
+
+
 def cached_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk], p_chunks: list[Chunk],
-                loss_fn: LossFn, backward: Callable[[torch.Tensor], None], amp: Callable[[], ContextManager]
-                ) -> tuple[float, int]:
-    """One cached forward/backward; parameter .grad accumulates exactly the full-batch gradient. Returns (loss, correct)."""
+                loss_fn: LossFn, backward: Callable[[torch.Tensor], None], amp: Callable[[], ContextManager],
+                q_order: torch.Tensor | None = None, p_order: torch.Tensor | None = None) -> tuple[float, int]:
+    """One cached forward/backward; parameter .grad accumulates exactly the full-batch gradient. Returns (loss, correct).
+
+    `q_order`/`p_order`: when the chunks hold the texts in another order (sorted by length, so that each chunk pads
+    little), row k of the concatenated chunks is text order[k] of the batch.
+    """
     q_reps, q_states = encode_no_grad(q_encoder, q_chunks, amp)
     p_reps, p_states = encode_no_grad(p_encoder, p_chunks, amp)
-    q = q_reps.detach().requires_grad_()
-    p = p_reps.detach().requires_grad_()
+    q = _unsort(q_reps, q_order).detach().requires_grad_()
+    p = _unsort(p_reps, p_order).detach().requires_grad_()
     loss, correct = loss_fn(q, p)
     backward(loss)
-    replay_backward(q_encoder, q_chunks, q_states, q.grad, amp)
-    replay_backward(p_encoder, p_chunks, p_states, p.grad, amp)
+    q_grad = q.grad if q_order is None else q.grad[q_order.to(q.device)]
+    p_grad = p.grad if p_order is None else p.grad[p_order.to(p.device)]
+    replay_backward(q_encoder, q_chunks, q_states, q_grad, amp)
+    replay_backward(p_encoder, p_chunks, p_states, p_grad, amp)
     return float(loss.detach()), correct
 
 
 def full_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk], p_chunks: list[Chunk],
-              loss_fn: LossFn, backward: Callable[[torch.Tensor], None], amp: Callable[[], ContextManager]
-              ) -> tuple[float, int]:
+              loss_fn: LossFn, backward: Callable[[torch.Tensor], None], amp: Callable[[], ContextManager],
+              q_order: torch.Tensor | None = None, p_order: torch.Tensor | None = None) -> tuple[float, int]:
     """The uncached reference: every chunk encoded with a graph (same RNG order as `cached_step`), one backward."""
     with amp():
-        q = torch.cat([q_encoder(**c).float() for c in q_chunks])
-        p = torch.cat([p_encoder(**c).float() for c in p_chunks])
+        q = _unsort(torch.cat([q_encoder(**c).float() for c in q_chunks]), q_order)
+        p = _unsort(torch.cat([p_encoder(**c).float() for c in p_chunks]), p_order)
     loss, correct = loss_fn(q, p)
     backward(loss)
     return float(loss.detach()), correct

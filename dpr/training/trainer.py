@@ -130,6 +130,10 @@ class Trainer:
         self.dist, self.temperature = dist_info, temperature
         self.output_dir = Path(args.output_dir)
         self.params = unique_parameters(q_encoder, p_encoder)
+        if dist_info.world_size > 1:  # identical replicas even if loading left some weights randomly initialised
+            with torch.no_grad():
+                for t in self.params + [b for m in (q_encoder, p_encoder) for b in m.buffers()]:
+                    dist.broadcast(t.data, src=0)
         self.optimizer = build_optimizer([q_encoder, p_encoder], args.learning_rate, args.weight_decay, args.adam_eps)
         self.sampling = SamplingConfig(args.hard_negatives, args.other_negatives, True, args.seed)
         self.batches_per_epoch = len(self._batches(0))
@@ -198,7 +202,7 @@ class Trainer:
                           temperature=self.temperature, q_sizes=batch["global_sizes"])
         step = cached_step if self.args.grad_cache else full_step
         loss, correct = step(self.q_encoder, self.p_encoder, q_chunks, p_chunks, loss_fn,
-                             lambda l: self.scaler.scale(l).backward(), self._amp)
+                             lambda l: self.scaler.scale(l).backward(), self._amp, batch["q_order"], batch["p_order"])
         sync_gradients(self.params)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
@@ -315,11 +319,12 @@ class Trainer:
         try:
             for idx in epoch_batches(len(self.dev_data), a.dev_batch_size, a.seed, 0, shuffle=False):
                 batch = builder(idx, 0)
-                with self._amp():
-                    q = torch.cat([self.q_encoder(**c).float() for c in _to_device(batch["q_chunks"], self.device)])
-                    p = torch.cat([self.p_encoder(**c).float() for c in _to_device(batch["p_chunks"], self.device)])
-                loss, correct = biencoder_nll(q, p, sampling.passages_per_question, self.temperature)
-                total_loss += float(loss) * len(idx)
+                loss_fn = partial(biencoder_nll, passages_per_question=sampling.passages_per_question,
+                                  temperature=self.temperature)
+                loss, correct = full_step(self.q_encoder, self.p_encoder, _to_device(batch["q_chunks"], self.device),
+                                          _to_device(batch["p_chunks"], self.device), loss_fn, lambda l: None,
+                                          self._amp, batch["q_order"], batch["p_order"])
+                total_loss += loss * len(idx)
                 total_correct += correct
                 n += len(idx)
         finally:

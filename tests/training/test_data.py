@@ -89,3 +89,13 @@ def test_each_chunk_is_padded_to_its_own_longest():
     assert [c["input_ids"].shape for c in chunks] == [(2, 9), (2, 4), (1, 1)]
     assert chunks[1]["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
     assert chunks[1]["input_ids"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+
+
+def test_sorted_chunks_pad_little_and_keep_the_order():
+    from dpr.training.data import sorted_chunks
+
+    ids = [[1] * 2, [1] * 9, [1] * 3, [1] * 8]
+    chunks, order = sorted_chunks(ids, 2, 0)
+    assert order.tolist() == [1, 3, 2, 0]
+    assert [c["input_ids"].shape for c in chunks] == [(2, 9), (2, 3)]
+    assert sorted_chunks(ids, 4, 0)[1] is None

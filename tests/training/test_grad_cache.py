@@ -10,7 +10,7 @@ import torch
 
 from conftest import CHARS, make_tokenizer, random_text
 from dpr.models.encoder import Encoder
-from dpr.training.data import chunked
+from dpr.training.data import chunked, sorted_chunks
 from dpr.training.grad_cache import cached_step, encode_no_grad, full_step
 from dpr.training.loss import biencoder_nll
 from dpr.training.trainer import enable_gradient_checkpointing
@@ -42,14 +42,17 @@ def _towers(model_dir, dtype: torch.dtype = torch.float32) -> tuple[Encoder, Enc
 
 
 def _grads(q_enc: Encoder, p_enc: Encoder, step, q_chunk: int, p_chunk: int, seed: int = 123,
-           temperature: float = 1.0, scale: float = 1.0) -> torch.Tensor:
+           temperature: float = 1.0, scale: float = 1.0, by_length: bool = False) -> torch.Tensor:
     q_ids, p_ids = _batch()
     q_enc.zero_grad(set_to_none=True)
     p_enc.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     loss_fn = partial(biencoder_nll, passages_per_question=PPQ, temperature=temperature)
-    step(q_enc, p_enc, chunked(q_ids, q_chunk, 0), chunked(p_ids, p_chunk, 0), loss_fn,
-         lambda loss: (loss * scale).backward(), _amp)
+    if by_length:
+        (q_chunks, q_order), (p_chunks, p_order) = sorted_chunks(q_ids, q_chunk, 0), sorted_chunks(p_ids, p_chunk, 0)
+    else:
+        q_chunks, q_order, p_chunks, p_order = chunked(q_ids, q_chunk, 0), None, chunked(p_ids, p_chunk, 0), None
+    step(q_enc, p_enc, q_chunks, p_chunks, loss_fn, lambda loss: (loss * scale).backward(), _amp, q_order, p_order)
     return torch.cat([prm.grad.reshape(-1) for m in (q_enc, p_enc) for prm in m.parameters()])
 
 
@@ -57,24 +60,26 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+@pytest.mark.parametrize("by_length", [False, True])
 @pytest.mark.parametrize("q_chunk,p_chunk", [(1, 1), (2, 4), (3, 5), (7, 21), (100, 100)])
-def test_cached_equals_uncached_whole_batch_without_dropout(tiny_model_dir_no_dropout, q_chunk, p_chunk):
+def test_cached_equals_uncached_whole_batch_without_dropout(tiny_model_dir_no_dropout, q_chunk, p_chunk, by_length):
     """Against one un-chunked pass padded to the batch's longest text. In float64: in fp32 the different padding
     and matmul shapes alone move the gradient by ~3e-5 relative (fp32's own error vs fp64 here is ~5e-5)."""
     q_enc, p_enc = _towers(tiny_model_dir_no_dropout, torch.float64)
     reference = _grads(q_enc, p_enc, full_step, N_Q, N_Q * PPQ)  # one chunk each: padded to the batch's longest
-    cached = _grads(q_enc, p_enc, cached_step, q_chunk, p_chunk)
+    cached = _grads(q_enc, p_enc, cached_step, q_chunk, p_chunk, by_length=by_length)
     assert reference.norm() > 0
     assert _rel_err(cached, reference) <= 1e-5
 
 
+@pytest.mark.parametrize("by_length", [False, True])
 @pytest.mark.parametrize("q_chunk,p_chunk", [(2, 4), (3, 5), (4, 8), (7, 21)])
-def test_cached_equals_uncached_with_dropout(tiny_model_dir, q_chunk, p_chunk):
+def test_cached_equals_uncached_with_dropout(tiny_model_dir, q_chunk, p_chunk, by_length):
     """fp32, dropout on: the reference forwards the same chunks with one graph (same dropout masks) and backpropagates
     once; the cache must reproduce it."""
     q_enc, p_enc = _towers(tiny_model_dir)
-    reference = _grads(q_enc, p_enc, full_step, q_chunk, p_chunk, temperature=0.05)
-    cached = _grads(q_enc, p_enc, cached_step, q_chunk, p_chunk, temperature=0.05)
+    reference = _grads(q_enc, p_enc, full_step, q_chunk, p_chunk, temperature=0.05, by_length=by_length)
+    cached = _grads(q_enc, p_enc, cached_step, q_chunk, p_chunk, temperature=0.05, by_length=by_length)
     assert _rel_err(cached, reference) <= 1e-5
     other_seed = _grads(q_enc, p_enc, full_step, q_chunk, p_chunk, seed=999, temperature=0.05)
     assert _rel_err(other_seed, reference) > 1e-3  # dropout really is on: the test could fail
