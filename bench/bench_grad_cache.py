@@ -1,7 +1,8 @@
 """Gradient-cache benchmarks on CPU with a small random BERT and real CMRC2018 texts (variable lengths).
 
-  (a) step   - forward+backward time per global batch: uncached vs cached (chunks padded to the batch's longest, as
-               other implementations do) vs cached (each chunk padded to its own longest member, ours)
+  (a) step   - forward+backward CPU time per global batch: uncached vs cached with chunks padded to the batch's
+               longest (as other implementations do) vs each chunk padded to its own longest member vs texts sorted
+               by length before chunking (what train_dense_encoder.py does)
   (b) memory - peak RSS (getrusage ru_maxrss of a fresh subprocess per setting) at global batch 64 vs 512
   (c) st     - ours vs sentence-transformers CachedMultipleNegativesRankingLoss, same model/batch/mini-batch/lengths/
                negatives (run with a Python that has sentence-transformers; it is not a requirement of this project)
@@ -30,15 +31,21 @@ import torch  # noqa: E402
 from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
 from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
-from dpr.training.data import chunked, iter_json_array, passage_text  # noqa: E402
+from dpr.training.data import chunked, iter_json_array, passage_text, sorted_chunks  # noqa: E402
 from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import biencoder_nll  # noqa: E402
 
 DEFAULT_DATA = ROOT / "data/cmrc2018_retrieval/retrieval_train_data/dual_train.json"
 
 
-def load_texts(path: Path, n: int, n_hard: int) -> tuple[list[str], list[str]]:
-    """n questions and, per question, its positive + n_hard hard negatives (file order)."""
+def load_texts(path: Path, n: int, n_hard: int, vary: bool = False) -> tuple[list[str], list[str]]:
+    """n questions and, per question, its positive + n_hard hard negatives (file order).
+
+    vary: cut each passage to a random length (uniform between 10 characters and its full length), for a mix of
+    short and long passages like DuReader's (CMRC2018 passages are all cut near 200 characters)."""
+    import random
+
+    rng = random.Random(0)
     qs, ps = [], []
     for _, _, item in iter_json_array(path):
         if len(qs) == n:
@@ -50,6 +57,8 @@ def load_texts(path: Path, n: int, n_hard: int) -> tuple[list[str], list[str]]:
         ps.extend(passage_text(c) for c in [item["positive_ctxs"][0], *negs])
     if len(qs) < n:
         sys.exit(f"{path}: only {len(qs)} usable questions, need {n}")
+    if vary:
+        ps = [p[: rng.randint(10, max(10, len(p)))] for p in ps]
     return qs, ps
 
 
@@ -68,7 +77,7 @@ def build_model_dir(out: Path, texts: list[str], hidden: int, layers: int) -> Pa
 class Setup:
     def __init__(self, a: argparse.Namespace, batch: int):
         self.a = a
-        qs, ps = load_texts(Path(a.data), batch, a.hard_negatives)
+        qs, ps = load_texts(Path(a.data), batch, a.hard_negatives, a.vary_lengths)
         self.model_dir = Path(a.model_dir) if a.model_dir else build_model_dir(
             Path(tempfile.mkdtemp()) / "m", qs + ps, a.hidden, a.layers)
         self.tok = BertTokenizerFast.from_pretrained(self.model_dir)
@@ -93,18 +102,24 @@ class Setup:
         return pad_all(self.q_ids, a.q_chunk), pad_all(self.p_ids, a.p_chunk)
 
     def step(self, mode: str) -> float:
+        """CPU seconds (process time: robust to other processes on a shared machine) of one forward+backward."""
         q_chunks, p_chunks = self.chunks(mode)
+        q_order = p_order = None
+        if mode == "cached_sorted":
+            (q_chunks, q_order), (p_chunks, p_order) = (sorted_chunks(self.q_ids, self.a.q_chunk, 0),
+                                                        sorted_chunks(self.p_ids, self.a.p_chunk, 0))
         loss_fn = partial(biencoder_nll, passages_per_question=self.ppq, temperature=0.05)
         fn = full_step if mode == "uncached" else cached_step
         self.encoder.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
-        fn(self.encoder, self.encoder, q_chunks, p_chunks, loss_fn, lambda l: l.backward(), contextlib.nullcontext)
-        return time.perf_counter() - t0
+        t0 = time.process_time()
+        fn(self.encoder, self.encoder, q_chunks, p_chunks, loss_fn, lambda l: l.backward(), contextlib.nullcontext,
+           q_order, p_order)
+        return time.process_time() - t0
 
 
 def run_step(a: argparse.Namespace) -> None:
     s = Setup(a, a.batch)
-    modes = ["uncached", "cached_batchpad", "cached"]
+    modes = ["uncached", "cached_batchpad", "cached", "cached_sorted"]
     times: dict[str, list[float]] = {m: [] for m in modes}
     for m in modes:
         s.step(m)  # warm-up
@@ -118,8 +133,10 @@ def run_step(a: argparse.Namespace) -> None:
                       "threads": torch.get_num_threads(), "repeats": a.repeats,
                       "median_s": {m: round(v, 3) for m, v in med.items()},
                       "ratio_vs_uncached": {m: round(med[m] / med["uncached"], 3) for m in modes},
+                      "vary_lengths": a.vary_lengths, "timer": "process CPU time",
                       "passage_tokens_incl_padding": {"batch_padded": len(s.p_ids) * max(map(len, s.p_ids)),
                                                       "chunk_padded": pad(s.p_ids, a.p_chunk),
+                                                      "sorted_chunk_padded": pad(sorted(s.p_ids, key=len, reverse=True), a.p_chunk),
                                                       "real": sum(map(len, s.p_ids))}}))
 
 
@@ -134,7 +151,7 @@ def run_memory_child(a: argparse.Namespace) -> None:
 
 
 def run_memory(a: argparse.Namespace) -> None:
-    for mode in ("cached", "uncached"):
+    for mode in ("cached_sorted", "uncached"):
         for batch in (64, 512):
             cmd = [sys.executable, __file__, "memory_child", "--mode", mode, "--batch", str(batch),
                    *sum(([f"--{k}", str(v)] for k, v in vars(a).items()
@@ -162,16 +179,16 @@ def run_st(a: argparse.Namespace) -> None:
 
     def st_step() -> float:
         st.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         loss([anchors, positives, negatives], labels).backward()
-        return time.perf_counter() - t0
+        return time.process_time() - t0
 
     a_q_chunk = a.q_chunk
     a.q_chunk = a.p_chunk  # same mini-batch size for questions and passages, as CachedMNRL uses one
     times: dict[str, list[float]] = {"ours_cached": [], "st_cached_mnrl": []}
-    s.step("cached"), st_step()
+    s.step("cached_sorted"), st_step()
     for _ in range(a.repeats):
-        times["ours_cached"].append(s.step("cached"))
+        times["ours_cached"].append(s.step("cached_sorted"))
         times["st_cached_mnrl"].append(st_step())
     a.q_chunk = a_q_chunk
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -197,7 +214,8 @@ def main() -> None:
     p.add_argument("--q_chunk", type=int, default=16)
     p.add_argument("--p_chunk", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--vary_lengths", action="store_true", help="Cut passages to random lengths (see load_texts).")
     p.add_argument("--mode", default="cached")
     a = p.parse_args()
     torch.set_num_threads(a.threads)

@@ -80,6 +80,7 @@ def test_end_to_end_then_resume_equals_uninterrupted(tiny_model_dir, tiny_train_
     state = torch.load(a_dir / "dpr_biencoder.1.3", weights_only=True)
     assert (state["epoch"], state["iteration"], state["global_step"]) == (1, 3, 6)
     assert best["metric"] == "average_rank" and best["checkpoint"].endswith("dpr_biencoder.1.3")
+    assert json.loads((a_dir / "best_checkpoint.json").read_text()) == best
     log = [json.loads(line) for line in (a_dir / "train_log.jsonl").read_text().splitlines()]
     assert [r["metric"] for r in log if r["type"] == "validation"] == ["nll", "average_rank"]
     assert (a_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
