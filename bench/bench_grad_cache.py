@@ -151,11 +151,11 @@ def run_memory_child(a: argparse.Namespace) -> None:
 
 
 def run_memory(a: argparse.Namespace) -> None:
-    for mode in ("cached_sorted", "uncached"):
-        for batch in (64, 512):
+    for mode in a.modes.split(","):
+        for batch in map(int, a.batches.split(",")):
+            passed = {k: v for k, v in vars(a).items() if k not in ("bench", "mode", "batch", "repeats", "modes", "batches") and v not in (None, False)}
             cmd = [sys.executable, __file__, "memory_child", "--mode", mode, "--batch", str(batch),
-                   *sum(([f"--{k}", str(v)] for k, v in vars(a).items()
-                         if k not in ("bench", "mode", "batch", "repeats") and v is not None), [])]
+                   *sum(([f"--{k}"] if v is True else [f"--{k}", str(v)] for k, v in passed.items()), [])]
             out = subprocess.run(cmd, capture_output=True, text=True)
             print(out.stdout.strip() or out.stderr[-2000:], flush=True)
 
@@ -216,7 +216,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--vary_lengths", action="store_true", help="Cut passages to random lengths (see load_texts).")
-    p.add_argument("--mode", default="cached")
+    p.add_argument("--mode", default="cached_sorted", help=argparse.SUPPRESS)
+    p.add_argument("--modes", default="cached_sorted,uncached", help="memory: modes to measure")
+    p.add_argument("--batches", default="64,512", help="memory: global batch sizes to measure")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     {"step": run_step, "memory": run_memory, "memory_child": run_memory_child, "st": run_st}[a.bench](a)
