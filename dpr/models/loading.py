@@ -35,8 +35,13 @@ def load_encoder_pair(
     if Path(path).is_file():
         raise InputError(path, f"a training checkpoint, but its encoder directories ({Path(path).name}{Q_SUFFIX}/, "
                                f"{Path(path).name}{P_SUFFIX}/) are missing beside it")
-    from dpr.models.pretrained import resolve_model_path
+    from dpr.models.pretrained import missing_model_message, resolve_model_path
 
     resolved = resolve_model_path(str(path))
-    encoder = Encoder.from_pretrained(resolved, settings)
+    try:
+        encoder = Encoder.from_pretrained(resolved, settings)
+    except OSError as e:
+        if Path(resolved).is_dir():
+            raise
+        raise OSError(missing_model_message(str(path))) from e
     return encoder, encoder, load_tokenizer(resolved)
