@@ -221,7 +221,8 @@ class Trainer:
             if not skipped:
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        if not skipped:  # a skipped step (inf/nan gradients) neither updates nor advances the schedule
+            self.scheduler.step()
         return loss, correct, skipped, norm
 
     # ----- loop -----
