@@ -56,3 +56,33 @@ def test_two_ranks_equal_one_process(tiny_model_dir_no_dropout, tmp_path):
     for name in ("cached", "uncached"):
         rel = float((got[name] - reference).norm() / reference.norm())
         assert rel <= 1e-10, (name, rel)
+
+
+def test_script_under_torchrun_matches_one_process(tiny_model_dir_no_dropout, tiny_train_file, tmp_path):
+    """The whole script (process group, broadcast, gathered loss, summed gradients, rank-0 checkpoints) on 2 ranks
+    ends with the weights of the 1-process run on the same global batches."""
+    from safetensors.torch import load_file
+
+    script = Path(__file__).resolve().parents[2] / "train_dense_encoder.py"
+    common = ["--pretrained_model_cfg", str(tiny_model_dir_no_dropout), "--train_file", str(tiny_train_file),
+              "--batch_size", "10", "--num_train_epochs", "1", "--grad_cache", "--q_chunk_size", "2",
+              "--ctx_chunk_size", "3", "--hard_negatives", "1", "--other_negatives", "1", "--learning_rate", "1e-3",
+              "--warmup_steps", "0", "--num_workers", "0", "--no_progress", "--seed", "3",
+              # a large Adam eps keeps updates proportional to small gradients: with the default, gradients that are
+              # zero in exact arithmetic (e.g. the last LayerNorm bias of the passage tower under in-batch softmax)
+              # are float noise that Adam blows up to +-lr, differently on each run
+              "--adam_eps", "1e-2"]
+    runs = {"two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+            "one": [sys.executable, str(script)]}
+    weights = {}
+    for name, cmd in runs.items():
+        proc = subprocess.run(cmd + common + ["--output_dir", str(tmp_path / name)], capture_output=True, text=True,
+                              timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        # 24 questions in global batches of 10: 10, 10, 4 -> dpr_biencoder.0.3
+        weights[name] = load_file(str(tmp_path / name / "dpr_biencoder.0.3.passage_encoder" / "model.safetensors"))
+    start = load_file(str(tiny_model_dir_no_dropout / "model.safetensors"))
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.allclose(weights["one"][key], start[key])
+    for k in weights["one"]:
+        assert torch.allclose(weights["two"][k], weights["one"][k], rtol=0, atol=1e-6), k
