@@ -6,9 +6,11 @@ import argparse
 import copy
 import logging
 import os
+import random
 import sys
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -144,10 +146,6 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

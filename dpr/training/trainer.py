@@ -3,6 +3,7 @@ torch.distributed ranks, per-epoch validation, checkpoints with exact resume, a 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import time
@@ -172,7 +173,7 @@ class Trainer:
                 "skipped_steps": p.skipped_steps, "best": p.best, "log": p.log,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": all_rng, "world_size": self.dist.world_size,
-                "args": {k: v for k, v in vars(self.args).items()}}
+                "args": dict(vars(self.args))}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -357,8 +358,6 @@ class Trainer:
 
     # ----- outputs -----
     def _write_log(self) -> None:
-        import json
-
         with atomic_write(self.output_dir / LOG_FILE) as f:
             for rec in self.progress.log:
                 f.write(json.dumps(rec) + "\n")
