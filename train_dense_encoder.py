@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Scores are divided by this (default: 0.01 for cosine, 1.0 for dot).")
     t.add_argument("--shared_encoder", action="store_true", help="One tower for questions and passages.")
     t.add_argument("--gradient_checkpointing", action="store_true", help="Recompute activations in backward.")
+    t.add_argument("--freeze_embeddings", action="store_true",
+                   help="Keep the word-embedding matrix fixed (e5-small: 96M of its 118M parameters). Much faster "
+                        "steps on CPU and a smaller checkpoint; useful when fine-tuning on little data.")
     g = p.add_argument_group("gradient cache")
     g.add_argument("--grad_cache", action="store_true",
                    help="Exact gradient caching: encode in chunks without a graph, then re-encode chunk by chunk "
@@ -142,6 +145,8 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
             s.normalize = args.similarity == "cosine"
         if args.gradient_checkpointing:
             enable_gradient_checkpointing(enc)
+        if args.freeze_embeddings:
+            enc.model.get_input_embeddings().weight.requires_grad_(False)
     return q, p, tokenizer
 
 

@@ -61,11 +61,11 @@ class Progress:
 
 
 def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
-    """Parameters of all modules in a fixed order, each once (a shared encoder appears once)."""
+    """Trainable parameters of all modules in a fixed order, each once (a shared encoder appears once)."""
     seen, out = set(), []
     for m in modules:
         for p in m.parameters():
-            if id(p) not in seen:
+            if p.requires_grad and id(p) not in seen:
                 seen.add(id(p))
                 out.append(p)
     return out
@@ -76,7 +76,7 @@ def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, ep
     decay, no_decay, seen = [], [], set()
     for m in modules:
         for name, p in m.named_parameters():
-            if id(p) in seen:
+            if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
             (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)

@@ -135,3 +135,16 @@ def test_non_finite_step_is_skipped(tiny_model_dir, tiny_train_file, tmp_path):
     _, _, skipped, norm = trainer.train_step(batch)
     assert not skipped and np.isfinite(norm)
     assert not torch.equal(before[-1], trainer.params[-1])
+
+
+def test_freeze_embeddings_keeps_word_embeddings_and_trains_the_rest(tiny_model_dir, tiny_train_file, tiny_dev_file,
+                                                                       tmp_path):
+    out = tmp_path / "frozen"
+    main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, out, "--shared_encoder", "--num_train_epochs", "1",
+               "--freeze_embeddings", "--num_workers", "0"))
+    before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    after = _weights(out / "dpr_biencoder.0.3")
+    key = next(k for k in before if k.endswith("word_embeddings.weight"))
+    assert torch.equal(after[f"question_encoder/{key}"], before[key])
+    layer = next(k for k in before if k.endswith("attention.self.query.weight"))
+    assert not torch.equal(after[f"question_encoder/{layer}"], before[layer])
