@@ -1,0 +1,41 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from dpr.data.formats import read_passages_tsv
+from dpr.utils.io import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("subset_passages", ROOT / "data" / "subset_passages.py")
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+
+
+def _write(tmp_path):
+    ctx = tmp_path / "passages.tsv"
+    ctx.write_text("id\ttext\ttitle\naaa-0\t甲一\t\naaa-1\t甲二\t\nbbb-0\t乙一\t\nccc-0\t丙一\t\nccc-1\t丙二\t\n",
+                   encoding="utf-8")
+    qa = tmp_path / "test.json"
+    qa.write_text(json.dumps({"question_id": "q1", "question": "问", "answer_paragraphs":
+                              [{"paragraph_id": "ccc-1", "paragraph_text": "丙二"}]}, ensure_ascii=False) + "\n",
+                  encoding="utf-8")
+    return ctx, qa
+
+
+def test_keeps_every_passage_of_the_gold_paragraphs(tmp_path):
+    ctx, qa = _write(tmp_path)
+    out = tmp_path / "held.tsv"
+    assert mod.subset(str(ctx), [str(qa)], str(out)) == 2
+    assert [pid for pid, _, _ in read_passages_tsv(out)] == ["ccc-0", "ccc-1"]
+
+
+def test_no_match_leaves_no_file(tmp_path):
+    ctx, qa = _write(tmp_path)
+    qa.write_text(json.dumps({"question_id": "q1", "question": "问", "answer_paragraphs":
+                              [{"paragraph_id": "zzz-0", "paragraph_text": "无"}]}) + "\n", encoding="utf-8")
+    out = tmp_path / "held.tsv"
+    with pytest.raises(InputError, match="passages.tsv: none of its passages"):
+        mod.subset(str(ctx), [str(qa)], str(out))
+    assert not out.exists() and not list(tmp_path.glob(".held*"))
