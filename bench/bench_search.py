@@ -3,6 +3,10 @@ approximate index's recall@50 against flat, over (a) a corpus the size of the CM
 vectors; 384 dimensions (multilingual-e5-small).
 
     python bench/bench_search.py --sizes 11630 1000000 --queries 2000
+    python bench/bench_search.py --emb 'outputs/cmrc_e5_emb/emb_shard*.npy' --query_vectors outputs/cmrc_e5_dev_q.npy
+
+The second form measures real embeddings (generate_dense_embeddings.py output) and real question vectors
+(dense_retriever.py --encode_q_and_save) instead.
 
 Synthetic data shaped like sentence embeddings rather than uniform noise (on which no ANN index works): unit
 vectors around 2,000 random topic centres; queries are perturbed corpus vectors. Prints one JSON line per index.
@@ -21,7 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dpr.index.faiss_index import IndexSpec, add_in_chunks, build_index, factory_string, set_search_params, train_index, train_size  # noqa: E402,E501
-from dpr.index.search import search_index  # noqa: E402
+from dpr.index.embeddings import open_shards  # noqa: E402
+from dpr.index.search import gather_rows, search_index  # noqa: E402
 
 
 def synthetic(n: int, n_queries: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -64,13 +69,23 @@ def main() -> None:
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: dpr's 4*sqrt(N)).")
     p.add_argument("--nprobe", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--emb", default=None, help="Glob of real embedding shards (replaces --sizes).")
+    p.add_argument("--query_vectors", default=None, help="Real question vectors (.npy) to go with --emb.")
     args = p.parse_args()
     faiss.omp_set_num_threads(args.threads)
-    for n in args.sizes:
+    for n in ([None] if args.emb else args.sizes):
         t0 = time.perf_counter()
-        corpus, queries = synthetic(n, args.queries, args.dim)
-        print(json.dumps({"corpus": n, "dim": args.dim, "queries": args.queries, "threads": args.threads,
-                          "generate_s": round(time.perf_counter() - t0, 1)}), flush=True)
+        if args.emb:
+            shards = open_shards(args.emb)
+            bounds = np.cumsum([0] + [len(s.ids) for s in shards])
+            corpus = gather_rows(shards, bounds, 0, int(bounds[-1]))
+            queries = np.load(args.query_vectors)[: args.queries].astype(np.float32)
+            n = len(corpus)
+        else:
+            corpus, queries = synthetic(n, args.queries, args.dim)
+        print(json.dumps({"corpus": n, "dim": corpus.shape[1], "queries": len(queries), "threads": args.threads,
+                          "data": args.emb or "synthetic", "generate_s": round(time.perf_counter() - t0, 1)}),
+              flush=True)
         specs = [IndexSpec("flat"),
                  IndexSpec("hnsw", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search),
                  IndexSpec("ivfpq", nlist=args.nlist, nprobe=args.nprobe)]
