@@ -105,7 +105,7 @@ class Encoder(nn.Module):
         """Load from an HF directory; settings: explicit > stored in the directory > defaults (cls pooling)."""
         path = str(path)
         settings = settings or EncoderSettings.load(path) or EncoderSettings()
-        return cls(_load_backbone(path, **kwargs), settings)
+        return cls(_load_backbone(path, **kwargs), settings).eval()
 
     def save_pretrained(self, directory: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
         """Write a standard HF directory (+ tokenizer, settings, sentence-transformers modules)."""
