@@ -24,7 +24,7 @@ from dpr.models.encoder import Encoder
 from dpr.models.loading import load_encoder_pair
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.retrieval.passages import passage_input
-from dpr.utils.io import InputError, atomic_path
+from dpr.utils.io import InputError, atomic_path, check_writable_dir, remove_stale_temps
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
 logger = logging.getLogger("generate_dense_embeddings")
@@ -77,6 +77,7 @@ def encode_shard(args: argparse.Namespace) -> Path:
     """Encode this shard (unless already complete); returns the .npy path."""
     prefix = f"{args.out_file}_shard{args.shard_id}"
     npy, ids_path = shard_paths(prefix)
+    check_writable_dir(npy.parent)
     total = count_passages(args.ctx_file)
     start, stop = shard_range(total, args.shard_id, args.num_shards)
     if stop <= start:
@@ -88,6 +89,8 @@ def encode_shard(args: argparse.Namespace) -> Path:
         logger.info("%s is complete (%d x %d): skipping (use --overwrite to re-encode)", npy, stop - start, dim)
         return npy
 
+    for stale in remove_stale_temps(npy) + remove_stale_temps(ids_path):
+        logger.info("removed %s (left by an interrupted run)", stale)
     device = default_device()
     amp = resolve_amp_dtype(device, args.fp16, args.bf16)
     encoder.to(device)

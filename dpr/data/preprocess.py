@@ -17,8 +17,9 @@ from dpr.data.bm25 import default_cache_dir, index_passages
 from dpr.data.cleaning import clean_text, is_empty
 from dpr.data.formats import (DPRJsonWriter, PassagesWriter, dpr_passage, pid_family, read_passages_tsv,
                               release_question, write_dpr_json)
-from dpr.data.shards import write_shards
-from dpr.utils.io import InputError, atomic_write, check_writable_dir, iter_jsonl, iter_lines, read_json, write_json
+from dpr.data.shards import shard_path, write_shards
+from dpr.utils.io import (InputError, atomic_write, check_writable_dir, iter_jsonl, iter_lines, read_json,
+                          remove_stale_temps, write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +304,11 @@ def run(opts: Options) -> dict[str, Any]:
     timings: dict[str, float] = {}
     bad = BadLines(opts.skip_bad_lines)
     logger.info("layout %s in %s", layout, root)
+    outputs = [passages_tsv, out / "preprocess_stats.json"] + [shard_path(passages_tsv, k, opts.num_shards)
+                                                               for k in range(opts.num_shards)]
+    outputs += [train_dir / f"{name}.json" for name in ("dual_train", "dual_dev", "dual_test", "dev_with_hn")]
+    for stale in [p for path in outputs for p in remove_stale_temps(path)]:
+        logger.info("removed %s (left by an interrupted run)", stale)
 
     splits: dict[str, list[Question]] = {"dev": read_release_questions(root / ("dev.json" if layout == "release" else
                                                                                 "dev/dev.json"), bad, stats, "dev")}

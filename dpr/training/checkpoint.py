@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from dpr.models.encoder import Encoder
 from dpr.models.loading import P_SUFFIX, Q_SUFFIX
-from dpr.utils.io import InputError, atomic_write
+from dpr.utils.io import InputError, atomic_write, remove_stale_temps
 
 PREFIX = "dpr_biencoder"
 
@@ -70,6 +70,8 @@ def save_checkpoint(path: Path, q_encoder: Encoder, p_encoder: Encoder, tokenize
                     state: dict) -> None:
     """Write both encoder directories (also when they share weights), then the state file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for target in (Path(str(path) + Q_SUFFIX), Path(str(path) + P_SUFFIX), path):
+        remove_stale_temps(target)  # left by a run killed while writing this checkpoint
     _save_dir_atomic(q_encoder, tokenizer, Path(str(path) + Q_SUFFIX))
     _save_dir_atomic(p_encoder, tokenizer, Path(str(path) + P_SUFFIX))
     with atomic_write(path, "wb") as f:

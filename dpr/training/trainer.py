@@ -25,7 +25,7 @@ from dpr.training import checkpoint as ckpt
 from dpr.training.data import BatchBuilder, BiEncoderData, EpochBatches, SamplingConfig, epoch_batches
 from dpr.training.grad_cache import cached_step, full_step
 from dpr.training.loss import biencoder_nll, global_nll
-from dpr.utils.io import atomic_path, atomic_write, write_json
+from dpr.utils.io import atomic_path, atomic_write, remove_stale_temps, write_json
 from dpr.utils.precision import autocast
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,9 @@ class Trainer:
 
     def fit(self) -> dict:
         a, p = self.args, self.progress
+        if self.dist.is_main:
+            for name in (LOG_FILE, PLOT_FILE, BEST_FILE):  # temp files of a killed run
+                remove_stale_temps(self.output_dir / name)
         self.q_encoder.train()
         self.p_encoder.train()
         if self.dist.is_main:
