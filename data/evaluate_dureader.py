@@ -26,8 +26,10 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     try:
         metrics = evaluate(load_reference(args.reference), load_predictions(args.prediction), strict=args.strict)
-    except (InputError, ValueError) as e:
+    except InputError as e:
         sys.exit(f"error: {e}")
+    except ValueError as e:  # the metric's own checks concern the two files together: name them
+        sys.exit(f"error: {args.prediction} (scored against {args.reference}): {e}")
     print(json.dumps(metrics, sort_keys=True))
     return metrics
 
