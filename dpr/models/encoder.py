@@ -76,9 +76,15 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, settings: EncoderSe
 
 def _load_backbone(path: str, **kwargs) -> PreTrainedModel:
     try:
-        return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
-    except TypeError:  # architectures without an optional pooler
-        return AutoModel.from_pretrained(path, **kwargs)
+        try:
+            return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
+        except TypeError:  # architectures without an optional pooler
+            return AutoModel.from_pretrained(path, **kwargs)
+    except RuntimeError as e:
+        if "mismatched_sizes" not in str(e) and "size mismatch" not in str(e):
+            raise
+        raise InputError(path, "the weights do not fit the shapes in its config.json (a weights file from a "
+                               "different model shape?)") from e
 
 
 class Encoder(nn.Module):
