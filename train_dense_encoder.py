@@ -193,7 +193,12 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = Trainer(args, q_enc, p_enc, tokenizer, train, dev, device, amp_dtype, dist_info, temperature)
         if resume_from:
             logger.info("resuming from %s", resume_from)
-            trainer.load_state_dict(ckpt.load_state(resume_from))
+            state = ckpt.load_state(resume_from)
+            try:
+                trainer.load_state_dict(state)
+            except (ValueError, KeyError) as e:  # e.g. optimizer groups of another model or --freeze_embeddings
+                raise InputError(resume_from, f"this training state does not fit the model and flags of this run: "
+                                              f"{type(e).__name__}: {e}") from None
         return trainer.fit()
     except InputError as e:
         raise SystemExit(f"error: {e}") from None
