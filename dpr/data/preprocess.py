@@ -169,7 +169,13 @@ def stream_release_collection(path: Path, out_tsv: Path, bad: BadLines, stats: C
                 bad.handle(InputError(path, "expected keys 'paragraph_id' and 'paragraph_text'", line=n))
                 continue
             _add_passage(writer, coll, seen, str(obj["paragraph_id"]), obj["paragraph_text"], stats)
+        _require_passages(path, coll, stats)  # inside the write: no passages.tsv is published
     return coll
+
+
+def _require_passages(path: Path, coll: Collection, stats: Counter) -> None:
+    if not coll.pids:
+        raise InputError(path, f"no passages (empty or NaN texts dropped: {stats['passages_dropped_empty']})")
 
 
 def baseline_parts(root: Path) -> list[Path]:
@@ -200,6 +206,7 @@ def stream_baseline_collection(root: Path, out_tsv: Path, bad: BadLines, stats: 
                                           line=n))
                     continue
                 _add_passage(writer, coll, seen, str(pid), cols[2], stats, want_hashes)
+        _require_passages(root / "passage-collection", coll, stats)
     return coll
 
 
