@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -80,6 +81,9 @@ def _load_backbone(path: str, **kwargs) -> PreTrainedModel:
             return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
         except TypeError:  # architectures without an optional pooler
             return AutoModel.from_pretrained(path, **kwargs)
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) met something other than tensors
+        raise InputError(path, f"refused: its pickled weights file holds more than tensors, and loading it could run "
+                               f"code ({str(e).splitlines()[-1][:200]})") from None
     except RuntimeError as e:
         if "mismatched_sizes" not in str(e) and "size mismatch" not in str(e):
             raise
