@@ -33,7 +33,7 @@ from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
 from dpr.retrieval.query_cache import load_question_vectors, save_question_vectors
 from dpr.retrieval.results import Retrieved, write_rerank_file, write_submission
-from dpr.utils.io import InputError, write_json
+from dpr.utils.io import InputError, check_writable_dir, write_json
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
 logger = logging.getLogger("dense_retriever")
@@ -200,7 +200,18 @@ def report_metrics(questions, results: list[Retrieved], path: Path) -> dict | No
     return metrics
 
 
+def output_dirs(args: argparse.Namespace) -> set[Path]:
+    """The directories this run will write into."""
+    if args.encode_q_and_save:
+        return {Path(args.q_encoding_path).parent}
+    if args.mine_hard_negatives:
+        return {Path(args.mine_hard_negatives).parent}
+    return {p.parent for p in output_paths(args)}
+
+
 def run(args: argparse.Namespace) -> None:
+    for d in output_dirs(args):  # before encoding and searching, not after
+        check_writable_dir(d)
     questions, entries = load_questions(args)
     qids = [q for q, _, _ in questions]
     vectors = question_vectors(args, qids, [t for _, t, _ in questions])

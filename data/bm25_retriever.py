@@ -20,7 +20,7 @@ from dpr.data.bm25 import index_passages  # noqa: E402
 from dpr.data.formats import read_questions  # noqa: E402
 from dpr.eval.dureader import evaluate  # noqa: E402
 from dpr.options import positive_int, setup_logging  # noqa: E402
-from dpr.utils.io import InputError, write_json  # noqa: E402
+from dpr.utils.io import InputError, check_writable_dir, write_json  # noqa: E402
 
 logger = logging.getLogger("bm25_retriever")
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     setup_logging()
     try:
+        check_writable_dir(Path(args.out_file).parent)
         questions = read_questions(args.qa_file)
         t0 = time.time()
         index, pids = index_passages(args.ctx_file, None if args.no_cache else "default", args.num_workers)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dpr.data.cleaning import clean_text
-from dpr.utils.io import InputError, atomic_write, read_json
+from dpr.utils.io import InputError, atomic_write, check_writable_dir, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ def build(cmrc_dir: str | os.PathLike, output_dir: str | os.PathLike, max_chars:
     missing = [name for name in SPLITS.values() if not (cmrc_dir / name).is_file()]
     if missing:
         raise InputError(cmrc_dir, f"missing {', '.join(missing)}: {SOURCE_HINT}")
+    check_writable_dir(output_dir)
     report: dict[str, dict] = {}
     seen: set[str] = set()
     with atomic_write(output_dir / "passage_collection.json") as coll:
