@@ -1,0 +1,40 @@
+"""run_demo.sh end to end at toy size (tiny random model, a few dozen questions), so the quick start cannot rot."""
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dpr.models.encoder import Encoder, EncoderSettings
+from tests.tiny_encoder import tiny_bert, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("fetch_cmrc2018", ROOT / "data" / "fetch_cmrc2018.py")
+fetch = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fetch)
+
+
+@pytest.mark.slow
+def test_demo_at_toy_size(tmp_path):
+    if fetch.find_local() is None:
+        pytest.skip(f"CMRC2018 not found in {[str(d) for d in fetch.candidates()]}")
+    model = tmp_path / "tiny"
+    settings = EncoderSettings(pooling="mean", normalize=True, query_prefix="问", passage_prefix="文")
+    Encoder(tiny_bert(1), settings).save_pretrained(model, tiny_tokenizer())
+    demo = tmp_path / "demo"
+    env = dict(os.environ, DEMO_DIR=str(demo), MODEL=str(model), TRAIN_QS="24", BATCH_SIZE="8", Q_CHUNK="4",
+               CTX_CHUNK="4", TRAIN_P_LEN="64", P_LEN="64", Q_LEN="32", ENC_BATCH="32", DEV_QS="16",
+               VAL_AV_RANK_MAX_QS="16", WARMUP_STEPS="1", OMP_NUM_THREADS="1")
+    run = subprocess.run(["bash", str(ROOT / "run_demo.sh")], env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (demo / "demo.log").read_text()[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "retriever" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "BM25 (jieba + bm25s)", "tiny zero-shot", "fine-tuned (gradient cache)"]
+    for name in ("bm25_test", "zeroshot_test", "finetuned_test"):
+        metrics = json.loads((demo / f"{name}.metrics.json").read_text())
+        assert metrics["QueriesRanked"] == 1000 and 0 <= metrics["MRR@10"] <= 1
+    submission = json.loads((demo / "finetuned_test.json").read_text())
+    assert len(submission) == 1000 and all(len(v) == 50 for v in submission.values())
+    assert list((demo / "checkpoints").glob("*.png")), "the training plot is missing"
