@@ -23,7 +23,7 @@ from dpr.index.embeddings import shard_is_complete, shard_paths, write_ids
 from dpr.models.encoder import Encoder
 from dpr.models.loading import load_encoder_pair
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
-from dpr.retrieval.passages import passage_input
+from dpr.data.formats import passage_input
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, remove_stale_temps
 from dpr.utils.precision import default_device, resolve_amp_dtype
 

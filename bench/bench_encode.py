@@ -24,7 +24,7 @@ from dpr.data.formats import read_passages_tsv  # noqa: E402
 from dpr.encode import encode_texts  # noqa: E402
 from dpr.models.encoder import Encoder, load_tokenizer  # noqa: E402
 from dpr.models.pretrained import resolve_model_path  # noqa: E402
-from dpr.retrieval.passages import passage_input  # noqa: E402
+from dpr.data.formats import passage_input  # noqa: E402
 
 
 def main() -> None:

@@ -93,6 +93,12 @@ def read_dpr_json(path: str | os.PathLike) -> list[dict[str, Any]]:
     return data
 
 
+def passage_input(text: str, title: str | None = "") -> str:
+    """The string a passage is encoded from, in training and in encoding alike: 'title text', or the text alone."""
+    title = (title or "").strip()
+    return f"{title} {text}" if title else text
+
+
 def pid_family(pid: str) -> str | None:
     """The source-paragraph part of an id shaped `<hash>-<k>` (passages cut from one paragraph share it), else None."""
     head, sep, tail = pid.rpartition("-")
@@ -134,6 +140,8 @@ def read_questions(path: str | os.PathLike) -> list[QuestionRow]:
         for i, e in enumerate(read_dpr_json(path)):
             qid = str(e.get("question_id", i))
             pos = e.get("positive_ctxs")
+            if pos is not None and not (isinstance(pos, list) and all(isinstance(c, dict) for c in pos)):
+                raise InputError(path, f"entry {i}: positive_ctxs must be a list of objects")
             gold = None if not pos else [str(c["passage_id"]) for c in pos if c.get("passage_id") is not None] or None
             out.append((qid, clean_text(str(e["question"])), gold))
     elif first == "{":

@@ -7,12 +7,6 @@ from typing import Iterable
 from dpr.data.formats import read_passages_tsv
 
 
-def passage_input(text: str, title: str) -> str:
-    """The string a passage is encoded from: 'title text' when it has a title, else the text (as in training)."""
-    title = (title or "").strip()
-    return f"{title} {text}" if title else text
-
-
 def lookup_passages(ctx_file: str | os.PathLike, wanted: Iterable[str]) -> dict[str, tuple[str, str]]:
     """{id: (text, title)} for the wanted ids found in ctx_file."""
     wanted = set(wanted)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from dpr.data.formats import passage_input
 from dpr.models.encoder import EncoderSettings
 from dpr.utils.io import InputError
 
@@ -83,9 +84,8 @@ def iter_json_array(path: str | os.PathLike, read_size: int = 1 << 22) -> Iterat
 
 
 def passage_text(ctx: dict) -> str:
-    """The text a passage is encoded from: 'title text' when it has a title, else the text."""
-    title = (ctx.get("title") or "").strip()
-    return f"{title} {ctx['text']}" if title else ctx["text"]
+    """The text a DPR-JSON passage is encoded from (see dpr.data.formats.passage_input)."""
+    return passage_input(ctx["text"], ctx.get("title"))
 
 
 class PassageStore:
