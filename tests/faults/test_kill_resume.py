@@ -15,10 +15,11 @@ from safetensors.torch import load_file
 import generate_dense_embeddings as gen
 from dpr.data.formats import read_dpr_json, read_passages_tsv
 from dpr.index.embeddings import load_shard, shard_paths
-from dpr.training.checkpoint import latest_checkpoint, load_state
+from dpr.models.encoder import Encoder
+from dpr.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from tests.faults.common import (kill_when, run_script, save_tiny_model, script, temp_leftovers, visible_files,
                                  write_dpr_train)
-from tests.tiny_encoder import random_passages, save_tiny_biencoder, write_passages_tsv
+from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_bert, tiny_tokenizer, write_passages_tsv
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +83,19 @@ def test_latest_checkpoint_ignores_incomplete_ones(tmp_path):
     (tmp_path / "dpr_biencoder.0.6").write_bytes(b"state without towers")
     (tmp_path / "dpr_biencoder.0.7.question_encoder.tmp").mkdir()
     assert latest_checkpoint(tmp_path) == tmp_path / "dpr_biencoder.0.2"
+
+
+def test_saving_a_checkpoint_removes_what_a_killed_save_of_it_left(tmp_path):
+    enc = Encoder(tiny_bert(0))
+    path = tmp_path / "dpr_biencoder.0.3"
+    left = [tmp_path / ".dpr_biencoder.0.3.question_encoder.k3j2.tmp", tmp_path / ".dpr_biencoder.0.3.x8a1.tmp"]
+    left[0].mkdir()
+    (left[0] / "model.safetensors").write_bytes(b"half")
+    left[1].write_bytes(b"half a state")
+    (tmp_path / "dpr_biencoder.0.3.question_encoder").mkdir()  # a tower published before the kill
+    save_checkpoint(path, enc, enc, tiny_tokenizer(), {"epoch": 0, "iteration": 3})
+    assert temp_leftovers(tmp_path) == []
+    assert latest_checkpoint(tmp_path) == path and load_state(path)["iteration"] == 3
 
 
 def test_encoding_killed_mid_shard_redoes_only_that_shard(tmp_path, caplog):

@@ -88,3 +88,19 @@ def test_published_files_have_normal_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_remove_stale_temps_takes_only_the_temps_of_that_name(tmp_path):
+    from dpr.utils.io import remove_stale_temps
+
+    target = tmp_path / "emb_shard1.npy"
+    stale = [tmp_path / ".emb_shard1.npy.ab12.tmp.npy", tmp_path / ".emb_shard1.npy.cd34.tmp"]
+    for p in stale:
+        p.write_text("half")
+    (tmp_path / ".emb_shard1.npy.ef56.tmp.dir").mkdir()  # a temp directory (checkpoint towers)
+    (tmp_path / ".emb_shard1.npy.ef56.tmp.dir" / "f").write_text("x")
+    keep = [target, tmp_path / ".emb_shard10.npy.ab12.tmp.npy", tmp_path / "emb_shard1.npy.tmp", tmp_path / ".other"]
+    for p in keep:
+        p.write_text("keep")
+    assert sorted(remove_stale_temps(target)) == sorted(stale + [tmp_path / ".emb_shard1.npy.ef56.tmp.dir"])
+    assert sorted(tmp_path.iterdir()) == sorted(keep)
