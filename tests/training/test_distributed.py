@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import make_tokenizer, random_text
+from tests.training.builders import make_tokenizer, random_text
 from dpr.models.encoder import Encoder
 from dpr.training.data import chunked
 from dpr.training.grad_cache import full_step

@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import torch
 
-from conftest import CHARS, make_tokenizer, random_text
+from tests.training.builders import CHARS, make_tokenizer, random_text
 from dpr.models.encoder import Encoder
 from dpr.training.data import chunked, sorted_chunks
 from dpr.training.grad_cache import cached_step, encode_no_grad, full_step
