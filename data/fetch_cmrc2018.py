@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpr.utils.io import atomic_write  # noqa: E402
+from dpr.data.cmrc import cmrc_candidates  # noqa: E402
+from dpr.utils.io import atomic_write, file_sha256  # noqa: E402
 
 FILES = {
     "cmrc2018_train.json": "5497aa2f81908e31d6b0e27d99b1f90ab63a8f58fa92fffe5d17cf62eba0c212",
@@ -26,17 +26,7 @@ URL = "https://raw.githubusercontent.com/ymcui/cmrc2018/master/squad-style-data/
 
 
 def candidates() -> list[Path]:
-    env = os.environ.get("CMRC2018_DIR")
-    dirs = [Path(env)] if env else []
-    return dirs + [ROOT.parent / "shared" / "data" / "cmrc2018", ROOT / "data" / "cmrc2018"]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return cmrc_candidates(ROOT)
 
 
 def find_local() -> Path | None:
@@ -49,7 +39,7 @@ def find_local() -> Path | None:
 def download(dest: Path, timeout: float = 30.0) -> Path:
     for name, digest in FILES.items():
         target = dest / name
-        if target.is_file() and sha256(target) == digest:
+        if target.is_file() and file_sha256(target) == digest:
             continue
         with urllib.request.urlopen(URL.format(name=name), timeout=timeout) as r:
             data = r.read()

@@ -23,13 +23,18 @@ _SENTENCE = re.compile(r"[^。！？!?]*[。！？!?]+[”’\"」』）)]*|[^�
 _CLAUSE = re.compile(r"[^，；,;：:]*[，；,;：:]+|[^，；,;：:]+")
 
 
-def default_cmrc_dir(repo_root: Path) -> Path:
-    """$CMRC2018_DIR when set, else ../shared/data/cmrc2018 beside the repo if it exists, else data/cmrc2018."""
+def cmrc_candidates(repo_root: Path) -> list[Path]:
+    """Where CMRC2018 is looked for, in order: $CMRC2018_DIR, ../shared/data/cmrc2018 beside the repo, data/cmrc2018."""
     env = os.environ.get("CMRC2018_DIR")
-    if env:
-        return Path(env)
-    shared = repo_root.parent / "shared" / "data" / "cmrc2018"
-    return shared if shared.is_dir() else repo_root / "data" / "cmrc2018"
+    return ([Path(env)] if env else []) + [repo_root.parent / "shared" / "data" / "cmrc2018", repo_root / "data" / "cmrc2018"]
+
+
+def default_cmrc_dir(repo_root: Path) -> Path:
+    """$CMRC2018_DIR when set, else the first existing candidate directory, else data/cmrc2018."""
+    first, *rest = cmrc_candidates(repo_root)
+    if os.environ.get("CMRC2018_DIR"):
+        return first
+    return next((d for d in (first, *rest) if d.is_dir()), rest[-1] if rest else first)
 
 
 def _pieces(pattern: re.Pattern, text: str, start: int, end: int) -> list[tuple[int, int]]:

