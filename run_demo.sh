@@ -11,11 +11,11 @@ start=$(date +%s)
 
 DEMO_DIR=${DEMO_DIR:-./demo_outputs}
 MODEL=${MODEL:-multilingual-e5-small}        # the encoder to score zero-shot and to fine-tune
-TRAIN_QS=${TRAIN_QS:-1600}                   # CMRC train questions used for fine-tuning
+TRAIN_QS=${TRAIN_QS:-1280}                   # CMRC train questions used for fine-tuning
 BATCH_SIZE=${BATCH_SIZE:-32}                 # global batch (questions per step)
-Q_CHUNK=${Q_CHUNK:-16}; CTX_CHUNK=${CTX_CHUNK:-16}
+Q_CHUNK=${Q_CHUNK:-32}; CTX_CHUNK=${CTX_CHUNK:-32}   # gradient-cache chunks
 EPOCHS=${EPOCHS:-1}
-LR=${LR:-1e-05}
+LR=${LR:-3e-05}
 TEMPERATURE=${TEMPERATURE:-0.01}
 HARD_NEGATIVES=${HARD_NEGATIVES:-1}
 Q_LEN=${Q_LEN:-32}
@@ -23,6 +23,7 @@ TRAIN_P_LEN=${TRAIN_P_LEN:-128}              # passage cap while training
 P_LEN=${P_LEN:-256}                          # passage cap while encoding the collection
 ENC_BATCH=${ENC_BATCH:-64}
 PRECISION=${PRECISION:-}                     # --bf16 on CPUs with AMX; empty = fp32
+TRAIN_EXTRA=${TRAIN_EXTRA---freeze_embeddings}  # word embeddings fixed: faster CPU steps, less overfitting
 SEARCH_SPLITS=${SEARCH_SPLITS:-test}         # whose paragraphs form the searched collection
 
 data=$DEMO_DIR/data
@@ -63,8 +64,8 @@ rm -rf "$ckp"
 MODEL=$MODEL TRAIN_FILE=$data/retrieval_train_data/dual_train.json DEV_FILE=$data/retrieval_train_data/dual_dev.json \
   OUTPUT_DIR=$ckp Q_LEN=$Q_LEN P_LEN=$TRAIN_P_LEN BATCH_SIZE=$BATCH_SIZE Q_CHUNK=$Q_CHUNK CTX_CHUNK=$CTX_CHUNK \
   EPOCHS=$EPOCHS WARMUP_STEPS=${WARMUP_STEPS:-5} LR=$LR HARD_NEGATIVES=$HARD_NEGATIVES VAL_AV_RANK_START_EPOCH=0 \
-  VAL_AV_RANK_MAX_QS=${VAL_AV_RANK_MAX_QS:-200} LOG_BATCH_STEP=10 PRECISION=$PRECISION \
-  EXTRA="--max_train_questions $TRAIN_QS --max_dev_questions ${DEV_QS:-200} --shared_encoder --similarity cosine --temperature $TEMPERATURE --no_progress ${TRAIN_EXTRA:-}" \
+  VAL_AV_RANK_MAX_QS=${VAL_AV_RANK_MAX_QS:-100} LOG_BATCH_STEP=10 PRECISION=$PRECISION \
+  EXTRA="--max_train_questions $TRAIN_QS --max_dev_questions ${DEV_QS:-100} --val_av_rank_hard_neg 4 --val_av_rank_other_neg 0 --shared_encoder --similarity cosine --temperature $TEMPERATURE --no_progress ${TRAIN_EXTRA:-}" \
   sh run_train.sh >> "$log" 2>&1
 final=$(ls -d "$ckp"/dpr_biencoder.*.question_encoder | sed 's/\.question_encoder$//' | sort -t. -k2,2n -k3,3n | tail -n 1)
 
