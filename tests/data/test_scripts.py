@@ -1,15 +1,6 @@
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "data" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.data_scripts import ROOT, load_script
 
 
 def test_bm25_retriever_writes_official_format(tmp_path, capsys):

@@ -1,15 +1,11 @@
 import hashlib
-import importlib.util
 import io
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("fetch_cmrc2018", ROOT / "data" / "fetch_cmrc2018.py")
-fetch = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fetch)
+from tests.data_scripts import load_script
+fetch = load_script("fetch_cmrc2018")
 
 
 def test_env_dir_wins(tmp_path, monkeypatch):

@@ -1,19 +1,15 @@
 """run_demo.sh end to end at toy size (tiny random model, a few dozen questions), so the quick start cannot rot."""
-import importlib.util
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from dpr.models.encoder import Encoder, EncoderSettings
 from tests.tiny_encoder import tiny_bert, tiny_tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("fetch_cmrc2018", ROOT / "data" / "fetch_cmrc2018.py")
-fetch = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fetch)
+from tests.data_scripts import ROOT, load_script
+fetch = load_script("fetch_cmrc2018")
 
 
 @pytest.mark.slow

@@ -1,16 +1,12 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from dpr.data.formats import read_passages_tsv
 from dpr.utils.io import InputError
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("subset_passages", ROOT / "data" / "subset_passages.py")
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
+from tests.data_scripts import load_script
+mod = load_script("subset_passages")
 
 
 def _write(tmp_path):
