@@ -2,8 +2,9 @@
 
 Every CMRC2018 paragraph is cut at sentence ends (。！？!?) into passages of at most --max_chars characters, with
 ids `<md5 of the paragraph>-<k>`; a passage is relevant to a question when it overlaps the question's answer span.
-Writes train.json (CMRC train), dev.json (dev), test.json (trial, labelled like dev) and passage_collection.json
-(every passage of every split), then preprocess with:
+Writes train.json (CMRC train), dev.json (dev), test.json (trial, labelled like dev), passage_collection.json
+(every passage of every split) and collection_meta.json (id_scheme paragraph-k: passages sharing `<md5>` are
+siblings, never each other's hard negatives; preprocessing copies it beside passages.tsv), then preprocess with:
   python data/preprocess_dureader.py --input_dir OUTPUT_DIR --output_dir OUTPUT_DIR
 """
 from __future__ import annotations

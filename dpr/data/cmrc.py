@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dpr.data.cleaning import clean_text
+from dpr.data.collection_meta import PARAGRAPH_K, write_meta
 from dpr.utils.io import InputError, atomic_write, check_writable_dir, read_json
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,8 @@ def convert_split(path: Path, max_chars: int, stats: Counter) -> tuple[list[dict
 
 
 def build(cmrc_dir: str | os.PathLike, output_dir: str | os.PathLike, max_chars: int = 200) -> dict[str, dict]:
-    """Write train.json / dev.json / test.json (trial, labelled) and passage_collection.json; return per-split stats."""
+    """Write train.json / dev.json / test.json (trial, labelled), passage_collection.json and collection_meta.json
+    (ids `<paragraph>-<k>`: the sibling rule applies downstream); return per-split stats."""
     cmrc_dir, output_dir = Path(cmrc_dir), Path(output_dir)
     missing = [name for name in SPLITS.values() if not (cmrc_dir / name).is_file()]
     if missing:
@@ -176,4 +178,7 @@ def build(cmrc_dir: str | os.PathLike, output_dir: str | os.PathLike, max_chars:
             stats["questions_written"] = len(questions)
             report[split] = dict(sorted(stats.items()))
             logger.info("%s: %s", split, report[split])
+    write_meta(output_dir, {"id_scheme": PARAGRAPH_K, "made_by": "dpr.data.cmrc.build", "source": str(cmrc_dir),
+                            "source_files": list(SPLITS.values()), "max_chars": max_chars,
+                            "ids": "<md5 of the CMRC2018 paragraph>-<k>, k = passage index within the paragraph"})
     return report

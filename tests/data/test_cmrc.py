@@ -80,6 +80,9 @@ def test_build_relevance_ids_and_splits(tmp_path):
     assert [q["question_id"] for q in test] == ["T1"] and test[0]["answer_paragraphs"]
     assert report["test"]["questions_empty"] == 1
 
+    meta = json.loads((tmp_path / "out" / "collection_meta.json").read_text())  # the ids are <paragraph>-<k>
+    assert meta["id_scheme"] == "paragraph-k" and meta["max_chars"] == 10 and meta["made_by"] == "dpr.data.cmrc.build"
+
     build(tmp_path / "cmrc", tmp_path / "again", max_chars=10)  # stable ids
     assert (tmp_path / "again" / "passage_collection.json").read_bytes() == \
         (tmp_path / "out" / "passage_collection.json").read_bytes()
