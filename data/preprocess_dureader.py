@@ -4,7 +4,8 @@ Reads the release JSON layout (train.json, dev.json, [test.json], passage_collec
 (dureader-retrieval-baseline-dataset/: train/dual.train.tsv, dev/dev.json, passage-collection/part-0*,
 passage2id.map.json), autodetected. Writes OUTPUT_DIR/retrieval_train_data/dual_train.json, dual_dev.json
 (+ dual_test.json for a labelled test.json, + dev_with_hn.json with --dev_topk), OUTPUT_DIR/passages.tsv with
-passages_shard{k}_of{N}.tsv beside it, and OUTPUT_DIR/preprocess_stats.json (counts, dropped lines, timings).
+passages_shard{k}_of{N}.tsv beside it, OUTPUT_DIR/collection_meta.json when the ids follow `<paragraph>-<k>` (see
+--sibling_ids), and OUTPUT_DIR/preprocess_stats.json (counts, dropped lines, timings).
 """
 from __future__ import annotations
 
@@ -31,7 +32,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layout", choices=["auto", "release", "baseline"], default="auto")
     p.add_argument("--num_hard_negatives", type=positive_int, default=30,
                    help="Size of each question's hard-negative pool (the baseline file's own negatives when it has "
-                        "them, else BM25-mined, never a positive or a sibling `<hash>-k` of one).")
+                        "them, else BM25-mined): never a positive by id or text, nor (with the sibling rule) a "
+                        "passage cut from the same paragraph as one.")
+    p.add_argument("--sibling_ids", action="store_true",
+                   help="Passage ids follow `<paragraph>-<k>` (passages cut from one paragraph): a positive's "
+                        "siblings are never its negatives. Also on when the input has a collection_meta.json saying "
+                        "id_scheme paragraph-k (the CMRC builder writes one); the record is copied beside "
+                        "passages.tsv for the later steps. Off otherwise: ids like doc-0, doc-1 stay independent.")
     p.add_argument("--num_shards", type=positive_int, default=8, help="passages_shard{k}_of{N}.tsv files to write.")
     p.add_argument("--dev_topk", type=Path, default=None,
                    help="A retriever's ranked dev output {qid: [pids]}: also write dev_with_hn.json whose hard "
@@ -46,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     try:
         report = run(Options(args.input_dir, args.output_dir, args.layout, args.num_hard_negatives, args.num_shards,
-                             args.dev_topk, args.skip_bad_lines, not args.no_bm25, args.num_workers))
+                             args.dev_topk, args.skip_bad_lines, not args.no_bm25, args.num_workers,
+                             args.sibling_ids))
     except InputError as e:
         sys.exit(f"error: {e}")
     print(json.dumps(report, ensure_ascii=False, indent=1))

@@ -11,12 +11,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from dpr.data.bm25 import default_cache_dir, index_passages
 from dpr.data.cleaning import clean_text, is_empty
-from dpr.data.formats import (DPRJsonWriter, PassagesWriter, dpr_passage, pid_family, read_passages_tsv,
-                              release_question, write_dpr_json)
+from dpr.data.collection_meta import PARAGRAPH_K, meta_path, read_meta, sibling_ids_enabled, write_meta
+from dpr.data.exclusion import Exclusion, exclusion
+from dpr.data.formats import (DPRJsonWriter, PassagesWriter, dpr_passage, read_passages_tsv, release_question,
+                              write_dpr_json)
+from dpr.data.siblings import sibling_key
 from dpr.data.shards import shard_path, write_shards
 from dpr.utils.io import (InputError, atomic_write, check_writable_dir, iter_jsonl, iter_lines, read_json,
                           remove_stale_temps, write_json)
@@ -41,6 +44,7 @@ class Options:
     skip_bad_lines: bool = False
     bm25: bool = True
     num_workers: int = 1
+    sibling_ids: bool = False  # ids are `<paragraph>-<k>` (also turned on by the input's collection_meta.json)
 
 
 @dataclass
@@ -51,6 +55,10 @@ class Question:
     positives: list[list[Any]]  # [pid, text | None]; None = text to be fetched from the collection
     negatives: list[list[Any]] = field(default_factory=list)  # [pid, text]
     mined: list[int] = field(default_factory=list)  # doc indices in passages.tsv
+
+    def exclusion(self, sibling_ids: bool) -> Exclusion:
+        """What may not be this question's negative (dpr.data.exclusion)."""
+        return exclusion(((p, t, "") for p, t in self.positives), sibling_ids)
 
     def to_dpr(self, keep_qid: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {"question": self.question, "answers": self.answers,
@@ -83,10 +91,10 @@ class BadLines:
 
 @dataclass
 class Collection:
-    """What is kept of the streamed collection: ids in passages.tsv order, family sizes, text-hash -> id."""
+    """What is kept of the streamed collection: ids in passages.tsv order, sibling-group sizes, text-hash -> id."""
 
     pids: list[str] = field(default_factory=list)
-    family_size: Counter = field(default_factory=Counter)
+    family_size: Counter = field(default_factory=Counter)  # by dpr.data.siblings.sibling_key (1 for plain ids)
     by_text_hash: dict[int, str] = field(default_factory=dict)
 
 
@@ -151,9 +159,7 @@ def _add_passage(writer: PassagesWriter, coll: Collection, seen: set[str], pid: 
     seen.add(pid)
     writer.write(pid, text)
     coll.pids.append(pid)
-    fam = pid_family(pid)
-    if fam is not None:
-        coll.family_size[fam] += 1
+    coll.family_size[sibling_key(pid)] += 1
     if want_hashes is not None:
         h = hash(text)
         if h in want_hashes and h not in coll.by_text_hash:
@@ -227,50 +233,99 @@ def iter_baseline_train(path: Path, bad: BadLines) -> Iterator[tuple[str, str, s
         yield query, pos, ("" if is_empty(neg) else neg)
 
 
-def group_baseline_train(path: Path, bad: BadLines, max_negatives: int) -> Iterator[Question]:
-    """Consecutive rows of one query become one question: distinct positives, distinct negatives (capped)."""
+def group_baseline_train(path: Path, bad: BadLines, max_negatives: int,
+                         stats: Counter | None = None) -> Iterator[Question]:
+    """Consecutive rows of one query become one question: distinct positives, distinct negatives that are none of
+    its positives (by text, checked once all its rows are read), capped."""
     current: Question | None = None
+
+    def done(q: Question) -> Question:
+        q.negatives = _allowed(q, q.negatives, False, stats, max_negatives)
+        return q
+
     for query, pos, neg in iter_baseline_train(path, bad):
         if current is None or current.question != query:
             if current is not None:
-                yield current
+                yield done(current)
             current = Question(None, query, [], [])
         if all(t != pos for _, t in current.positives):
             current.positives.append([None, pos])
-        pos_texts = {t for _, t in current.positives}
-        if neg and neg not in pos_texts and len(current.negatives) < max_negatives and \
+        # a negative can only be dropped for equalling a positive: keep that many spares
+        if neg and len(current.negatives) < max_negatives + len(current.positives) and \
                 all(t != neg for _, t in current.negatives):
             current.negatives.append([None, neg])
     if current is not None:
-        yield current
+        yield done(current)
 
 
-def mine_bm25(questions: list[Question], passages_tsv: Path, coll: Collection, k: int, num_workers: int,
-              stats: Counter, batch: int = 256) -> None:
-    """Fill q.mined with the top-k BM25 passages that are neither a positive nor a sibling of one."""
-    todo = [q for q in questions if not q.negatives and q.positives]
-    if not todo:
-        return
-    index, _ = index_passages(passages_tsv, default_cache_dir(passages_tsv), num_workers)
-    for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
-        excluded = []
-        for q in chunk:
-            pos = {p for p, _ in q.positives}
-            fams = {f for f in map(pid_family, pos) if f is not None}
-            excluded.append((pos, fams, sum(coll.family_size[f] for f in fams) + len(pos)))
-        depth = k + max(e[2] for e in excluded)
-        for q, (pos, fams, _), hits in zip(chunk, excluded, index.search([q.question for q in chunk], depth,
-                                                                         num_workers)):
-            for doc, _score in hits:
-                pid = coll.pids[doc]
-                if pid in pos or pid_family(pid) in fams:
-                    continue
-                q.mined.append(doc)
-                if len(q.mined) == k:
-                    break
-            stats["bm25_questions_short_of_negatives"] += len(q.mined) < k
-    stats["bm25_mined_questions"] += len(todo)
+def _allowed(q: Question, negatives: Iterable[list[Any]], sibling_ids: bool, stats: Counter | None,
+             limit: int | None = None) -> list[list[Any]]:
+    """The first `limit` [pid, text] negatives that q's Exclusion lets through; drops are counted by cause."""
+    excl = q.exclusion(sibling_ids)
+    kept: list[list[Any]] = []
+    for pid, text in negatives:
+        if limit is not None and len(kept) == limit:
+            break
+        if not excl.rejects(pid, text):
+            kept.append([pid, text])
+        elif stats is not None:
+            stats["negatives_dropped_positive_or_sibling_id" if excl.rejects_id(pid) else
+                  "negatives_dropped_identical_text"] += 1
+    return kept
+
+
+class Bm25Miner:
+    """BM25 hard negatives: each question's top-k passages (doc indices in q.mined) that its Exclusion rejects neither
+    by id (checked while ranking) nor by text (checked once the texts are read, see check_texts)."""
+
+    def __init__(self, passages_tsv: Path, coll: Collection, k: int, num_workers: int, sibling_ids: bool,
+                 stats: Counter, batch: int = 256):
+        self.index, _ = index_passages(passages_tsv, default_cache_dir(passages_tsv), num_workers)
+        self.coll, self.k, self.num_workers, self.sibling_ids = coll, k, num_workers, sibling_ids
+        self.stats, self.batch = stats, batch
+        self.depth: dict[int, int] = {}  # id(question) -> last search depth
+        self.rejected: dict[int, set[int]] = {}  # id(question) -> docs whose text equals a positive's
+
+    def _first_depth(self, excl: Exclusion) -> int:
+        if not self.sibling_ids:
+            return self.k + len(excl.ids)
+        return self.k + len(excl.ids) + sum(self.coll.family_size[f] for f in excl.paragraphs)
+
+    def search(self, questions: list[Question]) -> None:
+        """Rank (again, deeper for a question searched before) and keep the first k that pass the id check."""
+        n_docs = len(self.coll.pids)
+        for start in range(0, len(questions), self.batch):
+            chunk = questions[start:start + self.batch]
+            excls = [q.exclusion(self.sibling_ids) for q in chunk]
+            for q, e in zip(chunk, excls):
+                last = self.depth.get(id(q))
+                self.depth[id(q)] = min(n_docs, self._first_depth(e) if last is None else 2 * last)
+            hits_all = self.index.search([q.question for q in chunk], max(self.depth[id(q)] for q in chunk),
+                                         self.num_workers)
+            for q, excl, hits in zip(chunk, excls, hits_all):
+                rejected = self.rejected.get(id(q), set())
+                q.mined = []
+                for doc, _score in hits[:self.depth[id(q)]]:
+                    if doc in rejected or excl.rejects_id(self.coll.pids[doc]):
+                        continue
+                    q.mined.append(doc)
+                    if len(q.mined) == self.k:
+                        break
+
+    def check_texts(self, questions: list[Question], by_doc: dict[int, str]) -> list[Question]:
+        """Drop from q.mined the passages whose text equals a positive's; the questions to search again, deeper."""
+        again = []
+        for q in questions:
+            excl = q.exclusion(self.sibling_ids)
+            bad = [d for d in q.mined if excl.rejects(self.coll.pids[d], by_doc[d])]
+            if not bad:
+                continue
+            self.stats["negatives_dropped_identical_text"] += len(bad)
+            self.rejected.setdefault(id(q), set()).update(bad)
+            q.mined = [d for d in q.mined if d not in self.rejected[id(q)]]
+            if self.depth[id(q)] < len(self.coll.pids):
+                again.append(q)
+        return again
 
 
 def read_dev_topk(path: Path) -> dict[str, list[str]]:
@@ -292,11 +347,10 @@ def fetch_texts(passages_tsv: Path, doc_indices: set[int], pids: set[str]) -> tu
     return by_doc, by_pid
 
 
-def with_topk_negatives(q: Question, ranked: list[str], by_pid: dict[str, str], k: int) -> Question:
-    """A copy of q whose hard negatives are the first k ranked passages that are not gold (nor siblings of gold)."""
-    gold = {p for p, _ in q.positives}
-    fams = {f for f in map(pid_family, gold) if f is not None}
-    negs = [[p, by_pid[p]] for p in ranked if p not in gold and pid_family(p) not in fams and p in by_pid][:k]
+def with_topk_negatives(q: Question, ranked: list[str], by_pid: dict[str, str], k: int, sibling_ids: bool,
+                        stats: Counter) -> Question:
+    """A copy of q whose hard negatives are the first k ranked passages its Exclusion lets through."""
+    negs = _allowed(q, ([p, by_pid[p]] for p in ranked if p in by_pid), sibling_ids, stats, k)
     return Question(q.qid, q.question, q.answers, q.positives, negs)
 
 
@@ -311,7 +365,14 @@ def run(opts: Options) -> dict[str, Any]:
     timings: dict[str, float] = {}
     bad = BadLines(opts.skip_bad_lines)
     logger.info("layout %s in %s", layout, root)
-    outputs = [passages_tsv, out / "preprocess_stats.json"] + [shard_path(passages_tsv, k, opts.num_shards)
+    sibling_ids, why = sibling_ids_enabled(opts.sibling_ids, root)
+    logger.info("paragraph-sibling rule %s (%s)", "on" if sibling_ids else "off", why)
+    in_meta = read_meta(root)
+    out_meta = meta_path(out)
+    if out_meta.exists() and out_meta.resolve() != meta_path(root).resolve():
+        out_meta.unlink()  # an earlier run's record: rewritten at the end when it still holds
+        logger.info("removed %s (it described an earlier run's passages)", out_meta)
+    outputs = [passages_tsv, out_meta, out / "preprocess_stats.json"] + [shard_path(passages_tsv, k, opts.num_shards)
                                                                for k in range(opts.num_shards)]
     outputs += [train_dir / f"{name}.json" for name in ("dual_train", "dual_dev", "dual_test", "dev_with_hn")]
     for stale in [p for path in outputs for p in remove_stale_temps(path)]:
@@ -342,40 +403,60 @@ def run(opts: Options) -> dict[str, Any]:
 
     if layout == "baseline":
         with DPRJsonWriter(train_dir / "dual_train.json") as w:
-            for q in group_baseline_train(root / "train" / "dual.train.tsv", bad, opts.num_hard_negatives):
+            for q in group_baseline_train(root / "train" / "dual.train.tsv", bad, opts.num_hard_negatives, stats):
                 for item in q.positives + q.negatives:
                     item[0] = coll.by_text_hash.get(hash(item[1]))
                     stats["train_passages_without_id"] += item[0] is None
+                if sibling_ids:  # ids are known only now
+                    q.negatives = _allowed(q, q.negatives, sibling_ids, stats)
                 w.write(q.to_dpr(keep_qid=False))
         stats["train_questions"] = w.count
         timings["train_s"] = time.time() - t0 - sum(timings.values())
 
     labelled = [q for qs in splits.values() for q in qs]
-    if opts.bm25:
-        mine_bm25(labelled, passages_tsv, coll, opts.num_hard_negatives, opts.num_workers, stats)
+    todo = [q for q in labelled if not q.negatives and q.positives] if opts.bm25 else []
+    miner = None
+    if todo:
+        miner = Bm25Miner(passages_tsv, coll, opts.num_hard_negatives, opts.num_workers, sibling_ids, stats)
+        miner.search(todo)
     timings["bm25_s"] = time.time() - t0 - sum(timings.values())
 
     topk = read_dev_topk(opts.dev_topk) if opts.dev_topk else {}
     need_pids = {p for q in labelled for p, t in q.positives if t is None} | {p for v in topk.values() for p in v}
-    by_doc, by_pid = fetch_texts(passages_tsv, {d for q in labelled for d in q.mined}, need_pids)
+    by_doc, by_pid = fetch_texts(passages_tsv, {d for q in todo for d in q.mined}, need_pids)
     for q in labelled:
-        q.negatives += [[coll.pids[d], by_doc[d]] for d in q.mined]
         for item in q.positives:
             if item[1] is None:
                 item[1] = by_pid.get(item[0])
                 stats["positives_not_in_collection"] += item[1] is None
+    if miner is not None:
+        again = miner.check_texts(todo, by_doc)
+        while again:  # a question lost candidates to identical texts: rank deeper, read the new texts
+            miner.search(again)
+            by_doc.update(fetch_texts(passages_tsv, {d for q in again for d in q.mined} - by_doc.keys(), set())[0])
+            again = miner.check_texts(again, by_doc)
+        for q in todo:
+            q.negatives = [[coll.pids[d], by_doc[d]] for d in q.mined]
+            stats["bm25_questions_short_of_negatives"] += len(q.mined) < opts.num_hard_negatives
+        stats["bm25_mined_questions"] = len(todo)
     for split, qs in splits.items():
         name = {"train": "dual_train.json", "dev": "dual_dev.json", "test": "dual_test.json"}[split]
         write_dpr_json(train_dir / name, [q.to_dpr(keep_qid=True) for q in qs if any(t for _, t in q.positives)])
     if opts.dev_topk:
         missing = [q for q in splits["dev"] if q.qid not in topk]
         stats["dev_topk_questions_missing"] = len(missing)
-        dev_hn = [with_topk_negatives(q, topk[q.qid], by_pid, opts.num_hard_negatives) if q.qid in topk else q
-                  for q in splits["dev"]]
+        dev_hn = [with_topk_negatives(q, topk[q.qid], by_pid, opts.num_hard_negatives, sibling_ids, stats)
+                  if q.qid in topk else q for q in splits["dev"]]
         write_dpr_json(train_dir / "dev_with_hn.json", [q.to_dpr(keep_qid=True) for q in dev_hn])
+    if sibling_ids:  # beside passages.tsv, where the later steps (mining, subsetting) look for it
+        write_meta(out, in_meta if in_meta and in_meta["id_scheme"] == PARAGRAPH_K else
+                   {"id_scheme": PARAGRAPH_K, "made_by": "preprocess_dureader.py --sibling_ids"})
+    elif in_meta is not None:
+        write_meta(out, in_meta)
     timings["write_s"] = time.time() - t0 - sum(timings.values())
     timings["total_s"] = time.time() - t0
-    report = {"layout": layout, "input": str(root), "counts": dict(sorted(stats.items())),
+    report = {"layout": layout, "input": str(root), "sibling_ids": sibling_ids, "sibling_ids_why": why,
+              "counts": dict(sorted(stats.items())),
               "bad_lines": dict(bad.counts), "timings": {k: round(v, 2) for k, v in timings.items()}}
     write_json(out / "preprocess_stats.json", report)
     return report

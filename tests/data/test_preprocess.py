@@ -5,6 +5,7 @@ import pytest
 from dpr.data.formats import read_dpr_json, read_passages_tsv
 from dpr.data.preprocess import Options, detect_layout, run
 from dpr.utils.io import InputError
+from tests.data_scripts import load_script
 
 # Family "fa" (three passages cut from one paragraph); fa-1 is the passage BM25 likes best for q1 after fa-0.
 COLLECTION = [
@@ -47,6 +48,7 @@ def release(tmp_path):
 
 
 def test_release_layout_end_to_end(release, tmp_path):
+    (release / "collection_meta.json").write_text(json.dumps({"id_scheme": "paragraph-k"}))  # fa-k: one paragraph
     out = tmp_path / "out"
     report = run(Options(release, out, num_hard_negatives=3, num_shards=3))
     assert report["layout"] == "release"
@@ -161,3 +163,103 @@ def test_baseline_bad_train_row(baseline, tmp_path):
         run(Options(baseline, tmp_path / "out", num_shards=1, bm25=False))
     report = run(Options(baseline, tmp_path / "out", num_shards=1, bm25=False, skip_bad_lines=True))
     assert report["bad_lines"] == {str(tsv): 1}
+
+
+def _negatives(out, split="dual_train.json"):
+    return [[c["passage_id"] for c in q["hard_negative_ctxs"]] for q in read_dpr_json(out / "retrieval_train_data" / split)]
+
+
+def _doc_k_collection(tmp_path):
+    """Ten independent passages doc-0 … doc-9 (a user's ids, not cut from one paragraph); the question's is doc-3."""
+    d = tmp_path / "docs"
+    d.mkdir()
+    texts = [f"北京的第{i}个景点在城区{'东西南北'[i % 4]}边，游客很多。" for i in range(10)]
+    write_jsonl(d / "passage_collection.json", [{"paragraph_id": f"doc-{i}", "paragraph_text": t}
+                                                 for i, t in enumerate(texts)])
+    q = {"question_id": "q1", "question": "北京的第3个景点在哪", "answer_paragraphs": [
+        {"paragraph_id": "doc-3", "paragraph_text": texts[3]}]}
+    write_jsonl(d / "train.json", [q])
+    write_jsonl(d / "dev.json", [{**q, "question_id": "d1"}])
+    return d
+
+
+def test_ids_ending_in_digits_are_not_siblings_unless_told(tmp_path):
+    d = _doc_k_collection(tmp_path)
+    run(Options(d, tmp_path / "out", num_hard_negatives=4, num_shards=1))
+    negs = _negatives(tmp_path / "out")[0]
+    assert len(negs) == 4 and "doc-3" not in negs and all(n.startswith("doc-") for n in negs)
+    assert not (tmp_path / "out" / "collection_meta.json").exists()
+    run(Options(d, tmp_path / "told", num_hard_negatives=4, num_shards=1, sibling_ids=True))
+    assert _negatives(tmp_path / "told")[0] == []  # every doc-k is a sibling of doc-3
+
+
+@pytest.mark.parametrize("how", ["record", "flag", "neither"])
+def test_sibling_rule_from_the_record_or_the_flag(release, tmp_path, how):
+    if how == "record":
+        (release / "collection_meta.json").write_text(json.dumps({"id_scheme": "paragraph-k", "made_by": "test"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "collection_meta.json").write_text(json.dumps({"id_scheme": "paragraph-k", "made_by": "an older run"}))
+    run(Options(release, out, num_hard_negatives=3, num_shards=1, sibling_ids=how == "flag"))
+    q1, q2 = (set(n) for n in _negatives(out))
+    if how == "neither":
+        assert "fa-1" in q1 and not {"fa-0"} & q1 and not {"fb-1"} & q2
+        assert not (out / "collection_meta.json").exists()  # the older run's record would misdescribe these ids
+        return
+    assert not {"fa-0", "fa-1", "fa-2"} & q1 and not {"fb-0", "fb-1"} & q2
+    meta = json.loads((out / "collection_meta.json").read_text())  # beside passages.tsv, for the later steps
+    assert meta["id_scheme"] == "paragraph-k"
+    assert meta["made_by"] == ("test" if how == "record" else "preprocess_dureader.py --sibling_ids")
+
+
+def test_negative_with_a_positives_text_under_another_id_is_dropped(release, tmp_path):
+    coll = release / "passage_collection.json"
+    dup = {"paragraph_id": "copy", "paragraph_text": dict(COLLECTION)["fa-0"]}
+    coll.write_text(coll.read_text(encoding="utf-8") + json.dumps(dup, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    report = run(Options(release, out, num_hard_negatives=3, num_shards=1))
+    q1 = read_dpr_json(out / "retrieval_train_data" / "dual_train.json")[0]
+    assert "copy" not in [c["passage_id"] for c in q1["hard_negative_ctxs"]]
+    assert len(q1["hard_negative_ctxs"]) == 3  # refilled from further down the ranking
+    assert report["counts"]["negatives_dropped_identical_text"] >= 1
+    assert all(c["text"] != q1["positive_ctxs"][0]["text"] for c in q1["hard_negative_ctxs"])
+
+
+def test_dev_topk_skips_a_passage_with_the_gold_text(release, tmp_path):
+    coll = release / "passage_collection.json"
+    dup = {"paragraph_id": "copy", "paragraph_text": dict(COLLECTION)["p2"]}
+    coll.write_text(coll.read_text(encoding="utf-8") + json.dumps(dup, ensure_ascii=False) + "\n", encoding="utf-8")
+    topk = tmp_path / "topk.json"
+    topk.write_text(json.dumps({"d1": ["p2", "copy", "fa-1", "p3"]}))
+    out = tmp_path / "out"
+    run(Options(release, out, num_hard_negatives=2, num_shards=1, dev_topk=topk, bm25=False))
+    assert _negatives(out, "dev_with_hn.json")[0] == ["fa-1", "p3"]
+
+
+def test_baseline_negative_equal_to_a_later_rows_positive_is_dropped(baseline, tmp_path):
+    texts = [t for _, t in COLLECTION]
+    rows = [("故宫在哪", texts[0], texts[1]), ("故宫在哪", texts[1], texts[3]), ("故宫在哪", texts[0], texts[4])]
+    (baseline / "train" / "dual.train.tsv").write_text(
+        "".join(f"{q}\tnull\t{p}\tnull\t{n}\t0\n" for q, p, n in rows), encoding="utf-8")
+    run(Options(baseline, tmp_path / "out", num_shards=1, bm25=False))
+    train = read_dpr_json(tmp_path / "out" / "retrieval_train_data" / "dual_train.json")
+    assert [c["passage_id"] for c in train[0]["positive_ctxs"]] == ["id0", "id1"]
+    assert [c["passage_id"] for c in train[0]["hard_negative_ctxs"]] == ["id3", "id4"]
+
+
+def test_a_malformed_record_names_its_file_and_writes_nothing(release, tmp_path):
+    (release / "collection_meta.json").write_text('{"id_scheme": "md5-k"}')
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"release/collection_meta.json: expected a JSON object whose \"id_scheme\""):
+        run(Options(release, out, num_shards=1, bm25=False))
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_the_scripts_sibling_ids_flag(tmp_path):
+    d = _doc_k_collection(tmp_path)
+    script = load_script("preprocess_dureader")
+    common = ["--input_dir", str(d), "--num_hard_negatives", "4", "--num_shards", "1"]
+    script.main(common + ["--output_dir", str(tmp_path / "plain")])
+    script.main(common + ["--output_dir", str(tmp_path / "told"), "--sibling_ids"])
+    assert len(_negatives(tmp_path / "plain")[0]) == 4 and _negatives(tmp_path / "told")[0] == []
+    assert json.loads((tmp_path / "told" / "collection_meta.json").read_text())["id_scheme"] == "paragraph-k"
