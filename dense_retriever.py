@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dpr.data.cleaning import clean_text
+from dpr.data.collection_meta import sibling_ids_enabled
 from dpr.data.formats import read_dpr_json, read_questions
 from dpr.encode import encode_texts
 from dpr.index.embeddings import Shard, open_shards
@@ -97,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--skip_top", type=int, default=3, help="Ranks skipped before mining (false negatives hide there).")
     g.add_argument("--num_hard_negatives", type=positive_int, default=None,
                    help="Negatives kept per question (default: every one left within --n_docs).")
+    g.add_argument("--sibling_ids", action="store_true",
+                   help="Passage ids follow `<paragraph>-<k>`: never mine a passage cut from a positive's paragraph. "
+                        "Also on when collection_meta.json beside --ctx_file says id_scheme paragraph-k.")
     args = p.parse_args(argv)
     if args.hnsw_index:
         args.index_type = "hnsw"
@@ -222,8 +226,10 @@ def run(args: argparse.Namespace) -> None:
     if args.mine_hard_negatives:
         passages = lookup_passages(args.ctx_file, {pid for r in results for pid in r.pids})
         _check_found(args.ctx_file, passages, results)
+        sibling_ids, why = sibling_ids_enabled(args.sibling_ids, args.ctx_file)
+        logger.info("paragraph-sibling rule %s (%s)", "on" if sibling_ids else "off", why)
         mined, empty = with_mined_negatives(entries, [r.pids for r in results], passages, args.skip_top,
-                                            args.num_hard_negatives)
+                                            args.num_hard_negatives, sibling_ids=sibling_ids)
         write_json(args.mine_hard_negatives, mined, indent=None)
         logger.info("wrote %d training questions with mined hard negatives to %s (%d got none)", len(mined),
                     args.mine_hard_negatives, empty)

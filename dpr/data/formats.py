@@ -1,4 +1,4 @@
-"""The file formats every step shares: passages.tsv, DPR JSON, question files, and passage-id families."""
+"""The file formats every step shares: passages.tsv, DPR JSON and question files."""
 from __future__ import annotations
 
 import json
@@ -97,12 +97,6 @@ def passage_input(text: str, title: str | None = "") -> str:
     """The string a passage is encoded from, in training and in encoding alike: 'title text', or the text alone."""
     title = (title or "").strip()
     return f"{title} {text}" if title else text
-
-
-def pid_family(pid: str) -> str | None:
-    """The source-paragraph part of an id shaped `<hash>-<k>` (passages cut from one paragraph share it), else None."""
-    head, sep, tail = pid.rpartition("-")
-    return head if sep and head and tail.isdigit() else None
 
 
 def release_gold(path: str | os.PathLike, obj: dict, line: int) -> list[str] | None:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dpr.data.formats import (DPRJsonWriter, PassagesWriter, pid_family, read_dpr_json, read_passages_tsv,
+from dpr.data.formats import (DPRJsonWriter, PassagesWriter, read_dpr_json, read_passages_tsv,
                               read_questions, write_dpr_json)
 from dpr.utils.io import InputError, atomic_write
 
@@ -70,10 +70,3 @@ def test_read_questions_detects_the_three_formats(tmp_path):
     empty.write_text("\n \n")
     with pytest.raises(InputError, match="empty"):
         read_questions(empty)
-
-
-def test_pid_family():
-    assert pid_family("0a1b-3") == "0a1b"
-    assert pid_family("a-b-12") == "a-b"
-    assert pid_family("5bc347ff17d488f1704e2893c9e8ecfa") is None
-    assert pid_family("x-y") is None and pid_family("-3") is None

@@ -169,7 +169,7 @@ def test_mining_never_writes_a_positive_or_its_sibling(world, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(tmp_path / "train.json"),
                         "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", world["emb"], "--mine_hard_negatives",
-                        str(tmp_path / "mined.json"), "--n_docs", "30", "--skip_top", "0"]) == 0
+                        str(tmp_path / "mined.json"), "--n_docs", "30", "--skip_top", "0", "--sibling_ids"]) == 0
     mined = json.loads((tmp_path / "mined.json").read_text(encoding="utf-8"))
     texts = dict(passages)
     for before, after in zip(train, mined):
@@ -199,3 +199,41 @@ def test_mining_skips_the_top_ranks_and_caps_the_count(world, tmp_path):
     after4 = mine("--skip_top", "4")
     assert after4 == every[len(every) - len(after4):] and 1 <= len(every) - len(after4) <= 4
     assert mine("--skip_top", "0", "--num_hard_negatives", "5") == every[:5]
+
+
+def _mine_one(world, tmp_path, ctx, *extra):
+    """Mine for one question whose positive is para1-1 (siblings para1-0, para1-2); every passage is retrieved."""
+    pid, text = world["passages"][4]
+    train = [{"question": text[:10], "answers": [], "positive_ctxs": [{"title": "", "text": text, "passage_id": pid}],
+              "negative_ctxs": [], "hard_negative_ctxs": []}]
+    (tmp_path / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "mined.json"
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(tmp_path / "train.json"), "--ctx_file",
+                    str(ctx), "--encoded_ctx_file", world["emb"], "--mine_hard_negatives", str(out), "--n_docs", "30",
+                    "--skip_top", "0", *extra]) == 0
+    return json.loads(out.read_text(encoding="utf-8"))[0]["hard_negative_ctxs"]
+
+
+@pytest.mark.parametrize("how", ["neither", "flag", "record", "opaque record"])
+def test_mining_applies_the_sibling_rule_only_when_told(world, tmp_path, how):
+    ctx = tmp_path / "passages.tsv"
+    ctx.write_text(world["ctx"].read_text(encoding="utf-8"), encoding="utf-8")
+    if how.endswith("record"):
+        scheme = "opaque" if how.startswith("opaque") else "paragraph-k"
+        (tmp_path / "collection_meta.json").write_text(json.dumps({"id_scheme": scheme}))
+    negs = {n["passage_id"] for n in _mine_one(world, tmp_path, ctx, *(["--sibling_ids"] if how == "flag" else []))}
+    assert "para1-1" not in negs
+    if how in ("neither", "opaque record"):
+        assert {"para1-0", "para1-2"} <= negs and len(negs) == 29
+    else:
+        assert not {"para1-0", "para1-2"} & negs and len(negs) == 27
+
+
+def test_mining_drops_a_passage_with_the_positives_text(world, tmp_path):
+    rows = world["ctx"].read_text(encoding="utf-8").splitlines()
+    positive_text = world["passages"][4][1]
+    rows[1 + 20] = f"para6-2\t{positive_text}\t"  # another paragraph's passage now reads like the positive
+    ctx = tmp_path / "passages.tsv"
+    ctx.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    negs = {n["passage_id"] for n in _mine_one(world, tmp_path, ctx)}
+    assert world["passages"][20][0] == "para6-2" and "para6-2" not in negs and len(negs) == 28
