@@ -8,8 +8,6 @@ import contextlib
 import os
 import random
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from dpr.models.encoder import Encoder
 from dpr.models.loading import P_SUFFIX, Q_SUFFIX
-from dpr.utils.io import InputError, atomic_write, remove_stale_temps
+from dpr.utils.io import InputError, atomic_dir, atomic_write, remove_stale_temps
 
 PREFIX = "dpr_biencoder"
 
@@ -46,24 +44,8 @@ def _quiet_hf() -> Iterator[None]:
 
 
 def _save_dir_atomic(encoder: Encoder, tokenizer: PreTrainedTokenizerBase, target: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a saved model dir should not be
-        with _quiet_hf():
-            encoder.save_pretrained(tmp, tokenizer)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(target) as tmp, _quiet_hf():
+        encoder.save_pretrained(tmp, tokenizer)
 
 
 def save_checkpoint(path: Path, q_encoder: Encoder, p_encoder: Encoder, tokenizer: PreTrainedTokenizerBase,
