@@ -8,13 +8,13 @@ set -e
 
 NUM_SHARDS=${NUM_SHARDS:-8}
 GPUS=${GPUS-$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | tr '\n' ' ')}  # "" = CPU
-EPOCH=${EPOCH:-8}; ITER=${ITER:-85}                   # the checkpoint dpr_biencoder.$((EPOCH-1)).$ITER (seed naming)
-MODEL_FILE=${MODEL_FILE:-./outputs/macbert_model_ckp/dpr_biencoder.$((EPOCH - 1)).$ITER}
+OUTPUT_DIR=${OUTPUT_DIR:-./outputs/macbert_model_ckp}  # step 2's output dir
+MODEL_FILE=${MODEL_FILE:-}                            # default: the best (else newest) checkpoint in $OUTPUT_DIR
 CTX_FILE=${CTX_FILE:-./data/dureader_data/passages.tsv}
 EMB_DIR=${EMB_DIR:-./outputs/macbert_context_emb}
 P_LEN=${P_LEN:-384}
 BATCH_SIZE=${BATCH_SIZE:-512}                         # per process; halved automatically on CUDA out-of-memory
-PRECISION=${PRECISION---fp16}                        # --fp16 (CUDA), --bf16, or empty for fp32
+PRECISION=${PRECISION-auto}                           # auto, fp16, bf16, fp32; empty = fp32
 EXTRA=${EXTRA:-}                                      # e.g. --save_fp16 (half the disk) or --overwrite
 
 # CPU, CMRC2018 mini corpus (python data/build_cmrc2018_retrieval.py && python data/preprocess_dureader.py
@@ -25,6 +25,12 @@ EXTRA=${EXTRA:-}                                      # e.g. --save_fp16 (half t
 # EMB_DIR=./outputs/cmrc_e5_emb
 # NUM_SHARDS=2; GPUS=""; P_LEN=256; BATCH_SIZE=32; PRECISION=""
 
+fail() { echo "run_gen_emb.sh: error: $*" >&2; exit 2; }
+if [ -z "$MODEL_FILE" ]; then
+  MODEL_FILE=$(python -m dpr.training.checkpoint "$OUTPUT_DIR" \
+    --hint "$0: set MODEL_FILE (a checkpoint or encoder dir) or OUTPUT_DIR (step 2's output dir)") || exit 2
+fi
+[ -f "$CTX_FILE" ] || fail "CTX_FILE=$CTX_FILE not found: run step 1 (python data/preprocess_dureader.py) or set CTX_FILE"
 mkdir -p "$EMB_DIR"
 encode() {  # encode shard $1 on GPU $2 ("" = CPU)
   CUDA_VISIBLE_DEVICES=$2 python generate_dense_embeddings.py \
@@ -35,7 +41,7 @@ encode() {  # encode shard $1 on GPU $2 ("" = CPU)
     --out_file "$EMB_DIR/emb" \
     --p_sequence_length "$P_LEN" \
     --batch_size "$BATCH_SIZE" \
-    $PRECISION $EXTRA
+    --precision "${PRECISION:-fp32}" $EXTRA
 }
 
 if [ -z "$GPUS" ]; then

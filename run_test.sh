@@ -4,9 +4,10 @@
 # Every value can be overridden from the environment, e.g. `QA_FILE=data/dureader_data/test1.json sh run_test.sh`.
 set -e
 
-EPOCH=${EPOCH:-8}; ITER=${ITER:-85}
-MODEL_FILE=${MODEL_FILE:-./outputs/macbert_model_ckp/dpr_biencoder.$((EPOCH - 1)).$ITER}
-QA_FILE=${QA_FILE:-./data/dureader_data/dev.json}     # release JSON (dev/test1/test2), DPR JSON, or qid\tquestion TSV
+OUTPUT_DIR=${OUTPUT_DIR:-./outputs/macbert_model_ckp}  # step 2's output dir
+MODEL_FILE=${MODEL_FILE:-}                            # default: the best (else newest) checkpoint in $OUTPUT_DIR
+QA_FILE=${QA_FILE:-}                                  # release JSON (dev/test1/test2), DPR JSON, or qid\tquestion TSV;
+                                                      # default: step 1's dev questions (see below)
 CTX_FILE=${CTX_FILE:-./data/dureader_data/passages.tsv}
 EMB_DIR=${EMB_DIR:-./outputs/macbert_context_emb}
 OUT_FILE=${OUT_FILE:-./outputs/dev_res.json}          # + dev_res.rerank.jsonl, dev_res.metrics.json beside it
@@ -16,7 +17,7 @@ BATCH_SIZE=${BATCH_SIZE:-128}
 INDEX=${INDEX:---index_type flat}                     # exact; or "--index_type hnsw", "--index_type ivfpq",
                                                       # "--index_factory IVF65536,PQ64np"
 SEARCH_SHARD_SIZE=${SEARCH_SHARD_SIZE:-}              # e.g. 2000000: search that many vectors at a time (bounded RAM)
-PRECISION=${PRECISION---fp16}
+PRECISION=${PRECISION-auto}                           # auto, fp16, bf16, fp32; empty = fp32
 EXTRA=${EXTRA:-}                                      # e.g. "--faiss_fp16", or the seed's two-step way:
 # encode on a GPU machine: EXTRA="--q_encoding_path q.npy --encode_q_and_save"; then search on a CPU machine
 # with EXTRA="--q_encoding_path q.npy" (the model is not loaded when the saved vectors match the questions).
@@ -29,6 +30,23 @@ EXTRA=${EXTRA:-}                                      # e.g. "--faiss_fp16", or 
 # OUT_FILE=./outputs/cmrc_e5_dev_res.json
 # BATCH_SIZE=64; PRECISION=""
 
+fail() { echo "run_test.sh: error: $*" >&2; exit 2; }
+if [ -z "$MODEL_FILE" ]; then
+  MODEL_FILE=$(python -m dpr.training.checkpoint "$OUTPUT_DIR" \
+    --hint "$0: set MODEL_FILE (a checkpoint or encoder dir) or OUTPUT_DIR (step 2's output dir)") || exit 2
+fi
+if [ -z "$QA_FILE" ]; then  # the release's dev.json, else the baseline layout's, else step 1's DPR dev file
+  for f in ./data/dureader_data/dev.json ./data/dureader_data/dureader-retrieval-baseline-dataset/dev/dev.json \
+           ./data/dureader_data/retrieval_train_data/dual_dev.json; do
+    if [ -f "$f" ]; then QA_FILE=$f; break; fi
+  done
+  [ -n "$QA_FILE" ] || fail "no dev questions found: run step 1 (python data/preprocess_dureader.py) or set QA_FILE"
+  echo "run_test.sh: questions from $QA_FILE (set QA_FILE to choose another)" >&2
+fi
+[ -f "$QA_FILE" ] || fail "QA_FILE=$QA_FILE not found"
+[ -f "$CTX_FILE" ] || fail "CTX_FILE=$CTX_FILE not found: run step 1 or set CTX_FILE"
+ls $EMB_DIR/emb_shard*.npy > /dev/null 2>&1 || fail "no embeddings in EMB_DIR=$EMB_DIR: run step 3 (sh run_gen_emb.sh) or set EMB_DIR"
+
 python dense_retriever.py \
   --model_file "$MODEL_FILE" \
   --qa_file "$QA_FILE" \
@@ -39,4 +57,4 @@ python dense_retriever.py \
   --q_sequence_length "$Q_LEN" \
   --batch_size "$BATCH_SIZE" \
   ${SEARCH_SHARD_SIZE:+--search_shard_size "$SEARCH_SHARD_SIZE"} \
-  $INDEX $PRECISION $EXTRA
+  --precision "${PRECISION:-fp32}" $INDEX $EXTRA

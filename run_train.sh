@@ -4,9 +4,9 @@
 set -e
 
 MODEL=${MODEL:-/path/chinese-macbert-base}      # an HF dir, or multilingual-e5-small (built offline)
-DATA_DIR=${DATA_DIR:-data/dureader-retrieval-baseline-dataset}
-TRAIN_FILE=${TRAIN_FILE:-$DATA_DIR/train/dual_train.json}
-DEV_FILE=${DEV_FILE:-$DATA_DIR/dev/dev_with_hn.json}
+DATA_DIR=${DATA_DIR:-data/dureader_data/retrieval_train_data}   # what step 1 (data/preprocess_dureader.py) wrote
+TRAIN_FILE=${TRAIN_FILE:-$DATA_DIR/dual_train.json}
+DEV_FILE=${DEV_FILE:-}                          # default: $DATA_DIR/dev_with_hn.json if step 1 wrote it, else dual_dev.json
 OUTPUT_DIR=${OUTPUT_DIR:-./outputs/macbert_model_ckp}
 SEED=${SEED:-12345}
 MAX_GRAD_NORM=${MAX_GRAD_NORM:-2.0}
@@ -24,7 +24,8 @@ CTX_CHUNK=${CTX_CHUNK:-64}
 HARD_NEGATIVES=${HARD_NEGATIVES:-4}
 OTHER_NEGATIVES=${OTHER_NEGATIVES:-0}
 LOG_BATCH_STEP=${LOG_BATCH_STEP:-20}
-PRECISION=${PRECISION:---fp16}                  # --fp16 (CUDA; falls back with a warning on CPU), --bf16, or empty
+PRECISION=${PRECISION-auto}                     # auto (fp16 on CUDA, bf16 on CPUs fast at it, else fp32),
+                                                # fp16, bf16, fp32; empty = fp32
 NPROC=${NPROC:-1}
 EXTRA=${EXTRA:-}                                # e.g. "--resume" or "--save_every_steps 20"
 
@@ -41,6 +42,18 @@ EXTRA=${EXTRA:-}                                # e.g. "--resume" or "--save_eve
 # HARD_NEGATIVES=1; DEV_BATCH_SIZE=16; VAL_AV_RANK_START_EPOCH=1; VAL_AV_RANK_MAX_QS=32; LOG_BATCH_STEP=2
 # EXTRA="--max_train_questions 64 --max_dev_questions 32 --val_av_rank_hard_neg 4 --val_av_rank_other_neg 0"
 
+fail() { echo "run_train.sh: error: $*" >&2; exit 2; }
+case $MODEL in
+  /*|./*|../*) [ -d "$MODEL" ] || fail "MODEL=$MODEL is not a directory: set MODEL to a local Hugging Face model dir (e.g. chinese-macbert-base) or MODEL=multilingual-e5-small";;
+esac
+[ -f "$TRAIN_FILE" ] || fail "TRAIN_FILE=$TRAIN_FILE not found: run step 1 (python data/preprocess_dureader.py) or set DATA_DIR / TRAIN_FILE"
+if [ -z "$DEV_FILE" ]; then
+  if [ -f "$DATA_DIR/dev_with_hn.json" ]; then DEV_FILE=$DATA_DIR/dev_with_hn.json
+  else DEV_FILE=$DATA_DIR/dual_dev.json; fi
+  echo "run_train.sh: dev file $DEV_FILE (set DEV_FILE to choose another)" >&2
+fi
+[ -f "$DEV_FILE" ] || fail "DEV_FILE=$DEV_FILE not found: run step 1 or set DEV_FILE"
+
 if [ "$NPROC" -gt 1 ]; then
   LAUNCH="torchrun --nproc_per_node $NPROC"
 else
@@ -50,16 +63,16 @@ fi
 $LAUNCH train_dense_encoder.py \
   --max_grad_norm $MAX_GRAD_NORM \
   --encoder_model_type hf_bert \
-  --pretrained_model_cfg $MODEL \
+  --pretrained_model_cfg "$MODEL" \
   --seed $SEED \
   --q_sequence_length $Q_LEN \
   --p_sequence_length $P_LEN \
   --warmup_steps $WARMUP_STEPS \
   --batch_size $BATCH_SIZE \
   --do_lower_case \
-  --train_file $TRAIN_FILE \
-  --dev_file $DEV_FILE \
-  --output_dir $OUTPUT_DIR \
+  --train_file "$TRAIN_FILE" \
+  --dev_file "$DEV_FILE" \
+  --output_dir "$OUTPUT_DIR" \
   --learning_rate $LR \
   --num_train_epochs $EPOCHS \
   --dev_batch_size $DEV_BATCH_SIZE \
@@ -69,7 +82,7 @@ $LAUNCH train_dense_encoder.py \
   --val_av_rank_max_qs $VAL_AV_RANK_MAX_QS \
   --q_chunk_size $Q_CHUNK \
   --ctx_chunk_size $CTX_CHUNK \
-  $PRECISION \
+  --precision "${PRECISION:-fp32}" \
   --log_batch_step $LOG_BATCH_STEP \
   --hard_negatives $HARD_NEGATIVES \
   --other_negatives $OTHER_NEGATIVES \

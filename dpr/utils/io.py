@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 
 def _umask() -> int:
@@ -66,6 +66,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike, keep_existing: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield a temp directory beside `target` to fill; on success it takes `target`'s place, on error it is removed.
+
+    An existing `target` is replaced, unless `keep_existing(target)` says at that moment that it is already what we
+    built (then the new copy is dropped: concurrent builders of the same thing do not disturb each other).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    graveyard: Path | None = None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a published directory should not be
+        yield tmp
+        if target.exists():
+            if keep_existing is not None and keep_existing(target):
+                return
+            graveyard = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old.tmp", dir=target.parent))
+            with contextlib.suppress(FileNotFoundError):  # another process may have moved it already
+                os.replace(target, graveyard / target.name)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if keep_existing is None or not keep_existing(target):  # not a concurrent builder's finished copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if graveyard is not None:
+            shutil.rmtree(graveyard, ignore_errors=True)
 
 
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:

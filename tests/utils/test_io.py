@@ -104,3 +104,46 @@ def test_remove_stale_temps_takes_only_the_temps_of_that_name(tmp_path):
         p.write_text("keep")
     assert sorted(remove_stale_temps(target)) == sorted(stale + [tmp_path / ".emb_shard1.npy.ef56.tmp.dir"])
     assert sorted(tmp_path.iterdir()) == sorted(keep)
+
+
+def test_atomic_dir_publishes_replaces_and_cleans_up(tmp_path):
+    from dpr.utils.io import atomic_dir
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as d:
+        (d / "a.txt").write_text("1")
+        assert not target.exists()  # nothing visible before the block ends
+    assert (target / "a.txt").read_text() == "1"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o777 & ~_current_umask())
+    with atomic_dir(target) as d:  # a second publish replaces the first whole
+        (d / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as d:
+            (d / "c.txt").write_text("3")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # the old one stands
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temp dir left behind
+
+
+def test_atomic_dir_keeps_an_existing_copy_that_is_already_what_was_built(tmp_path):
+    from dpr.utils.io import atomic_dir
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "version").write_text("2")
+    with atomic_dir(target, keep_existing=lambda t: (t / "version").read_text() == "2") as d:
+        (d / "version").write_text("2-new")
+    assert (target / "version").read_text() == "2"
+    with atomic_dir(target, keep_existing=lambda t: (t / "version").read_text() == "3") as d:
+        (d / "version").write_text("3")
+    assert (target / "version").read_text() == "3"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def _current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

