@@ -21,6 +21,7 @@ from dpr.data.formats import read_questions  # noqa: E402
 from dpr.eval.dureader import evaluate  # noqa: E402
 from dpr.options import positive_int, setup_logging  # noqa: E402
 from dpr.utils.io import InputError, check_writable_dir, write_json  # noqa: E402
+from dpr.utils.cli import fail  # noqa: E402
 
 logger = logging.getLogger("bm25_retriever")
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
         hits = index.search([q for _, q, _ in questions], args.n_docs, args.num_workers)
         t2 = time.time()
     except InputError as e:
-        sys.exit(f"error: {e}")
+        fail(str(e))
     ranked = {qid: [pids[d] for d, _ in h] for (qid, _, _), h in zip(questions, hits)}
     write_json(args.out_file, ranked, indent=None)
     logger.info("%d passages indexed in %.1fs; %d questions searched in %.1fs; wrote %s",

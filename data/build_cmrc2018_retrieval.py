@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from dpr.data.cmrc import build, default_cmrc_dir  # noqa: E402
 from dpr.options import positive_int, setup_logging  # noqa: E402
 from dpr.utils.io import InputError  # noqa: E402
+from dpr.utils.cli import fail  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         report = build(args.cmrc_dir, args.output_dir, args.max_chars)
     except InputError as e:
-        sys.exit(f"error: {e}")
+        fail(str(e))
     print(json.dumps(report, indent=1))
     return report
 

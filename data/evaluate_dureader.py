@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dpr.eval.dureader import evaluate, load_predictions, load_reference  # noqa: E402
 from dpr.options import setup_logging  # noqa: E402
 from dpr.utils.io import InputError  # noqa: E402
+from dpr.utils.cli import fail  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -27,9 +28,9 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         metrics = evaluate(load_reference(args.reference), load_predictions(args.prediction), strict=args.strict)
     except InputError as e:
-        sys.exit(f"error: {e}")
+        fail(str(e))
     except ValueError as e:  # the metric's own checks concern the two files together: name them
-        sys.exit(f"error: {args.prediction} (scored against {args.reference}): {e}")
+        fail(f"{args.prediction} (scored against {args.reference}): {e}")
     print(json.dumps(metrics, sort_keys=True))
     return metrics
 

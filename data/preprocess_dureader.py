@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from dpr.data.preprocess import Options, run  # noqa: E402
 from dpr.options import positive_int, setup_logging  # noqa: E402
 from dpr.utils.io import InputError  # noqa: E402
+from dpr.utils.cli import fail  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
                              args.dev_topk, args.skip_bad_lines, not args.no_bm25, args.num_workers,
                              args.sibling_ids))
     except InputError as e:
-        sys.exit(f"error: {e}")
+        fail(str(e))
     print(json.dumps(report, ensure_ascii=False, indent=1))
     return report
 

@@ -17,6 +17,7 @@ from dpr.data.collection_meta import sibling_ids_enabled  # noqa: E402
 from dpr.data.formats import PassagesWriter, read_passages_tsv, read_questions  # noqa: E402
 from dpr.data.siblings import paragraph_of  # noqa: E402
 from dpr.utils.io import InputError, atomic_write  # noqa: E402
+from dpr.utils.cli import fail  # noqa: E402
 
 
 def subset(ctx_file: str, qa_files: list[str], out_file: str, sibling_ids: bool = False) -> int:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         n = subset(a.ctx_file, a.qa_file, a.out_file, a.sibling_ids)
     except InputError as e:
-        sys.exit(f"error: {e}")
+        fail(str(e))
     print(f"{n} passages -> {a.out_file}")
 
 
