@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from dpr.utils.precision import PRECISION_MODES
+
 DEFAULT_MODEL = "multilingual-e5-small"
 
 
@@ -22,11 +24,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("precision")
-    g.add_argument("--fp16", action="store_true",
-                   help="fp16 autocast on CUDA; without a GPU falls back (one warning) to bf16 where the CPU is fast "
-                        "at it, else fp32.")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (no loss scaler).")
+    """--precision {auto,fp16,bf16,fp32} and the shorthands --fp16/--bf16/--fp32, all into `precision`."""
+    g = p.add_argument_group("precision (one of)").add_mutually_exclusive_group()
+    g.add_argument("--precision", choices=PRECISION_MODES, default="auto",
+                   help="auto: fp16 autocast on CUDA, bf16 on a CPU with fast bf16 (AMX/AVX512-BF16), fp32 otherwise. "
+                        "fp16/bf16/fp32 force one (fp16 without CUDA falls back, with one warning, to bf16 where the "
+                        "CPU is fast at it, else fp32).")
+    g.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="Same as --precision fp16.")
+    g.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="Same as --precision bf16.")
+    g.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="Same as --precision fp32.")
 
 
 def add_length_args(p: argparse.ArgumentParser) -> None:
