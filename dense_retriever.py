@@ -27,7 +27,7 @@ from dpr.encode import encode_texts
 from dpr.index.embeddings import Shard, open_shards
 from dpr.index.faiss_index import INDEX_TYPES, IndexBuildError, IndexSpec, gpu_available
 from dpr.index.search import search_shards
-from dpr.models.loading import load_encoder_pair
+from dpr.models.loading import TowerOptions, load_towers
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
@@ -144,16 +144,14 @@ def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]
     if cached and not args.re_encode_q:
         logger.info("question vectors from %s", args.q_encoding_path)
         return load_question_vectors(args.q_encoding_path, qids)
-    q_encoder, _, tokenizer = load_encoder_pair(args.model_file or args.pretrained_model_cfg)
-    if args.pooling:
-        q_encoder.settings.pooling = args.pooling
-    if args.do_lower_case:
-        q_encoder.settings.lowercase = True
+    towers = load_towers(TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
+                                      lowercase=args.do_lower_case), need="question")
+    q_encoder, tokenizer = towers.question, towers.tokenizer
     device = default_device()
     q_encoder.to(device)
     t0 = time.time()
     vectors = encode_texts(q_encoder, tokenizer, texts, "query", args.q_sequence_length, args.batch_size, device,
-                           resolve_amp_dtype(device, args.fp16, args.bf16), progress=True)
+                           resolve_amp_dtype(device, args.precision), progress=True)
     logger.info("encoded %d questions in %.1fs", len(texts), time.time() - t0)
     if args.encode_q_and_save:
         save_question_vectors(args.q_encoding_path, qids, vectors)
