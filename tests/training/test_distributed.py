@@ -67,7 +67,7 @@ def test_script_under_torchrun_matches_one_process(tiny_model_dir_no_dropout, ti
     common = ["--pretrained_model_cfg", str(tiny_model_dir_no_dropout), "--train_file", str(tiny_train_file),
               "--batch_size", "10", "--num_train_epochs", "1", "--grad_cache", "--q_chunk_size", "2",
               "--ctx_chunk_size", "3", "--hard_negatives", "1", "--other_negatives", "1", "--learning_rate", "1e-3",
-              "--warmup_steps", "0", "--num_workers", "0", "--no_progress", "--seed", "3",
+              "--warmup_steps", "0", "--num_workers", "0", "--no_progress", "--seed", "3", "--precision", "fp32",
               # a large Adam eps keeps updates proportional to small gradients: with the default, gradients that are
               # zero in exact arithmetic (e.g. the last LayerNorm bias of the passage tower under in-batch softmax)
               # are float noise that Adam blows up to +-lr, differently on each run

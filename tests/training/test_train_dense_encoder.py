@@ -31,11 +31,11 @@ def test_reference_command_flags_parse():
     assert (a.warmup_steps, a.batch_size, a.learning_rate, a.num_train_epochs) == (68, 1024, 3e-05, 8)
     assert (a.dev_batch_size, a.val_av_rank_start_epoch, a.val_av_rank_max_qs) == (16, 7, 1000)
     assert (a.q_chunk_size, a.ctx_chunk_size, a.log_batch_step, a.hard_negatives, a.other_negatives) == (512, 64, 20, 4, 0)
-    assert a.grad_cache and a.fp16 and a.do_lower_case and a.global_loss_buf_sz == 2097152
+    assert a.grad_cache and a.precision == "fp16" and a.do_lower_case and a.global_loss_buf_sz == 2097152
     assert a.pretrained_model_cfg == "/path/chinese-macbert-base" and a.encoder_model_type == "hf_bert"
     extra = build_parser().parse_args(shlex.split(REFERENCE) + shlex.split(
         "--shuffle_positive_ctx --val_av_rank_hard_neg 5 --val_av_rank_other_neg 6 --val_av_rank_bsz 7 "
-        "--model_file m --checkpoint_file_name ck --bf16 --pooling mean --similarity cosine --temperature 0.05 "
+        "--model_file m --checkpoint_file_name ck --pooling mean --similarity cosine --temperature 0.05 "
         "--shared_encoder --resume --gradient_checkpointing"))
     assert extra.shuffle_positive_ctx and extra.shared_encoder and extra.resume and extra.gradient_checkpointing
     assert (extra.val_av_rank_hard_neg, extra.val_av_rank_other_neg, extra.val_av_rank_bsz) == (5, 6, 7)
@@ -56,7 +56,7 @@ def _args(model_dir, train, dev, out, *extra) -> list[str]:
             "--q_chunk_size", "3", "--ctx_chunk_size", "5", "--hard_negatives", "1", "--other_negatives", "1",
             "--q_sequence_length", "16", "--p_sequence_length", "32", "--warmup_steps", "2",
             "--learning_rate", "1e-3", "--val_av_rank_start_epoch", "1", "--val_av_rank_hard_neg", "2",
-            "--dev_batch_size", "4", "--fp16", "--seed", "7", "--no_progress", "--log_batch_step", "2", *extra]
+            "--dev_batch_size", "4", *(() if "--precision" in extra else ("--fp16",)), "--seed", "7", "--no_progress", "--log_batch_step", "2", *extra]
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -118,11 +118,14 @@ def test_shared_encoder_writes_both_towers(tiny_model_dir, tiny_train_file, tiny
 def test_non_finite_step_is_skipped(tiny_model_dir, tiny_train_file, tmp_path):
     from dpr.training.data import BiEncoderData
     from dpr.training.trainer import DistInfo, Trainer
-    from train_dense_encoder import load_models
+    from train_dense_encoder import build_config, load_models
 
-    args = build_parser().parse_args(_args(tiny_model_dir, tiny_train_file, tiny_train_file, tmp_path, "--num_workers", "0"))
+    args = build_parser().parse_args(_args(tiny_model_dir, tiny_train_file, tiny_train_file, tmp_path, "--num_workers",
+                                           "0", "--precision", "fp32", "--temperature", "1",
+                                           "--warmup_steps", "0"))  # DPR's warmup: step 0 of a warmup has lr 0
     q, p, tok = load_models(args, None)
-    trainer = Trainer(args, q, p, tok, BiEncoderData(tiny_train_file), None, torch.device("cpu"), None, DistInfo(), 1.0)
+    config = build_config(args, q.settings.normalize, torch.device("cpu"))
+    trainer = Trainer(config, q, p, tok, BiEncoderData(tiny_train_file), None, torch.device("cpu"), DistInfo())
     batch = next(iter(trainer._loader(0, 0)))
     before = [t.detach().clone() for t in trainer.params]
     with torch.no_grad():
