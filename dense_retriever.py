@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
-    add_length_args(p)
+    add_length_args(p, used=("q",))
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--qa_file", required=True,
                    help="Questions: release JSON lines (dev/test), a DPR JSON file, or a TSV (qid\\tquestion).")

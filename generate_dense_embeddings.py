@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
-    add_length_args(p)
+    add_length_args(p, used=("p",))
     g = p.add_argument_group("encoding")
     g.add_argument("--ctx_file", required=True, help="passages.tsv (header id\\ttext\\ttitle) or one of its shards.")
     g.add_argument("--out_file", required=True,

@@ -36,10 +36,15 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="Same as --precision fp32.")
 
 
-def add_length_args(p: argparse.ArgumentParser) -> None:
+def add_length_args(p: argparse.ArgumentParser, used: tuple[str, ...] = ("q", "p")) -> None:
+    """--q_sequence_length / --p_sequence_length; a script that encodes only one side marks the other as a no-op
+    (the seed passes both to every script)."""
     g = p.add_argument_group("lengths (caps: batches are padded only to their longest member)")
-    g.add_argument("--q_sequence_length", type=int, default=32, help="Max question tokens.")
-    g.add_argument("--p_sequence_length", type=int, default=384, help="Max passage tokens.")
+    unused = " Accepted for compatibility, no effect in this script."
+    g.add_argument("--q_sequence_length", type=int, default=32,
+                   help="Max question tokens." + ("" if "q" in used else unused))
+    g.add_argument("--p_sequence_length", type=int, default=384,
+                   help="Max passage tokens." + ("" if "p" in used else unused))
 
 
 def positive_int(value: str) -> int:
