@@ -28,7 +28,7 @@ from dpr.encode import encode_texts
 from dpr.index.embeddings import Shard, open_shards
 from dpr.index.faiss_index import INDEX_TYPES, IndexBuildError, IndexSpec, gpu_available
 from dpr.index.search import search_shards
-from dpr.models.loading import load_encoder_pair
+from dpr.models.loading import TowerOptions, load_towers
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
-    add_length_args(p)
+    add_length_args(p, used=("q",))
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--qa_file", required=True,
                    help="Questions: release JSON lines (dev/test), a DPR JSON file, or a TSV (qid\\tquestion).")
@@ -148,16 +148,14 @@ def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]
     if cached and not args.re_encode_q:
         logger.info("question vectors from %s", args.q_encoding_path)
         return load_question_vectors(args.q_encoding_path, qids)
-    q_encoder, _, tokenizer = load_encoder_pair(args.model_file or args.pretrained_model_cfg)
-    if args.pooling:
-        q_encoder.settings.pooling = args.pooling
-    if args.do_lower_case:
-        q_encoder.settings.lowercase = True
+    towers = load_towers(TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
+                                      lowercase=args.do_lower_case), need="question")
+    q_encoder, tokenizer = towers.question, towers.tokenizer
     device = default_device()
     q_encoder.to(device)
     t0 = time.time()
     vectors = encode_texts(q_encoder, tokenizer, texts, "query", args.q_sequence_length, args.batch_size, device,
-                           resolve_amp_dtype(device, args.fp16, args.bf16), progress=True)
+                           resolve_amp_dtype(device, args.precision), progress=True)
     logger.info("encoded %d questions in %.1fs", len(texts), time.time() - t0)
     if args.encode_q_and_save:
         save_question_vectors(args.q_encoding_path, qids, vectors)

@@ -21,7 +21,7 @@ from dpr.data.formats import read_passages_tsv
 from dpr.encode import DEFAULT_BLOCK_SIZE, encode_stream
 from dpr.index.embeddings import shard_is_complete, shard_paths, write_ids
 from dpr.models.encoder import Encoder
-from dpr.models.loading import load_encoder_pair
+from dpr.models.loading import TowerOptions, load_towers
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.data.formats import passage_input
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, remove_stale_temps
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     add_precision_args(p)
-    add_length_args(p)
+    add_length_args(p, used=("p",))
     g = p.add_argument_group("encoding")
     g.add_argument("--ctx_file", required=True, help="passages.tsv (header id\\ttext\\ttitle) or one of its shards.")
     g.add_argument("--out_file", required=True,
@@ -64,13 +64,10 @@ def count_passages(ctx_file: str) -> int:
 
 
 def load_passage_encoder(args: argparse.Namespace) -> tuple[Encoder, object]:
-    """The passage tower and tokenizer, with --pooling / --do_lower_case applied on top of the stored settings."""
-    _, encoder, tokenizer = load_encoder_pair(args.model_file or args.pretrained_model_cfg)
-    if args.pooling:
-        encoder.settings.pooling = args.pooling
-    if args.do_lower_case:
-        encoder.settings.lowercase = True
-    return encoder, tokenizer
+    """The passage tower (only) and tokenizer, with --pooling / --do_lower_case applied on top of the stored settings."""
+    towers = load_towers(TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
+                                      lowercase=args.do_lower_case), need="passage")
+    return towers.passage, towers.tokenizer
 
 
 def encode_shard(args: argparse.Namespace) -> Path:
@@ -92,7 +89,7 @@ def encode_shard(args: argparse.Namespace) -> Path:
     for stale in remove_stale_temps(npy) + remove_stale_temps(ids_path):
         logger.info("removed %s (left by an interrupted run)", stale)
     device = default_device()
-    amp = resolve_amp_dtype(device, args.fp16, args.bf16)
+    amp = resolve_amp_dtype(device, args.precision)
     encoder.to(device)
     logger.info("shard %d/%d: passages [%d, %d) of %d from %s -> %s (dim %d, %s, amp %s)", args.shard_id,
                 args.num_shards, start, stop, total, args.ctx_file, npy, dim, device, amp)

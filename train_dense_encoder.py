@@ -3,7 +3,6 @@ gradient cache. Run with python for one device or `torchrun --nproc_per_node N` 
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import random
@@ -15,13 +14,14 @@ import torch
 import torch.distributed as dist
 
 from dpr.models.encoder import Encoder
-from dpr.models.loading import load_encoder_pair
+from dpr.models.loading import TowerOptions, load_towers
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.training import checkpoint as ckpt
+from dpr.training.config import TrainConfig, default_temperature
 from dpr.training.data import BiEncoderData
 from dpr.training.trainer import DistInfo, Trainer, enable_gradient_checkpointing
 from dpr.utils.io import InputError, check_writable_dir
-from dpr.utils.precision import resolve_amp_dtype
+from dpr.utils.precision import dtype_name, resolve_amp_dtype
 
 logger = logging.getLogger("train_dense_encoder")
 
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--other_negatives", type=non_negative_int, default=0,
                    help="Other negatives per question, sampled from negative_ctxs (topped up from hard_negative_ctxs).")
     d.add_argument("--shuffle_positive_ctx", action="store_true",
-                   help="Use a random positive each epoch instead of the first.")
+                   help="Train each question on a random one of its positives each epoch (drawn from seed, epoch, "
+                        "question). Default: always its first positive, as DPR. Negatives vary per epoch either way.")
     d.add_argument("--max_train_questions", type=non_negative_int, default=0,
                    help="Use only the first N questions of --train_file (0: all); for smoke runs.")
     d.add_argument("--max_dev_questions", type=non_negative_int, default=0,
@@ -91,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Questions per chunk with --grad_cache (a chunk larger than the per-rank batch is one chunk).")
     g.add_argument("--ctx_chunk_size", type=positive_int, default=8, help="Passages per chunk with --grad_cache.")
     g.add_argument("--global_loss_buf_sz", type=int, default=None,
-                   help="Accepted for DPR/GC-DPR compatibility; has no effect (representations are gathered with "
-                        "all_gather, no pickled buffer).")
+                   help="Accepted for compatibility, no effect (DPR/GC-DPR's pickle buffer size; representations are "
+                        "gathered with all_gather here).")
     v = p.add_argument_group("validation")
     v.add_argument("--dev_batch_size", type=positive_int, default=4, help="Questions per in-batch NLL dev batch.")
     v.add_argument("--val_av_rank_start_epoch", type=non_negative_int, default=10000,
@@ -110,10 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Also checkpoint every N steps within an epoch (0: only at epoch ends).")
     c.add_argument("--log_batch_step", type=positive_int, default=100, help="Log a line every N steps.")
     c.add_argument("--no_progress", action="store_true", help="No tqdm bar.")
+    c.add_argument("--dist_timeout_minutes", type=positive_float, default=30.0,
+                   help="torchrun: a collective that waits longer than this fails the job (e.g. every other rank "
+                        "waiting for a rank 0 that died in validation); NCCL also aborts on that error.")
     return p
 
 
-def init_distributed() -> tuple[DistInfo, torch.device]:
+def init_distributed(timeout_minutes: float = 30.0) -> tuple[DistInfo, torch.device]:
+    """Join the torchrun process group (NCCL on CUDA, gloo on CPU); a failed or hung collective ends the job after
+    `timeout_minutes` instead of the 2-hour default."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return DistInfo(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,33 +127,53 @@ def init_distributed() -> tuple[DistInfo, torch.device]:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         device, backend = torch.device("cuda", local_rank), "nccl"
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # tear the process down on a NCCL error
     else:
         device, backend = torch.device("cpu"), "gloo"
-    dist.init_process_group(backend, timeout=timedelta(hours=2))
+    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
     return DistInfo(dist.get_rank(), dist.get_world_size()), device
 
 
+def tower_options(args: argparse.Namespace, source: str) -> TowerOptions:
+    return TowerOptions(source=source, pooling=args.pooling, lowercase=args.do_lower_case,
+                        normalize=None if args.similarity is None else args.similarity == "cosine",
+                        shared=args.shared_encoder)
+
+
 def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Encoder, Encoder, object]:
-    """Towers from a checkpoint being resumed, else --model_file (weights only), else --pretrained_model_cfg."""
-    source = resume_from or args.model_file or args.pretrained_model_cfg
-    q, p, tokenizer = load_encoder_pair(source)
-    if args.shared_encoder:
-        p = q
-    elif p is q:
-        p = copy.deepcopy(q)
-    for enc in {id(q): q, id(p): p}.values():
-        s = enc.settings
-        if args.pooling:
-            s.pooling = args.pooling
-        if args.do_lower_case:
-            s.lowercase = True
-        if args.similarity:
-            s.normalize = args.similarity == "cosine"
+    """Towers from a checkpoint being resumed, else --model_file (weights only), else --pretrained_model_cfg; fp32,
+    two independent towers unless --shared_encoder."""
+    towers = load_towers(tower_options(args, resume_from or args.model_file or args.pretrained_model_cfg))
+    for enc in {id(towers.question): towers.question, id(towers.passage): towers.passage}.values():
         if args.gradient_checkpointing:
             enable_gradient_checkpointing(enc)
         if args.freeze_embeddings:
             enc.model.get_input_embeddings().weight.requires_grad_(False)
-    return q, p, tokenizer
+    return towers.question, towers.passage, towers.tokenizer
+
+
+def build_config(args: argparse.Namespace, normalize: bool, device: torch.device) -> TrainConfig:
+    """The typed config of this run: every flag the trainer uses, with similarity, temperature and precision resolved
+    (similarity from the loaded towers when not given)."""
+    similarity = args.similarity or ("cosine" if normalize else "dot")
+    return TrainConfig(
+        train_file=args.train_file, output_dir=args.output_dir, dev_file=args.dev_file,
+        hard_negatives=args.hard_negatives, other_negatives=args.other_negatives,
+        shuffle_positive_ctx=args.shuffle_positive_ctx, max_train_questions=args.max_train_questions,
+        max_dev_questions=args.max_dev_questions, num_workers=args.num_workers,
+        q_sequence_length=args.q_sequence_length, p_sequence_length=args.p_sequence_length,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
+        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
+        adam_eps=args.adam_eps, seed=args.seed, similarity=similarity,
+        temperature=args.temperature or default_temperature(similarity),
+        precision=dtype_name(resolve_amp_dtype(device, args.precision)),
+        grad_cache=args.grad_cache, q_chunk_size=args.q_chunk_size, ctx_chunk_size=args.ctx_chunk_size,
+        dev_batch_size=args.dev_batch_size, val_av_rank_start_epoch=args.val_av_rank_start_epoch,
+        val_av_rank_max_qs=args.val_av_rank_max_qs, val_av_rank_hard_neg=args.val_av_rank_hard_neg,
+        val_av_rank_other_neg=args.val_av_rank_other_neg, val_av_rank_bsz=args.val_av_rank_bsz,
+        checkpoint_file_name=args.checkpoint_file_name, save_every_steps=args.save_every_steps,
+        log_batch_step=args.log_batch_step, progress_bar=not args.no_progress,
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -160,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     setup_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    dist_info, device = init_distributed()
+    dist_info, device = init_distributed(args.dist_timeout_minutes)
     try:
         if args.batch_size < dist_info.world_size:
             raise SystemExit(f"--batch_size {args.batch_size} is the global batch and must be >= the number of ranks "
@@ -175,22 +201,20 @@ def main(argv: list[str] | None = None) -> dict:
             if latest is None:
                 logger.info("--resume: no checkpoint in %s yet, starting fresh", args.output_dir)
         seed_everything(args.seed + dist_info.rank)
-        amp_dtype = resolve_amp_dtype(device, args.fp16, args.bf16)
         q_enc, p_enc, tokenizer = load_models(args, resume_from)
         q_enc.to(device)
         p_enc.to(device)
-        normalize = q_enc.settings.normalize
-        temperature = args.temperature or (0.01 if normalize else 1.0)
+        config = build_config(args, q_enc.settings.normalize, device)
         if dist_info.is_main:
-            logger.info("similarity %s, temperature %g, pooling %s, amp %s, grad cache %s, device %s",
-                        "cosine" if normalize else "dot", temperature, q_enc.settings.pooling, amp_dtype,
-                        args.grad_cache, device)
-        train = BiEncoderData(args.train_file, args.max_train_questions)
-        dev = BiEncoderData(args.dev_file, args.max_dev_questions) if args.dev_file else None
+            logger.info("similarity %s, temperature %g, pooling %s, precision %s, grad cache %s, device %s",
+                        config.similarity, config.temperature, q_enc.settings.pooling, config.precision,
+                        config.grad_cache, device)
+        train = BiEncoderData(config.train_file, config.max_train_questions)
+        dev = BiEncoderData(config.dev_file, config.max_dev_questions) if config.dev_file else None
         if dist_info.is_main:
             logger.info("train: %d questions (%d without positive skipped), %d distinct passages (%.1f MB text)",
                         len(train), train.skipped_no_positive, len(train.passages), len(train.passages.blob) / 1e6)
-        trainer = Trainer(args, q_enc, p_enc, tokenizer, train, dev, device, amp_dtype, dist_info, temperature)
+        trainer = Trainer(config, q_enc, p_enc, tokenizer, train, dev, device, dist_info)
         if resume_from:
             logger.info("resuming from %s", resume_from)
             state = ckpt.load_state(resume_from)

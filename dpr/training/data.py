@@ -7,6 +7,7 @@ the UTF-8 size of the distinct passages plus the questions, not the size of the 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -89,14 +90,22 @@ def passage_text(ctx: dict) -> str:
 
 
 class PassageStore:
-    """De-duplicated passages as one UTF-8 buffer with offsets."""
+    """De-duplicated passages as one UTF-8 buffer with offsets, and each passage's identity group.
+
+    Passages are stored once per passage_id (else per text). `group[k]` is shared by every stored passage with the
+    same encoded text (title + text, see passage_text), so "same id or same text" is "same group": the identity
+    that false-negative masking and average-rank de-duplication use.
+    """
 
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
+        self._text_group: dict[bytes, int] = {}
+        self._groups: list[int] = []
         self._chunks: list[bytes] = []
         self._offsets = [0]
         self.blob = b""
         self.offsets = np.zeros(1, dtype=np.int64)
+        self.group = np.zeros(0, dtype=np.int32)
 
     def add(self, ctx: dict) -> int:
         text = passage_text(ctx)
@@ -107,13 +116,16 @@ class PassageStore:
             data = text.encode("utf-8")
             self._chunks.append(data)
             self._offsets.append(self._offsets[-1] + len(data))
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            self._groups.append(self._text_group.setdefault(digest, len(self._text_group)))
         return idx
 
     def freeze(self) -> None:
-        """Pack what was added into the buffer and drop the build-time index."""
+        """Pack what was added into the buffer and drop the build-time indexes."""
         self.blob = b"".join(self._chunks)
         self.offsets = np.asarray(self._offsets, dtype=np.int64)
-        self._chunks, self._index, self._offsets = [], {}, []
+        self.group = np.asarray(self._groups, dtype=np.int32)
+        self._chunks, self._index, self._offsets, self._text_group, self._groups = [], {}, [], {}, []
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -181,26 +193,40 @@ class BiEncoderData:
     def __len__(self) -> int:
         return len(self.questions)
 
-    def sample(self, i: int, n_hard: int, n_other: int, rng: np.random.Generator | None, fill: bool = True
-               ) -> tuple[str, list[str]]:
-        """(question, [positive, negatives...]) for question i; rng=None takes the first of each pool (validation).
+    def sample_indices(self, i: int, n_hard: int, n_other: int, rng: np.random.Generator | None,
+                       shuffle_positive: bool = False, fill: bool = True) -> tuple[int, list[int]]:
+        """(positive, [negatives...]) passage indices for question i; rng=None takes the first of each pool.
 
-        Negatives: `n_hard` from the hard pool and `n_other` from the other pool, each topped up from the other pool
-        when short; if both run dry and `fill`, random passages of the file fill the gap (so every question brings
-        the same number of passages).
+        The positive is the question's first unless `shuffle_positive` (then drawn from rng). Negatives: `n_hard`
+        from the hard pool and `n_other` from the other pool, each topped up from the other pool when short, shuffled
+        by rng; if both run dry and `fill`, random passages of the file fill the gap (so every question brings the
+        same number of passages). The draws do not depend on `shuffle_positive`: the negatives are the same either way.
         """
         pos, hard, other = self.positives[i], self.hard[i], self.other[i]
+        positive = int(pos[0])
         if rng is not None:
-            pos = pos[rng.permutation(len(pos))]
+            pos_order = rng.permutation(len(pos))
             hard = hard[rng.permutation(len(hard))]
             other = other[rng.permutation(len(other))]
+            if shuffle_positive:
+                positive = int(pos[pos_order[0]])
         chosen = list(hard[:n_hard]) + list(other[:n_other])
         rest = list(hard[n_hard:]) + list(other[n_other:])
         need = n_hard + n_other - len(chosen)
         chosen += rest[:need]
         if fill and len(chosen) < n_hard + n_other:
             chosen += self._fillers(i, n_hard + n_other - len(chosen), set(chosen) | set(pos.tolist()))
-        return self.questions[i], [self.passages[int(pos[0])]] + [self.passages[int(j)] for j in chosen]
+        return positive, [int(j) for j in chosen]
+
+    def sample(self, i: int, n_hard: int, n_other: int, rng: np.random.Generator | None, fill: bool = True,
+               shuffle_positive: bool = False) -> tuple[str, list[str]]:
+        """(question, [positive, negatives...]) texts for question i (see sample_indices)."""
+        positive, negatives = self.sample_indices(i, n_hard, n_other, rng, shuffle_positive, fill)
+        return self.questions[i], [self.passages[j] for j in [positive, *negatives]]
+
+    def positive_groups(self, i: int) -> set[int]:
+        """Identity groups (same id or same text) of all of question i's positives."""
+        return {int(g) for g in self.passages.group[self.positives[i]]}
 
     def _fillers(self, i: int, count: int, exclude: set[int]) -> list[int]:
         """`count` random passages of the file other than `exclude` (deterministic in i), for dry pools."""
@@ -215,6 +241,24 @@ class BiEncoderData:
                 out.append(j)
                 exclude.add(j)
         return out
+
+
+def average_rank_pool(data: BiEncoderData, n_questions: int, n_hard: int, n_other: int
+                      ) -> tuple[list[str], list[str], list[int]]:
+    """(questions, passage pool, index of each question's positive in the pool) for average-rank validation: the
+    first `n_questions` questions with their first positive and first negatives, every passage in the pool once
+    (de-duplicated by passage id, or encoded text)."""
+    questions, pool, where, positive = [], [], {}, []
+    for i in range(n_questions):
+        pos, negs = data.sample_indices(i, n_hard, n_other, None, fill=False)
+        questions.append(data.questions[i])
+        for j in [pos, *negs]:
+            g = int(data.passages.group[j])
+            if g not in where:
+                where[g] = len(pool)
+                pool.append(data.passages[j])
+        positive.append(where[int(data.passages.group[pos])])
+    return questions, pool, positive
 
 
 def epoch_batches(n_examples: int, global_batch: int, seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
@@ -254,40 +298,92 @@ def sorted_chunks(ids: list[list[int]], chunk_size: int, pad_id: int) -> tuple[l
     return chunked([ids[i] for i in order], chunk_size, pad_id), torch.tensor(order, dtype=torch.long)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingConfig:
+    """Passages per question and how they are drawn: negatives vary by (seed, epoch, question) when
+    `shuffle_negatives`; the positive is the first unless `shuffle_positive` (--shuffle_positive_ctx)."""
+
     hard_negatives: int
     other_negatives: int
-    shuffle: bool
+    shuffle_negatives: bool
     seed: int
+    shuffle_positive: bool = False
 
     @property
     def passages_per_question(self) -> int:
         return 1 + self.hard_negatives + self.other_negatives
 
+    def rng(self, epoch: int, question: int) -> np.random.Generator | None:
+        return np.random.default_rng([self.seed, epoch, int(question)]) if self.shuffle_negatives else None
+
+
+def false_negative_pairs(data: BiEncoderData, questions: Sequence[int], passages: Sequence[int], ppq: int
+                         ) -> torch.Tensor:
+    """[K, 2] (row, column) score entries to mask: column j holds one of question row's positives (same passage id
+    or same encoded text), and j is not row's own positive column (row * ppq). Rows/columns are global batch order."""
+    groups = data.passages.group[np.asarray(passages, dtype=np.int64)]
+    pairs = []
+    for row, q in enumerate(questions):
+        hits = np.flatnonzero(np.isin(groups, list(data.positive_groups(int(q)))))
+        pairs.extend((row, int(j)) for j in hits if j != row * ppq)
+    return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+
+
+def pack_chunks(chunks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Chunks as two tensors (all token ids + masks flat, and each chunk's shape), whatever their number: a
+    DataLoader worker passes every tensor through its own file descriptor."""
+    flat = torch.cat([torch.stack([c["input_ids"].reshape(-1), c["attention_mask"].reshape(-1)]) for c in chunks], 1)
+    shapes = torch.tensor([list(c["input_ids"].shape) for c in chunks], dtype=torch.long)
+    return {"flat": flat, "shapes": shapes}
+
+
+def unpack_chunks(packed: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The chunks of `pack_chunks` (views, no copy)."""
+    out, start = [], 0
+    flat = packed["flat"]
+    for rows, width in packed["shapes"].tolist():
+        n = rows * width
+        out.append({"input_ids": flat[0, start : start + n].view(rows, width),
+                    "attention_mask": flat[1, start : start + n].view(rows, width)})
+        start += n
+    return out
+
 
 class BatchBuilder:
-    """Turns question indices into tokenized, chunk-padded tensors (runs in DataLoader workers)."""
+    """Turns question indices into tokenized, chunk-padded, packed tensors (runs in DataLoader workers)."""
 
     def __init__(self, data: BiEncoderData, tokenizer: PreTrainedTokenizerBase, settings: EncoderSettings,
                  sampling: SamplingConfig, q_len: int, p_len: int, q_chunk: int, p_chunk: int):
         self.data, self.tokenizer, self.settings, self.sampling = data, tokenizer, settings, sampling
         self.q_len, self.p_len, self.q_chunk, self.p_chunk = q_len, p_len, q_chunk, p_chunk
 
-    def __call__(self, indices: np.ndarray, epoch: int) -> dict:
-        s = self.sampling
-        questions, passages = [], []
+    def sample(self, indices: Sequence[int], epoch: int) -> list[int]:
+        """Passage indices of the questions in order, passages_per_question each (positive first)."""
+        s, out = self.sampling, []
         for i in indices:
-            rng = np.random.default_rng([s.seed, epoch, int(i)]) if s.shuffle else None
-            q, ps = self.data.sample(int(i), s.hard_negatives, s.other_negatives, rng)
-            questions.append(q)
-            passages.extend(ps)
+            positive, negatives = self.data.sample_indices(int(i), s.hard_negatives, s.other_negatives,
+                                                           s.rng(epoch, int(i)), s.shuffle_positive)
+            out += [positive, *negatives]
+        return out
+
+    def __call__(self, indices: np.ndarray, epoch: int, global_indices: np.ndarray | None = None,
+                 offset: int = 0) -> dict:
+        """This rank's questions `indices` (at position `offset` of the global batch `global_indices`; default: the
+        local batch is the global one). The false-negative mask covers the whole global batch, so every rank
+        computes the same one."""
+        global_indices = indices if global_indices is None else global_indices
+        global_passages = self.sample(global_indices, epoch)
+        ppq = self.sampling.passages_per_question
+        local = global_passages[offset * ppq : (offset + len(indices)) * ppq]
+        questions = [self.data.questions[int(i)] for i in indices]
+        passages = [self.data.passages[j] for j in local]
         pad = self.tokenizer.pad_token_id or 0
         q_ids = self.tokenizer(self.settings.prepare(questions, "query"), max_length=self.q_len, truncation=True)["input_ids"]
         p_ids = self.tokenizer(self.settings.prepare(passages, "passage"), max_length=self.p_len, truncation=True)["input_ids"]
         q_chunks, q_order = sorted_chunks(q_ids, self.q_chunk, pad)
         p_chunks, p_order = sorted_chunks(p_ids, self.p_chunk, pad)
-        return {"q_chunks": q_chunks, "p_chunks": p_chunks, "q_order": q_order, "p_order": p_order,
+        return {"q": pack_chunks(q_chunks), "p": pack_chunks(p_chunks), "q_order": q_order, "p_order": p_order,
+                "masked": false_negative_pairs(self.data, global_indices, global_passages, ppq),
                 "n_questions": len(questions)}
 
 
@@ -302,7 +398,9 @@ class EpochBatches(torch.utils.data.Dataset):
         return len(self.batches) - self.start
 
     def __getitem__(self, k: int) -> dict:
-        local = split_for_rank(self.batches[self.start + k], self.rank, self.world_size)
-        out = self.builder(local, self.epoch)
-        out["global_sizes"] = [len(x) for x in np.array_split(self.batches[self.start + k], self.world_size)]
+        batch = self.batches[self.start + k]
+        parts = [split_for_rank(batch, r, self.world_size) for r in range(self.world_size)]
+        offset = sum(len(x) for x in parts[: self.rank])
+        out = self.builder(parts[self.rank], self.epoch, batch, offset)
+        out["global_sizes"] = [len(x) for x in parts]
         return out

@@ -2,7 +2,7 @@
 torch.distributed ranks, per-epoch validation, checkpoints with exact resume, a JSON-lines log and a plot."""
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +22,9 @@ from dpr.encode import encode_texts
 from dpr.eval.average_rank import average_rank
 from dpr.models.encoder import Encoder
 from dpr.training import checkpoint as ckpt
-from dpr.training.data import BatchBuilder, BiEncoderData, EpochBatches, SamplingConfig, epoch_batches
+from dpr.training.config import TrainConfig
+from dpr.training.data import (BatchBuilder, BiEncoderData, EpochBatches, average_rank_pool, epoch_batches,
+                                unpack_chunks)
 from dpr.training.grad_cache import cached_step, full_step
 from dpr.training.loss import biencoder_nll, global_nll
 from dpr.utils.io import atomic_path, atomic_write, remove_stale_temps, write_json
@@ -31,7 +33,7 @@ from dpr.utils.precision import autocast
 logger = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 PLOT_FILE = "training_curves.png"
-BEST_FILE = "best_checkpoint.json"
+BEST_FILE = ckpt.BEST_FILE
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Progress:
     iteration: int = 0  # global batches done in `epoch`
     global_step: int = 0
     skipped_steps: int = 0
+    masked_negatives: int = 0  # false-negative score entries masked so far
     best: dict = field(default_factory=dict)  # {"metric", "value", "checkpoint"}
     log: list = field(default_factory=list)
 
@@ -88,9 +91,10 @@ def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, ep
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: 0 -> 1 over `warmup` steps, then 1 -> 0 at `total`."""
+    """LR multiplier of DPR's schedule: step / warmup during warmup (0 at step 0), then linear decay to 0 at
+    `total`."""
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        return step / warmup
     return max(0.0, (total - step) / max(1.0, total - warmup))
 
 
@@ -122,41 +126,41 @@ def _identity(x):
     return x
 
 
-def _to_device(chunks: list[dict], device: torch.device) -> list[dict]:
-    return [{k: v.to(device, non_blocking=True) for k, v in c.items()} for c in chunks]
+def _to_device(packed: dict[str, torch.Tensor], device: torch.device) -> list[dict]:
+    """Unpack a side's chunks (sliced here, in the main process) onto `device`."""
+    return [{k: v.to(device, non_blocking=True) for k, v in c.items()} for c in unpack_chunks(packed)]
 
 
 class Trainer:
-    def __init__(self, args: argparse.Namespace, q_encoder: Encoder, p_encoder: Encoder,
+    def __init__(self, config: TrainConfig, q_encoder: Encoder, p_encoder: Encoder,
                  tokenizer: PreTrainedTokenizerBase, train_data: BiEncoderData, dev_data: BiEncoderData | None,
-                 device: torch.device, amp_dtype: torch.dtype | None, dist_info: DistInfo, temperature: float):
-        self.args, self.q_encoder, self.p_encoder, self.tokenizer = args, q_encoder, p_encoder, tokenizer
-        self.train_data, self.dev_data, self.device, self.amp_dtype = train_data, dev_data, device, amp_dtype
-        self.dist, self.temperature = dist_info, temperature
-        self.output_dir = Path(args.output_dir)
+                 device: torch.device, dist_info: DistInfo):
+        self.config, self.q_encoder, self.p_encoder, self.tokenizer = config, q_encoder, p_encoder, tokenizer
+        self.train_data, self.dev_data, self.device, self.amp_dtype = train_data, dev_data, device, config.amp_dtype
+        self.dist, self.temperature = dist_info, config.temperature
+        c = config
+        self.output_dir = Path(c.output_dir)
         self.params = unique_parameters(q_encoder, p_encoder)
         if dist_info.world_size > 1:  # identical replicas even if loading left some weights randomly initialised
             with torch.no_grad():
                 for t in self.params + [b for m in (q_encoder, p_encoder) for b in m.buffers()]:
                     dist.broadcast(t.data, src=0)
-        self.optimizer = build_optimizer([q_encoder, p_encoder], args.learning_rate, args.weight_decay, args.adam_eps)
-        self.sampling = SamplingConfig(args.hard_negatives, args.other_negatives, True, args.seed)
+        self.optimizer = build_optimizer([q_encoder, p_encoder], c.learning_rate, c.weight_decay, c.adam_eps)
+        self.sampling = c.sampling
         self.batches_per_epoch = len(self._batches(0))
-        total = self.batches_per_epoch * args.num_train_epochs
+        total = self.batches_per_epoch * c.num_train_epochs
         self.total_steps = total
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, partial(linear_warmup_decay, warmup=args.warmup_steps, total=total))
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+            self.optimizer, partial(linear_warmup_decay, warmup=c.warmup_steps, total=total))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.progress = Progress()
-        local = math.ceil(args.batch_size / dist_info.world_size)
-        chunk_q = args.q_chunk_size if args.grad_cache else local
-        chunk_p = args.ctx_chunk_size if args.grad_cache else local * self.sampling.passages_per_question
+        chunk_q, chunk_p = c.chunk_sizes(dist_info.world_size)
         self.builder = BatchBuilder(train_data, tokenizer, q_encoder.settings, self.sampling,
-                                    args.q_sequence_length, args.p_sequence_length, chunk_q, chunk_p)
+                                    c.q_sequence_length, c.p_sequence_length, chunk_q, chunk_p)
 
     # ----- state -----
     def _batches(self, epoch: int) -> list[np.ndarray]:
-        batches = epoch_batches(len(self.train_data), self.args.batch_size, self.args.seed, epoch)
+        batches = epoch_batches(len(self.train_data), self.config.batch_size, self.config.seed, epoch)
         if len(batches[-1]) < self.dist.world_size:  # a rank would get no question
             batches = batches[:-1]
         return batches
@@ -170,18 +174,20 @@ class Trainer:
             all_rng = [rng]
         p = self.progress
         return {"epoch": p.epoch, "iteration": p.iteration, "global_step": p.global_step,
-                "skipped_steps": p.skipped_steps, "best": p.best, "log": p.log,
+                "skipped_steps": p.skipped_steps, "masked_negatives": p.masked_negatives, "best": p.best, "log": p.log,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": all_rng, "world_size": self.dist.world_size,
-                "args": dict(vars(self.args))}
+                "config": dataclasses.asdict(self.config)}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.progress = Progress(state["epoch"], state["iteration"], state["global_step"], state["skipped_steps"],
-                                 state["best"], list(state["log"]))
+        self.progress = Progress(epoch=state["epoch"], iteration=state["iteration"], global_step=state["global_step"],
+                                 skipped_steps=state["skipped_steps"],
+                                 masked_negatives=state.get("masked_negatives", 0), best=state["best"],
+                                 log=list(state["log"]))
         if state.get("world_size") == self.dist.world_size:
             ckpt.set_rng_state(state["rng"][self.dist.rank])
         else:
@@ -190,10 +196,12 @@ class Trainer:
                            self.dist.world_size)
         if self.progress.iteration >= self.batches_per_epoch:
             self.progress.epoch, self.progress.iteration = self.progress.epoch + 1, 0
-        for key in ("batch_size", "seed", "hard_negatives", "other_negatives", "grad_cache", "learning_rate"):
-            old = state["args"].get(key)
-            if old != getattr(self.args, key):
-                logger.warning("resuming with --%s %s (the checkpoint used %s)", key, getattr(self.args, key), old)
+        saved = state.get("config") or state.get("args") or {}  # "args": checkpoints written before TrainConfig
+        for key in ("batch_size", "seed", "hard_negatives", "other_negatives", "shuffle_positive_ctx", "grad_cache",
+                    "learning_rate"):
+            old = saved.get(key)
+            if old != getattr(self.config, key):
+                logger.warning("resuming with --%s %s (the checkpoint used %s)", key, getattr(self.config, key), old)
 
     # ----- one step -----
     def _amp(self):
@@ -201,16 +209,16 @@ class Trainer:
 
     def train_step(self, batch: dict) -> tuple[float, int, bool, float]:
         """Forward/backward/update for one global batch; returns (loss, correct, skipped, grad norm)."""
-        q_chunks = _to_device(batch["q_chunks"], self.device)
-        p_chunks = _to_device(batch["p_chunks"], self.device)
+        q_chunks = _to_device(batch["q"], self.device)
+        p_chunks = _to_device(batch["p"], self.device)
         loss_fn = partial(global_nll, passages_per_question=self.sampling.passages_per_question,
-                          temperature=self.temperature, q_sizes=batch["global_sizes"])
-        step = cached_step if self.args.grad_cache else full_step
+                          temperature=self.temperature, q_sizes=batch["global_sizes"], masked=batch["masked"])
+        step = cached_step if self.config.grad_cache else full_step
         loss, correct = step(self.q_encoder, self.p_encoder, q_chunks, p_chunks, loss_fn,
                              lambda l: self.scaler.scale(l).backward(), self._amp, batch["q_order"], batch["p_order"])
         sync_gradients(self.params)
         self.scaler.unscale_(self.optimizer)
-        max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
         if self.scaler.is_enabled():
             before = self.scaler.get_scale()
@@ -229,12 +237,13 @@ class Trainer:
     # ----- loop -----
     def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
         ds = EpochBatches(self.builder, self._batches(epoch), epoch, start, self.dist.rank, self.dist.world_size)
-        return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.args.num_workers,
-                                           collate_fn=_identity, generator=torch.Generator().manual_seed(self.args.seed),
-                                           prefetch_factor=2 if self.args.num_workers > 0 else None)
+        workers = self.config.num_workers
+        return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
+                                           collate_fn=_identity, generator=torch.Generator().manual_seed(self.config.seed),
+                                           prefetch_factor=2 if workers > 0 else None)
 
     def fit(self) -> dict:
-        a, p = self.args, self.progress
+        a, p = self.config, self.progress
         if self.dist.is_main:
             for name in (LOG_FILE, PLOT_FILE, BEST_FILE):  # temp files of a killed run
                 remove_stale_temps(self.output_dir / name)
@@ -243,9 +252,9 @@ class Trainer:
         if self.dist.is_main:
             logger.info("training: %d questions, %d global batches/epoch of %d questions (%d per rank x %d ranks), "
                         "%d passages per question, %d epochs, %d steps", len(self.train_data), self.batches_per_epoch,
-                        a.batch_size, math.ceil(a.batch_size / self.dist.world_size), self.dist.world_size,
+                        a.batch_size, a.per_rank_batch(self.dist.world_size), self.dist.world_size,
                         self.sampling.passages_per_question, a.num_train_epochs, self.total_steps)
-        bar = tqdm(total=self.total_steps, initial=p.global_step, disable=not self.dist.is_main or a.no_progress,
+        bar = tqdm(total=self.total_steps, initial=p.global_step, disable=not self.dist.is_main or not a.progress_bar,
                    unit="step", desc="train", dynamic_ncols=True)
         while p.epoch < a.num_train_epochs:
             epoch = p.epoch
@@ -257,18 +266,21 @@ class Trainer:
                 p.global_step += 1
                 p.skipped_steps += int(skipped)
                 n_q = sum(batch["global_sizes"])
+                masked = int(batch["masked"].shape[0])
+                p.masked_negatives += masked
                 seen += n_q
                 lr = self.scheduler.get_last_lr()[0]
                 rate = seen / max(time.time() - t0, 1e-9)
                 p.log.append({"type": "step", "epoch": epoch, "iteration": p.iteration, "step": p.global_step,
                               "loss": loss, "accuracy": correct / n_q, "lr": lr, "grad_norm": norm,
-                              "skipped": bool(skipped), "questions_per_s": rate})
+                              "skipped": bool(skipped), "masked_negatives": masked, "questions_per_s": rate})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", qps=f"{rate:.1f}")
                 if self.dist.is_main and (p.global_step % a.log_batch_step == 0):
-                    logger.info("epoch %d step %d/%d loss %.4f acc %.3f lr %.3e grad_norm %.3f skipped %d %.1f q/s",
-                                epoch, p.iteration, self.batches_per_epoch, loss, correct / n_q, lr, norm,
-                                p.skipped_steps, rate)
+                    logger.info("epoch %d step %d/%d loss %.4f acc %.3f lr %.3e grad_norm %.3f skipped %d masked "
+                                "false negatives %d (this step %d) %.1f q/s", epoch, p.iteration,
+                                self.batches_per_epoch, loss, correct / n_q, lr, norm, p.skipped_steps,
+                                p.masked_negatives, masked, rate)
                     self._write_log()
                 if a.save_every_steps and p.iteration % a.save_every_steps == 0 and p.iteration < self.batches_per_epoch:
                     self.save(epoch, p.iteration)
@@ -279,11 +291,12 @@ class Trainer:
         if self.dist.is_main:
             self._write_log()
             self.plot()
-            logger.info("done: %d steps, %d skipped (inf/nan); best %s", p.global_step, p.skipped_steps, p.best)
+            logger.info("done: %d steps, %d skipped (inf/nan), %d false-negative scores masked; best %s",
+                        p.global_step, p.skipped_steps, p.masked_negatives, p.best)
         return p.best
 
     def save(self, epoch: int, iteration: int) -> None:
-        path = ckpt.checkpoint_path(self.output_dir, epoch, iteration, self.args.checkpoint_file_name)
+        path = ckpt.checkpoint_path(self.output_dir, epoch, iteration, self.config.checkpoint_file_name)
         saved_epoch, saved_iter = self.progress.epoch, self.progress.iteration
         self.progress.epoch, self.progress.iteration = epoch, iteration
         state = self.state_dict()
@@ -299,10 +312,10 @@ class Trainer:
         if self.dev_data is None:
             return
         if self.dist.is_main:
-            use_rank = epoch >= self.args.val_av_rank_start_epoch
+            use_rank = epoch >= self.config.val_av_rank_start_epoch
             metric = "average_rank" if use_rank else "nll"
             value = self.validate_average_rank() if use_rank else self.validate_nll()
-            name = ckpt.checkpoint_path(self.output_dir, epoch, self.progress.iteration, self.args.checkpoint_file_name)
+            name = ckpt.checkpoint_path(self.output_dir, epoch, self.progress.iteration, self.config.checkpoint_file_name)
             record = {"type": "validation", "epoch": epoch, "step": self.progress.global_step, "metric": metric, **value}
             self.progress.log.append(record)
             best = self.progress.best
@@ -318,9 +331,10 @@ class Trainer:
 
     @torch.no_grad()
     def validate_nll(self) -> dict:
-        """In-batch NLL (and top-1 accuracy) on the dev file, batches of --dev_batch_size, first negatives."""
-        a = self.args
-        sampling = SamplingConfig(a.hard_negatives, a.other_negatives, False, a.seed)
+        """In-batch NLL (and top-1 accuracy) on the dev file, batches of --dev_batch_size, first negatives, with the
+        same false-negative masking as training."""
+        a = self.config
+        sampling = a.dev_sampling
         builder = BatchBuilder(self.dev_data, self.tokenizer, self.q_encoder.settings, sampling, a.q_sequence_length,
                                a.p_sequence_length, a.dev_batch_size, a.dev_batch_size * sampling.passages_per_question)
         self.q_encoder.eval()
@@ -330,9 +344,9 @@ class Trainer:
             for idx in epoch_batches(len(self.dev_data), a.dev_batch_size, a.seed, 0, shuffle=False):
                 batch = builder(idx, 0)
                 loss_fn = partial(biencoder_nll, passages_per_question=sampling.passages_per_question,
-                                  temperature=self.temperature)
-                loss, correct = full_step(self.q_encoder, self.p_encoder, _to_device(batch["q_chunks"], self.device),
-                                          _to_device(batch["p_chunks"], self.device), loss_fn, lambda l: None,
+                                  temperature=self.temperature, masked=batch["masked"])
+                loss, correct = full_step(self.q_encoder, self.p_encoder, _to_device(batch["q"], self.device),
+                                          _to_device(batch["p"], self.device), loss_fn, lambda l: None,
                                           self._amp, batch["q_order"], batch["p_order"])
                 total_loss += loss * len(idx)
                 total_correct += correct
@@ -343,21 +357,18 @@ class Trainer:
         return {"nll": total_loss / n, "accuracy": total_correct / n}
 
     def validate_average_rank(self) -> dict:
-        """DPR's average rank: each of up to --val_av_rank_max_qs dev questions ranked in the pooled passages."""
-        a = self.args
-        n_q = min(a.val_av_rank_max_qs, len(self.dev_data))
-        questions, passages, positive = [], [], []
-        for i in range(n_q):
-            q, ps = self.dev_data.sample(i, a.val_av_rank_hard_neg, a.val_av_rank_other_neg, None, fill=False)
-            questions.append(q)
-            positive.append(len(passages))
-            passages.extend(ps)
+        """DPR's average rank: each of up to --val_av_rank_max_qs dev questions ranked in the pooled passages
+        (de-duplicated by passage id or text; see dpr.eval.average_rank)."""
+        a = self.config
+        data = self.dev_data
+        n_q = min(a.val_av_rank_max_qs, len(data))
+        questions, pool, positive = average_rank_pool(data, n_q, a.val_av_rank_hard_neg, a.val_av_rank_other_neg)
         enc = partial(encode_texts, tokenizer=self.tokenizer, batch_size=a.val_av_rank_bsz, device=self.device,
                       amp_dtype=self.amp_dtype)
         q_vecs = enc(self.q_encoder, texts=questions, kind="query", max_length=a.q_sequence_length)
-        p_vecs = enc(self.p_encoder, texts=passages, kind="passage", max_length=a.p_sequence_length)
+        p_vecs = enc(self.p_encoder, texts=pool, kind="passage", max_length=a.p_sequence_length)
         return {"average_rank": average_rank(q_vecs, p_vecs, np.asarray(positive)), "questions": float(n_q),
-                "passages": float(len(passages))}
+                "passages": float(len(pool))}
 
     # ----- outputs -----
     def _write_log(self) -> None:

@@ -1,4 +1,4 @@
-"""Mixed precision choices: fp16 on CUDA, bf16 where the hardware runs it fast, fp32 otherwise."""
+"""The precision policy: fp16 on CUDA, bf16 where the CPU runs it fast, fp32 otherwise (`--precision auto`)."""
 from __future__ import annotations
 
 import contextlib
@@ -31,29 +31,38 @@ def _warn_once(msg: str) -> None:
         logger.warning(msg)
 
 
-def resolve_amp_dtype(device: torch.device | str, fp16: bool = False, bf16: bool = False) -> torch.dtype | None:
-    """The autocast dtype for these flags on this device, or None for fp32.
+PRECISION_MODES = ("auto", "fp16", "bf16", "fp32")
 
-    `--fp16` on a machine without CUDA falls back (one warning) to bf16 where the CPU runs it fast, else fp32,
-    so the seed's command runs anywhere.
+
+def resolve_amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for precision `mode` on `device`, or None for fp32. The one precision policy of every script.
+
+    auto: fp16 on CUDA, bf16 on a CPU that runs it fast (AMX/AVX512-BF16), fp32 otherwise. fp16/bf16/fp32 force one;
+    `fp16` on a machine without CUDA falls back (one warning) to bf16 where the CPU runs it fast, else fp32, so the
+    seed's `--fp16` command runs anywhere.
     """
+    if mode not in PRECISION_MODES:
+        raise ValueError(f"precision must be one of {PRECISION_MODES}, not {mode!r}")
     device = torch.device(device)
-    if fp16 and bf16:
-        raise ValueError("--fp16 and --bf16 are exclusive")
+    if mode == "fp32":
+        return None
     if device.type == "cuda":
-        if bf16 and not torch.cuda.is_bf16_supported():
+        if mode == "bf16" and not torch.cuda.is_bf16_supported():
             raise ValueError("--bf16 asked for, but this GPU does not support bf16; use --fp16")
-        return torch.float16 if fp16 else torch.bfloat16 if bf16 else None
-    if fp16 or bf16:
-        if cpu_has_fast_bf16():
-            if fp16:
-                _warn_once("--fp16 needs a CUDA GPU; none found, so using bf16 autocast on this CPU (AMX/AVX512-BF16).")
-            return torch.bfloat16
-        _warn_once(
-            f"--{'fp16' if fp16 else 'bf16'} asked for, but there is no CUDA GPU and this CPU has no fast bf16 "
-            "(AMX/AVX512-BF16): running in fp32."
-        )
+        return torch.bfloat16 if mode == "bf16" else torch.float16
+    if cpu_has_fast_bf16():
+        if mode == "fp16":
+            _warn_once("--fp16 needs a CUDA GPU; none found, so using bf16 autocast on this CPU (AMX/AVX512-BF16).")
+        return torch.bfloat16
+    if mode != "auto":
+        _warn_once(f"--{mode} asked for, but there is no CUDA GPU and this CPU has no fast bf16 "
+                   "(AMX/AVX512-BF16): running in fp32.")
     return None
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """'fp16', 'bf16' or 'fp32' for an autocast dtype (None = fp32), for logs and saved configs."""
+    return {torch.float16: "fp16", torch.bfloat16: "bf16", None: "fp32"}[dtype]
 
 
 def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextManager:

@@ -68,7 +68,7 @@ def test_training_unwritable(tmp_path, blocked, monkeypatch):
 
 
 def test_encoding_unwritable(tmp_path, blocked, monkeypatch, caplog):
-    monkeypatch.setattr(gen, "load_encoder_pair", _no_work)
+    monkeypatch.setattr(gen, "load_towers", _no_work)
     monkeypatch.setattr(gen, "count_passages", _no_work)
     assert gen.main(["--ctx_file", "p.tsv", "--out_file", str(blocked / "emb")]) == 2
     assert f"{blocked}: output directory is not writable" in caplog.text
@@ -79,7 +79,7 @@ def test_encoding_unwritable(tmp_path, blocked, monkeypatch, caplog):
                                   ["--mine_hard_negatives", "{d}/mined.json", "--ctx_file", "p.tsv"]])
 def test_retrieval_unwritable(blocked, monkeypatch, caplog, mode):
     monkeypatch.setattr(dense_retriever, "load_questions", _no_work)
-    monkeypatch.setattr(dense_retriever, "load_encoder_pair", _no_work)
+    monkeypatch.setattr(dense_retriever, "load_towers", _no_work)
     argv = ["--qa_file", "q.tsv", "--encoded_ctx_file", "e*.npy"] + [a.format(d=blocked) for a in mode]
     assert dense_retriever.main(argv) == 2
     assert f"{blocked}: output directory is not writable" in caplog.text

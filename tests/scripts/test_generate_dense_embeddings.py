@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
 
 def run(model, ctx, out, *extra):
     return gen.main(["--model_file", str(model), "--ctx_file", str(ctx), "--out_file", str(out),
-                     "--batch_size", "4", "--block_size", "5", "--p_sequence_length", "40", *extra])
+                     "--batch_size", "4", "--block_size", "5", "--p_sequence_length", "40", "--precision", "fp32", *extra])
 
 
 def test_shards_cover_the_file_in_order_with_passage_tower(setup, tmp_path):
@@ -93,3 +93,23 @@ def test_shard_id_out_of_range_is_rejected(setup):
     model, ctx, _ = setup
     with pytest.raises(SystemExit):
         run(model, ctx, "x", "--shard_id", "3", "--num_shards", "3")
+
+
+def test_precision_auto_follows_the_policy_and_fp32_forces_fp32(setup, tmp_path, monkeypatch):
+    """Default --precision auto takes bf16 on a fast-bf16 CPU; --precision fp32 (what an empty PRECISION= passes) is
+    exactly fp32."""
+    from dpr.utils import precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)  # auto -> bf16 autocast on this CPU
+    model, ctx, passages = setup
+    common = ["--model_file", str(model), "--ctx_file", str(ctx), "--batch_size", "4", "--p_sequence_length", "40"]
+    assert gen.main(common + ["--out_file", str(tmp_path / "auto")]) == 0
+    assert gen.main(common + ["--out_file", str(tmp_path / "fp32"), "--precision", "fp32"]) == 0
+    tower = Encoder.from_pretrained(model / "passage_encoder")
+    expected = encode_texts(tower, tiny_tokenizer(), [t for _, t in passages], "passage", 40)
+    fp32 = load_shard(tmp_path / "fp32_shard0.npy").vectors
+    auto = load_shard(tmp_path / "auto_shard0.npy").vectors
+    np.testing.assert_allclose(fp32, expected, atol=1e-5)
+    fp32_err, auto_err = np.abs(fp32 - expected).max(), np.abs(auto - expected).max()
+    assert auto_err > max(1e-6, 10 * fp32_err)  # bf16 autocast really ran for auto, not for fp32
+    np.testing.assert_allclose(auto, expected, atol=5e-2)

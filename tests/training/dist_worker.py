@@ -17,7 +17,7 @@ from dpr.training.data import chunked, split_for_rank  # noqa: E402
 from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import global_nll  # noqa: E402
 from dpr.training.trainer import sync_gradients, unique_parameters  # noqa: E402
-from test_distributed import PPQ, TEMPERATURE, batch, flat_grads, towers  # noqa: E402
+from test_distributed import MASK, PPQ, TEMPERATURE, batch, flat_grads, towers  # noqa: E402
 
 
 def main(model_dir: str, out: str) -> None:
@@ -30,7 +30,7 @@ def main(model_dir: str, out: str) -> None:
     sizes = [len(x) for x in np.array_split(np.arange(n), world)]
     q_local = [q_ids[i] for i in local]
     p_local = [p_ids[i * PPQ + k] for i in local for k in range(PPQ)]
-    loss_fn = partial(global_nll, passages_per_question=PPQ, temperature=TEMPERATURE, q_sizes=sizes)
+    loss_fn = partial(global_nll, passages_per_question=PPQ, temperature=TEMPERATURE, q_sizes=sizes, masked=MASK)
     results = {}
     for name, step, qc, pc in (("cached", cached_step, 2, 3), ("uncached", full_step, len(q_local), len(p_local))):
         q_enc, p_enc = towers(model_dir)

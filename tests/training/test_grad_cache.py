@@ -133,3 +133,38 @@ def test_vocab_is_real():
     tok = make_tokenizer()
     assert tok.convert_tokens_to_ids(CHARS[0]) == 5 and tok.unk_token_id == 1
     assert tok(CHARS[:3])["input_ids"] == [2, 5, 6, 7, 3]
+
+
+@pytest.mark.parametrize("by_length", [False, True])
+def test_masked_false_negatives_cached_equals_uncached_and_equals_the_column_removed(tiny_model_dir_no_dropout,
+                                                                                    by_length):
+    """Question 0's positive text reappears as question 4's hard negative (column 13): masked, the loss is the loss
+    without that column, and the cache still gives the uncached gradient."""
+    q_enc, p_enc = _towers(tiny_model_dir_no_dropout, torch.float64)
+    q_ids, p_ids = _batch()
+    p_ids = list(p_ids)
+    p_ids[4 * PPQ + 1] = p_ids[0]
+    masked = torch.tensor([[0, 4 * PPQ + 1], [4, 0]])  # and question 4 does not push away question 0's positive
+    losses, grads = {}, {}
+    for name, step, qc, pc in (("full", full_step, N_Q, N_Q * PPQ), ("cached", cached_step, 2, 4)):
+        q_enc.zero_grad(set_to_none=True)
+        p_enc.zero_grad(set_to_none=True)
+        loss_fn = partial(biencoder_nll, passages_per_question=PPQ, temperature=0.1, masked=masked)
+        if by_length:
+            (qch, qo), (pch, po) = sorted_chunks(q_ids, qc, 0), sorted_chunks(p_ids, pc, 0)
+        else:
+            qch, qo, pch, po = chunked(q_ids, qc, 0), None, chunked(p_ids, pc, 0), None
+        losses[name], _ = step(q_enc, p_enc, qch, pch, loss_fn, lambda loss: loss.backward(), _amp, qo, po)
+        grads[name] = torch.cat([prm.grad.reshape(-1) for m in (q_enc, p_enc) for prm in m.parameters()])
+    assert _rel_err(grads["cached"], grads["full"]) <= 1e-5
+    with torch.no_grad():
+        q = q_enc(**chunked(q_ids, N_Q, 0)[0])
+        p = p_enc(**chunked(p_ids, N_Q * PPQ, 0)[0])
+        scores = q @ p.T / 0.1
+        removed = 0.0
+        for i in range(N_Q):
+            cols = [j for j in range(N_Q * PPQ) if not ((i == 0 and j == 4 * PPQ + 1) or (i == 4 and j == 0))]
+            removed -= float(torch.log_softmax(scores[i, cols], 0)[cols.index(i * PPQ)])
+        unmasked = float(biencoder_nll(q, p, PPQ, 0.1)[0])
+    assert abs(losses["full"] - removed / N_Q) < 1e-6 and abs(losses["cached"] - removed / N_Q) < 1e-6  # fp32 pooling
+    assert abs(unmasked - removed / N_Q) > 1e-4

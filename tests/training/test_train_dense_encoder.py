@@ -31,11 +31,11 @@ def test_reference_command_flags_parse():
     assert (a.warmup_steps, a.batch_size, a.learning_rate, a.num_train_epochs) == (68, 1024, 3e-05, 8)
     assert (a.dev_batch_size, a.val_av_rank_start_epoch, a.val_av_rank_max_qs) == (16, 7, 1000)
     assert (a.q_chunk_size, a.ctx_chunk_size, a.log_batch_step, a.hard_negatives, a.other_negatives) == (512, 64, 20, 4, 0)
-    assert a.grad_cache and a.fp16 and a.do_lower_case and a.global_loss_buf_sz == 2097152
+    assert a.grad_cache and a.precision == "fp16" and a.do_lower_case and a.global_loss_buf_sz == 2097152
     assert a.pretrained_model_cfg == "/path/chinese-macbert-base" and a.encoder_model_type == "hf_bert"
     extra = build_parser().parse_args(shlex.split(REFERENCE) + shlex.split(
         "--shuffle_positive_ctx --val_av_rank_hard_neg 5 --val_av_rank_other_neg 6 --val_av_rank_bsz 7 "
-        "--model_file m --checkpoint_file_name ck --bf16 --pooling mean --similarity cosine --temperature 0.05 "
+        "--model_file m --checkpoint_file_name ck --pooling mean --similarity cosine --temperature 0.05 "
         "--shared_encoder --resume --gradient_checkpointing"))
     assert extra.shuffle_positive_ctx and extra.shared_encoder and extra.resume and extra.gradient_checkpointing
     assert (extra.val_av_rank_hard_neg, extra.val_av_rank_other_neg, extra.val_av_rank_bsz) == (5, 6, 7)
@@ -56,7 +56,7 @@ def _args(model_dir, train, dev, out, *extra) -> list[str]:
             "--q_chunk_size", "3", "--ctx_chunk_size", "5", "--hard_negatives", "1", "--other_negatives", "1",
             "--q_sequence_length", "16", "--p_sequence_length", "32", "--warmup_steps", "2",
             "--learning_rate", "1e-3", "--val_av_rank_start_epoch", "1", "--val_av_rank_hard_neg", "2",
-            "--dev_batch_size", "4", "--fp16", "--seed", "7", "--no_progress", "--log_batch_step", "2", *extra]
+            "--dev_batch_size", "4", *(() if "--precision" in extra else ("--fp16",)), "--seed", "7", "--no_progress", "--log_batch_step", "2", *extra]
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -118,11 +118,14 @@ def test_shared_encoder_writes_both_towers(tiny_model_dir, tiny_train_file, tiny
 def test_non_finite_step_is_skipped(tiny_model_dir, tiny_train_file, tmp_path):
     from dpr.training.data import BiEncoderData
     from dpr.training.trainer import DistInfo, Trainer
-    from train_dense_encoder import load_models
+    from train_dense_encoder import build_config, load_models
 
-    args = build_parser().parse_args(_args(tiny_model_dir, tiny_train_file, tiny_train_file, tmp_path, "--num_workers", "0"))
+    args = build_parser().parse_args(_args(tiny_model_dir, tiny_train_file, tiny_train_file, tmp_path, "--num_workers",
+                                           "0", "--precision", "fp32", "--temperature", "1",
+                                           "--warmup_steps", "0"))  # DPR's warmup: step 0 of a warmup has lr 0
     q, p, tok = load_models(args, None)
-    trainer = Trainer(args, q, p, tok, BiEncoderData(tiny_train_file), None, torch.device("cpu"), None, DistInfo(), 1.0)
+    config = build_config(args, q.settings.normalize, torch.device("cpu"))
+    trainer = Trainer(config, q, p, tok, BiEncoderData(tiny_train_file), None, torch.device("cpu"), DistInfo())
     batch = next(iter(trainer._loader(0, 0)))
     before = [t.detach().clone() for t in trainer.params]
     with torch.no_grad():
@@ -148,3 +151,83 @@ def test_freeze_embeddings_keeps_word_embeddings_and_trains_the_rest(tiny_model_
     assert torch.equal(after[f"question_encoder/{key}"], before[key])
     layer = next(k for k in before if k.endswith("attention.self.query.weight"))
     assert not torch.equal(after[f"question_encoder/{layer}"], before[layer])
+
+
+# ----- flag audit: every flag reaches the typed config / tower options / the script's own steps, or says it is a
+# no-op; and every config field is read by the library -----
+
+NO_EFFECT = "accepted for compatibility, no effect"
+NON_DEFAULT = {"--similarity": "cosine", "--pooling": "mean", "--precision": "fp32", "--checkpoint_file_name": "ck",
+               "--pretrained_model_cfg": "elsewhere", "--model_file": "m", "--dev_file": "d.json"}
+
+
+def _what_runs(argv: list[str]) -> tuple:
+    """Everything a parsed command line decides: TrainConfig, TowerOptions, and what main() reads itself."""
+    from train_dense_encoder import build_config, tower_options
+
+    a = build_parser().parse_args(argv)
+    return (build_config(a, normalize=False, device=torch.device("cuda")),  # a CUDA device resolves precision as-is
+            tower_options(a, a.model_file or a.pretrained_model_cfg),
+            (a.resume, a.model_file, a.gradient_checkpointing, a.freeze_embeddings, a.dist_timeout_minutes))
+
+
+def _flags():
+    for action in build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            yield action
+
+
+@pytest.mark.parametrize("action", list(_flags()), ids=lambda a: a.option_strings[0])
+def test_every_flag_changes_the_run_or_says_it_has_no_effect(action, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    base = ["--train_file", "t.json", "--output_dir", "o"]
+    flag = action.option_strings[0]
+    if flag in ("--fp16", "--bf16"):  # auto is fp16 on CUDA: compare with a forced fp32 run
+        base = base + ["--fp32"]
+        assert _what_runs(base[:-1] + [flag]) != _what_runs(base)
+        return
+    if action.nargs == 0:
+        changed = base + [flag]
+    elif action.choices:
+        changed = base + [flag, NON_DEFAULT.get(flag) or next(c for c in action.choices if c != action.default)]
+    elif flag in NON_DEFAULT:
+        changed = base + [flag, NON_DEFAULT[flag]]
+    elif flag in ("--train_file", "--output_dir"):
+        changed = ["--train_file", "other.json", "--output_dir", "o2"]
+    else:
+        changed = base + [flag, "7"]
+    if NO_EFFECT in (action.help or "").lower():
+        assert _what_runs(changed) == _what_runs(base), f"{flag} says it has no effect, but it changes the run"
+    else:
+        assert _what_runs(changed) != _what_runs(base), f"{flag} is parsed and goes nowhere"
+
+
+def test_every_config_field_is_read_by_the_library():
+    import ast
+    import dataclasses
+
+    from dpr.training.config import TrainConfig
+
+    root = Path(__file__).resolve().parents[2] / "dpr"
+    read = set()
+    for path in root.rglob("*.py"):
+        if path.name == "config.py" and path.parent.name == "training":
+            source = path.read_text(encoding="utf-8")
+            tree = ast.parse(source)
+            # derived properties read fields as self.x
+            read |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                     and n.value.id == "self"}
+            continue
+        read |= {n.attr for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.Attribute)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    # train_file/dev_file/max_*_questions are read by the script when it loads the data
+    script = (root.parent / "train_dense_encoder.py").read_text(encoding="utf-8")
+    read |= {n.attr for n in ast.walk(ast.parse(script)) if isinstance(n, ast.Attribute)
+             and isinstance(n.value, ast.Name) and n.value.id == "config"}
+    assert fields - read == set()
+
+
+def test_no_effect_flags_are_listed():
+    """The flags README's compatibility table lists for this script."""
+    noop = sorted(a.option_strings[0] for a in _flags() if NO_EFFECT in (a.help or "").lower())
+    assert noop == ["--encoder_model_type", "--global_loss_buf_sz"]
