@@ -23,6 +23,7 @@ from dpr.index.embeddings import shard_is_complete, shard_paths, write_ids
 from dpr.models.encoder import Encoder
 from dpr.models.loading import load_encoder_pair
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
+from dpr.options import settings_override
 from dpr.data.formats import passage_input
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, remove_stale_temps
 from dpr.utils.precision import default_device, resolve_amp_dtype
@@ -64,12 +65,10 @@ def count_passages(ctx_file: str) -> int:
 
 
 def load_passage_encoder(args: argparse.Namespace) -> tuple[Encoder, object]:
-    """The passage tower and tokenizer, with --pooling / --do_lower_case applied on top of the stored settings."""
+    """The passage tower and tokenizer, with --pooling / --do_lower_case / --*_prefix applied on top of the stored
+    settings."""
     _, encoder, tokenizer = load_encoder_pair(args.model_file or args.pretrained_model_cfg)
-    if args.pooling:
-        encoder.settings.pooling = args.pooling
-    if args.do_lower_case:
-        encoder.settings.lowercase = True
+    settings_override(args).apply(encoder.settings)
     return encoder, tokenizer
 
 

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from dpr.models.encoder import Encoder
 from dpr.models.loading import load_encoder_pair
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
+from dpr.options import settings_override
 from dpr.training import checkpoint as ckpt
 from dpr.training.data import BiEncoderData
 from dpr.training.trainer import DistInfo, Trainer, enable_gradient_checkpointing
@@ -137,10 +138,7 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
         p = copy.deepcopy(q)
     for enc in {id(q): q, id(p): p}.values():
         s = enc.settings
-        if args.pooling:
-            s.pooling = args.pooling
-        if args.do_lower_case:
-            s.lowercase = True
+        settings_override(args).apply(s)
         if args.similarity:
             s.normalize = args.similarity == "cosine"
         if args.gradient_checkpointing:

