@@ -6,7 +6,9 @@ Outputs (each written atomically):
                     seed's --out_file_or_path) gets top{n_docs}_res.json inside it
   --rerank_file     JSON lines {question_id, question, passages: [{rank, passage_id, score, text, title}]}
                     (default: beside the submission, *.rerank.jsonl; texts need --ctx_file)
-  --metrics_file    MRR@10, recall@1, recall@50 from the official evaluator (default: *.metrics.json)
+  --metrics_file    MRR@10, recall@1, recall@50 from the official evaluator (default: *.metrics.json), and apart
+                    from them under "extra": nDCG@10 and recall@100 (null unless --n_docs >= 100)
+  --trec_file       optional TREC run file `qid Q0 pid rank score tag` for ranx / pytrec_eval / trec_eval
   --mine_hard_negatives OUT   a copy of the DPR training file --qa_file whose hard_negative_ctxs are the retrieved
                     non-positives after the first --skip_top ranks
 """
@@ -33,7 +35,7 @@ from dpr.options import add_length_args, add_model_args, add_precision_args, pos
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
 from dpr.retrieval.query_cache import load_question_vectors, save_question_vectors
-from dpr.retrieval.results import Retrieved, write_rerank_file, write_submission
+from dpr.retrieval.results import Retrieved, write_rerank_file, write_submission, write_trec_file
 from dpr.utils.io import InputError, check_writable_dir, write_json
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
@@ -56,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Submission JSON {qid: [pids]}; a directory gets top{n_docs}_res.json inside it.")
     g.add_argument("--rerank_file", default=None, help="Default: the submission path with .rerank.jsonl.")
     g.add_argument("--metrics_file", default=None, help="Default: the submission path with .metrics.json.")
+    g.add_argument("--trec_file", default=None,
+                   help="Also write a TREC run file (qid Q0 pid rank score tag), e.g. for ranx or trec_eval.")
+    g.add_argument("--trec_tag", default="dureader-dpr", help="The run tag (last column) of --trec_file.")
     g.add_argument("--n_docs", "--n-docs", dest="n_docs", type=positive_int, default=50,
                    help="Passages kept per question (the official metric reads the top 50).")
     g.add_argument("--batch_size", type=positive_int, default=128, help="Questions per forward pass.")
@@ -116,6 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--out_file is required (unless --encode_q_and_save or --mine_hard_negatives)")
     if args.skip_top < 0:
         p.error("--skip_top must be >= 0")
+    if not args.trec_tag or any(c.isspace() for c in args.trec_tag):
+        p.error("--trec_tag must be one word (no spaces)")
     return args
 
 
@@ -149,7 +156,8 @@ def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]
         logger.info("question vectors from %s", args.q_encoding_path)
         return load_question_vectors(args.q_encoding_path, qids)
     towers = load_towers(TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
-                                      lowercase=args.do_lower_case), need="question")
+                                      lowercase=args.do_lower_case, query_prefix=args.query_prefix,
+                                      passage_prefix=args.passage_prefix), need="question")
     q_encoder, tokenizer = towers.question, towers.tokenizer
     device = default_device()
     q_encoder.to(device)
@@ -187,15 +195,19 @@ def retrieve(shards: list[Shard], questions: list[tuple[str, str, list[str] | No
     return results
 
 
-def report_metrics(questions, results: list[Retrieved], path: Path) -> dict | None:
-    """Official metrics over the labelled questions (printed and saved), or None when none has labels."""
+def report_metrics(questions, results: list[Retrieved], path: Path, n_docs: int) -> dict | None:
+    """Official metrics over the labelled questions, plus nDCG@10 / recall@100 under "extra" (printed and saved),
+    or None when none has labels."""
     from dpr.eval.dureader import evaluate
+    from dpr.eval.ranking import extra_metrics
 
     reference = {qid: set(gold) for qid, _, gold in questions if gold}
     if not reference:
         logger.info("the questions carry no labels: no metrics")
         return None
-    metrics = evaluate(reference, {r.qid: r.pids for r in results if r.qid in reference})
+    predictions = {r.qid: r.pids for r in results if r.qid in reference}
+    metrics = evaluate(reference, predictions)
+    metrics["extra"] = extra_metrics(reference, predictions, n_docs)
     write_json(path, metrics)
     print(json.dumps(metrics, ensure_ascii=False, indent=2))
     logger.info("metrics written to %s", path)
@@ -208,7 +220,8 @@ def output_dirs(args: argparse.Namespace) -> set[Path]:
         return {Path(args.q_encoding_path).parent}
     if args.mine_hard_negatives:
         return {Path(args.mine_hard_negatives).parent}
-    return {p.parent for p in output_paths(args)}
+    dirs = {p.parent for p in output_paths(args)}
+    return dirs | {Path(args.trec_file).parent} if args.trec_file else dirs
 
 
 def run(args: argparse.Namespace) -> None:
@@ -240,7 +253,10 @@ def run(args: argparse.Namespace) -> None:
     write_submission(submission, results)
     write_rerank_file(rerank, results, passages)
     logger.info("wrote %s and %s", submission, rerank)
-    report_metrics(questions, results, metrics)
+    if args.trec_file:
+        write_trec_file(args.trec_file, results, args.trec_tag)
+        logger.info("wrote the TREC run file %s", args.trec_file)
+    report_metrics(questions, results, metrics, args.n_docs)
 
 
 def _check_found(ctx_file: str, passages: dict, results: list[Retrieved]) -> None:

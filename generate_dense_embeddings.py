@@ -66,7 +66,8 @@ def count_passages(ctx_file: str) -> int:
 def load_passage_encoder(args: argparse.Namespace) -> tuple[Encoder, object]:
     """The passage tower (only) and tokenizer, with --pooling / --do_lower_case applied on top of the stored settings."""
     towers = load_towers(TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
-                                      lowercase=args.do_lower_case), need="passage")
+                                      lowercase=args.do_lower_case, query_prefix=args.query_prefix,
+                                      passage_prefix=args.passage_prefix), need="passage")
     return towers.passage, towers.tokenizer
 
 

@@ -137,7 +137,7 @@ def init_distributed(timeout_minutes: float = 30.0) -> tuple[DistInfo, torch.dev
 def tower_options(args: argparse.Namespace, source: str) -> TowerOptions:
     return TowerOptions(source=source, pooling=args.pooling, lowercase=args.do_lower_case,
                         normalize=None if args.similarity is None else args.similarity == "cosine",
-                        shared=args.shared_encoder)
+                        shared=args.shared_encoder, query_prefix=args.query_prefix, passage_prefix=args.passage_prefix)
 
 
 def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Encoder, Encoder, object]:

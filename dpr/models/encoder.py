@@ -1,8 +1,8 @@
 """One tower of the bi-encoder: any HF AutoModel plus pooling, optional L2 normalisation and text prefixes.
 
 The settings travel with every checkpoint in `dpr_encoder.json`, so encoding and retrieval always do what
-training did. `save_pretrained` also writes sentence-transformers module files, so that library loads the same
-pooling and normalisation.
+training did. `save_pretrained` also writes sentence-transformers module files (dpr.models.sentence_transformers_dir),
+so that library encodes as we do; a sentence-transformers directory a user brings loads with its own settings.
 """
 from __future__ import annotations
 
@@ -23,28 +23,29 @@ from dpr.utils.io import InputError, atomic_write
 
 SETTINGS_FILE = "dpr_encoder.json"
 Kind = Literal["query", "passage"]
+POOLING_MODES = ("cls", "mean", "max", "lasttoken")
 
 
 @dataclass
 class EncoderSettings:
     """How a tower turns token states into one vector, and how texts are prepared for it."""
 
-    pooling: Literal["cls", "mean"] = "cls"
+    pooling: Literal["cls", "mean", "max", "lasttoken"] = "cls"
     normalize: bool = False
     query_prefix: str = ""
     passage_prefix: str = ""
     lowercase: bool = False
 
     def __post_init__(self) -> None:
-        if self.pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', not {self.pooling!r}")
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, not {self.pooling!r}")
 
     def prepare(self, texts: list[str], kind: Kind) -> list[str]:
-        """Apply lowercasing and the query/passage prefix."""
+        """Prefix with the query/passage prefix, then lowercase the whole text when asked (as sentence-transformers'
+        do_lower_case does, prompt included)."""
         prefix = self.query_prefix if kind == "query" else self.passage_prefix
-        if self.lowercase:
-            texts = [t.lower() for t in texts]
-        return [prefix + t for t in texts] if prefix else list(texts)
+        texts = [prefix + t for t in texts] if prefix else list(texts)
+        return [t.lower() for t in texts] if self.lowercase else texts
 
     def save(self, directory: str | os.PathLike) -> None:
         with atomic_write(Path(directory) / SETTINGS_FILE) as f:
@@ -67,16 +68,46 @@ class EncoderSettings:
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, settings: EncoderSettings) -> torch.Tensor:
     """Pool [B, T, H] token states to [B, H] (fp32), then L2-normalise when asked."""
     hidden = hidden.float()
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     if settings.pooling == "cls":
         out = hidden[:, 0]
-    else:
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    elif settings.pooling == "mean":
         out = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    elif settings.pooling == "max":
+        out = hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(1).values
+    else:  # lasttoken: the last real token, whichever side the padding is on
+        last = attention_mask.shape[1] - 1 - attention_mask.flip(1).argmax(1)
+        out = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     return F.normalize(out, dim=-1) if settings.normalize else out
 
 
+def _has_pooler_weights(path: str) -> bool:
+    """Whether the safetensors weights in `path` hold a pooler (False when unknown, e.g. a .bin file)."""
+    directory = Path(path)
+    if (directory / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(directory / "model.safetensors"), "pt") as f:
+            keys = list(f.keys())
+    elif (directory / "model.safetensors.index.json").is_file():
+        try:
+            keys = list(json.loads((directory / "model.safetensors.index.json").read_text())["weight_map"])
+        except (ValueError, KeyError, TypeError):
+            return False
+    else:
+        return False
+    return any(".pooler." in f".{k}" for k in keys)
+
+
 def _load_backbone(path: str, **kwargs) -> PreTrainedModel:
+    """The HF model without its (unused) pooler, loaded so that transformers reports no missing or unexpected
+    pooler weights: checkpoints that carry one load it and drop it."""
     try:
+        if _has_pooler_weights(path):
+            model = AutoModel.from_pretrained(path, **kwargs)
+            if getattr(model, "pooler", None) is not None:
+                model.pooler = None
+            return model
         try:
             return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
         except TypeError:  # architectures without an optional pooler
@@ -112,46 +143,51 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, settings: EncoderSettings | None = None, **kwargs) -> "Encoder":
-        """Load from an HF directory; settings: explicit > stored in the directory > defaults (cls pooling)."""
-        path = str(path)
-        settings = settings or EncoderSettings.load(path) or EncoderSettings()
-        return cls(_load_backbone(path, **kwargs), settings).eval()
+        """Load from an HF or sentence-transformers directory; settings: explicit > stored in the directory
+        (dpr_encoder.json) > its sentence-transformers modules > defaults (cls pooling)."""
+        from dpr.models import sentence_transformers_dir as st
 
-    def save_pretrained(self, directory: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
-        """Write a standard HF directory (+ tokenizer, settings, sentence-transformers modules)."""
+        path = str(path)
+        settings = settings or EncoderSettings.load(path) or st.read_settings(path) or EncoderSettings()
+        return cls(_load_backbone(str(st.transformer_dir(path)), **kwargs), settings).eval()
+
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None,
+                        max_length: int | None = None) -> None:
+        """Write a standard HF directory (+ tokenizer, settings, sentence-transformers modules truncating at
+        max_length, the length this tower was trained with)."""
+        from dpr.models.sentence_transformers_dir import write_sentence_transformers_files
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        state.update(placeholder_pooler(self.model))
         self.model.save_pretrained(directory, state_dict=state)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
         self.settings.save(directory)
-        write_sentence_transformers_files(directory, self.hidden_size, self.settings)
+        write_sentence_transformers_files(directory, self.hidden_size, self.settings, max_length)
 
 
-def write_sentence_transformers_files(directory: Path, dim: int, settings: EncoderSettings) -> None:
-    """modules.json + pooling config, so `SentenceTransformer(directory)` pools and normalises as we do."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if settings.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (directory / "2_Normalize").mkdir(exist_ok=True)
-    pooling = {"word_embedding_dimension": dim, "pooling_mode_cls_token": settings.pooling == "cls",
-               "pooling_mode_mean_tokens": settings.pooling == "mean"}
-    (directory / "1_Pooling").mkdir(exist_ok=True)
-    with atomic_write(directory / "1_Pooling" / "config.json") as f:
-        json.dump(pooling, f, indent=2)
-    with atomic_write(directory / "modules.json") as f:
-        json.dump(modules, f, indent=2)
-    prompts = {"query": settings.query_prefix, "passage": settings.passage_prefix}
-    with atomic_write(directory / "config_sentence_transformers.json") as f:
-        json.dump({"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine" if settings.normalize else "dot"}, f, indent=2, ensure_ascii=False)
+def placeholder_pooler(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """Pooler weights for a backbone loaded without its pooler (identity matrices, zero vectors), so that plain
+    transformers and sentence-transformers load the saved directory without a "pooler ... MISSING, newly
+    initialized" report. We never use the pooler (pooling reads the last hidden states); {} when not applicable."""
+    if getattr(model, "pooler", 0) is not None:  # has a pooler already, or an architecture without one
+        return {}
+    try:
+        with torch.device("meta"):
+            shapes = {k: v.shape for k, v in type(model)(model.config).pooler.state_dict().items()}
+    except Exception:  # an architecture whose constructor differs: save what it has
+        return {}
+    return {f"pooler.{k}": torch.eye(s[0]) if len(s) == 2 and s[0] == s[1] else torch.zeros(s)
+            for k, s in shapes.items()}
 
 
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(str(path))
+    """The tokenizer of an HF directory (or of a sentence-transformers directory's Transformer module)."""
+    from dpr.models.sentence_transformers_dir import transformer_dir
+
+    return AutoTokenizer.from_pretrained(str(transformer_dir(path)))
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:

@@ -32,6 +32,8 @@ class TowerOptions:
     lowercase: bool = False  # lowercase texts before tokenization (on top of the stored setting)
     normalize: bool | None = None  # override L2 normalisation (training's --similarity)
     shared: bool = False  # one module for both towers (training's --shared_encoder)
+    query_prefix: str | None = None  # override the stored query prefix ('' for none)
+    passage_prefix: str | None = None  # override the stored passage prefix ('' for none)
 
 
 @dataclass
@@ -110,7 +112,7 @@ def load_towers(options: TowerOptions, need: Need = "both") -> Towers:
 
 
 def apply_options(encoder: Encoder, options: TowerOptions) -> None:
-    """Overrides of the stored settings: pooling, lowercasing, normalisation."""
+    """Overrides of the stored settings: pooling, lowercasing, normalisation, prefixes."""
     s = encoder.settings
     if options.pooling:
         s.pooling = options.pooling
@@ -118,6 +120,10 @@ def apply_options(encoder: Encoder, options: TowerOptions) -> None:
         s.lowercase = True
     if options.normalize is not None:
         s.normalize = options.normalize
+    if options.query_prefix is not None:
+        s.query_prefix = options.query_prefix
+    if options.passage_prefix is not None:
+        s.passage_prefix = options.passage_prefix
 
 
 def load_encoder_pair(

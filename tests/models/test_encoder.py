@@ -16,8 +16,10 @@ def test_prepare_prefixes_and_lowercase():
     assert s.prepare(["ABC 我们"], "query") == ["query: abc 我们"]
     assert s.prepare(["X"], "passage") == ["passage: x"]
     assert EncoderSettings().prepare(["Keep"], "query") == ["Keep"]
+    # the prefix is lowercased too, as sentence-transformers' do_lower_case does with its prompt
+    assert EncoderSettings(query_prefix="Q: ", lowercase=True).prepare(["A"], "query") == ["q: a"]
     with pytest.raises(ValueError, match="pooling"):
-        EncoderSettings(pooling="max")
+        EncoderSettings(pooling="weightedmean")
 
 
 def test_settings_round_trip_and_bad_file(tmp_path):
@@ -25,7 +27,7 @@ def test_settings_round_trip_and_bad_file(tmp_path):
     s = EncoderSettings(pooling="mean", normalize=True, query_prefix="问：")
     s.save(tmp_path)
     assert EncoderSettings.load(tmp_path) == s
-    (tmp_path / SETTINGS_FILE).write_text('{"pooling": "max"}')
+    (tmp_path / SETTINGS_FILE).write_text('{"pooling": "weightedmean"}')
     with pytest.raises(InputError, match=SETTINGS_FILE):
         EncoderSettings.load(tmp_path)
 
@@ -38,6 +40,11 @@ def test_pool():
     normed = pool(hidden, mask, EncoderSettings(pooling="mean", normalize=True))
     torch.testing.assert_close(normed, torch.tensor([[2.0, 2.0]]) / 8 ** 0.5)
     assert pool(hidden.half(), mask, EncoderSettings()).dtype == torch.float32
+    assert torch.equal(pool(hidden, mask, EncoderSettings(pooling="max")), torch.tensor([[3.0, 4.0]]))
+    assert torch.equal(pool(hidden, mask, EncoderSettings(pooling="lasttoken")), torch.tensor([[3.0, 4.0]]))
+    left_padded = torch.tensor([[[100.0, 100.0], [1.0, 0.0], [3.0, 5.0]]])
+    assert torch.equal(pool(left_padded, torch.tensor([[0, 1, 1]]), EncoderSettings(pooling="lasttoken")),
+                       torch.tensor([[3.0, 5.0]]))
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -65,10 +72,10 @@ def test_sentence_transformers_files(tmp_path):
     modules = json.loads((path / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
     pooling = json.loads((path / "1_Pooling" / "config.json").read_text())
-    assert pooling == {"word_embedding_dimension": 32, "pooling_mode_cls_token": False,
-                       "pooling_mode_mean_tokens": True}
+    assert {k for k, v in pooling.items() if v is True} == {"pooling_mode_mean_tokens", "include_prompt"}
+    assert pooling["word_embedding_dimension"] == 32
     st = json.loads((path / "config_sentence_transformers.json").read_text())
-    assert st["prompts"] == {"query": "query: ", "passage": ""} and st["similarity_fn_name"] == "cosine"
+    assert st["prompts"] == {"query": "query: ", "passage": "", "document": ""} and st["similarity_fn_name"] == "cosine"
     plain = make_bert_dir(tmp_path / "plain")
     assert not (plain / "2_Normalize").exists()
     assert json.loads((plain / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == "dot"

@@ -74,8 +74,25 @@ def test_submission_rerank_and_metrics_end_to_end(world, tmp_path, capsys):
     assert metrics["recall@1"] == pytest.approx(sum(k == 1 for k in ranks) / 6)
     assert metrics["MRR@10"] == pytest.approx(sum(1 / k for k in ranks if k) / 6)
     assert metrics["recall@50"] == pytest.approx(sum(k is not None for k in ranks) / 6)
+    extra = metrics.pop("extra")  # the official keys stay exactly as the official evaluator writes them
     assert metrics == evaluate({f"q{n}": {g} for n, g in enumerate(gold)}, sub)
+    assert extra["nDCG@10"] == pytest.approx(sum(1 / np.log2(k + 1) for k in ranks if k) / 6)
+    assert extra["recall@100"] is None and "--n_docs 100" in extra["note"]  # only N_DOCS were retrieved
     assert '"MRR@10"' in capsys.readouterr().out
+
+
+def test_trec_run_file_matches_the_submission(world, tmp_path):
+    assert retrieve(world, tmp_path / "res.json", "--trec_file", str(tmp_path / "run.trec"), "--trec_tag", "t1") == 0
+    ranking, scores = expected_ranking(world)
+    rows = [line.split() for line in (tmp_path / "run.trec").read_text().splitlines()]
+    assert len(rows) == 6 * N_DOCS and all(len(r) == 6 and r[1] == "Q0" and r[5] == "t1" for r in rows)
+    for n, (pids, exp) in enumerate(zip(ranking, scores)):
+        mine = [r for r in rows if r[0] == f"q{n}"]
+        assert [r[2] for r in mine] == pids and [int(r[3]) for r in mine] == list(range(1, N_DOCS + 1))
+        np.testing.assert_allclose([float(r[4]) for r in mine], exp, atol=1e-4)
+    assert not list(tmp_path.glob("*.trec.tmp*"))
+    with pytest.raises(SystemExit):
+        dr.parse_args(["--qa_file", "x", "--encoded_ctx_file", "e", "--out_file", "o", "--trec_tag", "a b"])
 
 
 def test_windowed_search_writes_the_same_submission(world, tmp_path):

@@ -265,7 +265,8 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, settings=None
     from safetensors.numpy import save_file
     from transformers import XLMRobertaConfig
 
-    from dpr.models.encoder import EncoderSettings, write_sentence_transformers_files
+    from dpr.models.encoder import EncoderSettings
+    from dpr.models.sentence_transformers_dir import write_sentence_transformers_files
     from dpr.utils.io import atomic_path
 
     out_dir = Path(out_dir)
@@ -274,10 +275,13 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, settings=None
     config = XLMRobertaConfig(architectures=["XLMRobertaModel"], **xlmr_config_dict(f))
     config.save_pretrained(out_dir)
     with atomic_path(out_dir / "model.safetensors") as tmp:
-        save_file(xlmr_state_dict(f), str(tmp), metadata={"format": "pt"})
+        # + an identity pooler (unused; so transformers reports no missing pooler when it loads the directory)
+        pooler = {"pooler.dense.weight": np.eye(f.hidden, dtype=np.float32),
+                  "pooler.dense.bias": np.zeros(f.hidden, dtype=np.float32)}
+        save_file({**xlmr_state_dict(f), **pooler}, str(tmp), metadata={"format": "pt"})
     build_tokenizer(f, model_max_length=f.max_positions).save_pretrained(out_dir)
     settings = settings or EncoderSettings(pooling="mean", normalize=True, query_prefix="query: ",
                                            passage_prefix="passage: ")
     settings.save(out_dir)
-    write_sentence_transformers_files(out_dir, f.hidden, settings)
+    write_sentence_transformers_files(out_dir, f.hidden, settings, max_length=f.max_positions)
     return out_dir
