@@ -303,7 +303,7 @@ class Trainer:
         self.progress.epoch, self.progress.iteration = saved_epoch, saved_iter
         if self.dist.is_main:
             ckpt.save_checkpoint(path, self.q_encoder, self.p_encoder, self.tokenizer, state,
-                                 self.args.q_sequence_length, self.args.p_sequence_length)
+                                 self.config.q_sequence_length, self.config.p_sequence_length)
             self._write_log()
             logger.info("saved checkpoint %s", path)
         self.dist.barrier()

@@ -216,5 +216,5 @@ def test_prefix_flags_override_the_stored_prompts(tmp_path):
     for flags, expected in (([], model.encode_document(PASSAGES)),
                             (["--passage_prefix", ""], model.encode(PASSAGES, prompt=""))):
         out = tmp_path / f"emb{len(flags)}"
-        assert gen.main(["--model_file", str(path), "--ctx_file", str(ctx), "--out_file", str(out), *flags]) == 0
+        assert gen.main(["--model_file", str(path), "--ctx_file", str(ctx), "--out_file", str(out), "--fp32", *flags]) == 0
         np.testing.assert_allclose(load_shard(f"{out}_shard0").vectors, expected, atol=2e-6)
