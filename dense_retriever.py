@@ -24,13 +24,15 @@ import numpy as np
 from dpr.data.cleaning import clean_text
 from dpr.data.formats import read_dpr_json, read_questions
 from dpr.encode import encode_texts
-from dpr.index.embeddings import Shard, open_shards
+from dpr.index.embeddings import Shard, expand_shards, open_shards
 from dpr.index.faiss_index import INDEX_TYPES, IndexBuildError, IndexSpec, gpu_available
 from dpr.index.search import search_shards
 from dpr.models.loading import load_encoder_pair
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
+from dpr.index.records import FORMAT, check_pairing, describe_model, read_record, settings_dict
+from dpr.models.fingerprint import model_fingerprint
 from dpr.retrieval.query_cache import load_question_vectors, save_question_vectors
 from dpr.retrieval.results import Retrieved, write_rerank_file, write_submission
 from dpr.utils.io import InputError, check_writable_dir, write_json
@@ -71,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--encode_q_and_save", action="store_true",
                    help="Encode the questions, save them to --q_encoding_path and stop.")
     g.add_argument("--re_encode_q", action="store_true", help="Encode even if --q_encoding_path exists.")
+    g.add_argument("--allow_mismatched_vectors", action="store_true",
+                   help="Search passage vectors even when their record (.meta.json) says another model made them "
+                        "than the question tower (or the saved question vectors), or has no record: a warning "
+                        "instead of an error.")
 
     g = p.add_argument_group("index (inner product everywhere)")
     g.add_argument("--index_type", choices=INDEX_TYPES, default="flat",
@@ -138,10 +144,48 @@ def load_questions(args: argparse.Namespace) -> tuple[list[tuple[str, str, list[
     return questions, entries
 
 
+def use_saved_questions(args: argparse.Namespace) -> bool:
+    """True when the question vectors come from --q_encoding_path (the model is not loaded)."""
+    return bool(args.q_encoding_path and Path(args.q_encoding_path).is_file() and not args.re_encode_q
+                and not args.encode_q_and_save)
+
+
+def model_side(args: argparse.Namespace) -> dict:
+    """The question tower's model fingerprint, record-shaped (for pairing and for saved question vectors)."""
+    model = str(args.model_file or args.pretrained_model_cfg)
+    fp = model_fingerprint(model)
+    if fp is None:
+        raise InputError(model, "the model's files are not on this disk: cannot check which vectors it pairs with")
+    return {"model": {"question_tower": fp.question_tower, "passage_tower": fp.passage_tower,
+                      "tokenizer": fp.tokenizer}, "info": {"model": model}}
+
+
+def question_record(args: argparse.Namespace, settings) -> dict:
+    """The record saved beside --q_encoding_path: the model, the question side's settings and length cap."""
+    side = model_side(args)
+    return {"format": FORMAT, "kind": "question_vectors", "model": side["model"],
+            "settings": settings_dict(settings, "query"), "max_length": args.q_sequence_length, "dtype": "float32",
+            "info": {**side["info"], "questions": str(args.qa_file)}}
+
+
+def check_passage_vectors(args: argparse.Namespace, paths: list[Path]) -> None:
+    """Stop unless the passage vectors' records pair with the question side (the loaded model or the saved
+    question vectors), unless --allow_mismatched_vectors."""
+    if use_saved_questions(args):
+        side = read_record(args.q_encoding_path)
+        label = (f"the saved question vectors {args.q_encoding_path} made by {describe_model(side)}" if side else
+                 f"the saved question vectors {args.q_encoding_path}, which have no record (re-encode them with "
+                 f"--re_encode_q)")
+    else:
+        side = model_side(args)
+        label = f"the question tower of {describe_model(side)}"
+    check_pairing([(p, read_record(p)) for p in paths], side and side.get("model"), label,
+                  args.allow_mismatched_vectors)
+
+
 def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]) -> np.ndarray:
     """Load them from --q_encoding_path, or encode with the question tower (and save with --encode_q_and_save)."""
-    cached = args.q_encoding_path and Path(args.q_encoding_path).is_file()
-    if cached and not args.re_encode_q:
+    if use_saved_questions(args):
         logger.info("question vectors from %s", args.q_encoding_path)
         return load_question_vectors(args.q_encoding_path, qids)
     q_encoder, _, tokenizer = load_encoder_pair(args.model_file or args.pretrained_model_cfg)
@@ -156,7 +200,7 @@ def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]
                            resolve_amp_dtype(device, args.fp16, args.bf16), progress=True)
     logger.info("encoded %d questions in %.1fs", len(texts), time.time() - t0)
     if args.encode_q_and_save:
-        save_question_vectors(args.q_encoding_path, qids, vectors)
+        save_question_vectors(args.q_encoding_path, qids, vectors, question_record(args, q_encoder.settings))
         logger.info("saved question vectors to %s", args.q_encoding_path)
     return vectors
 
@@ -214,9 +258,14 @@ def run(args: argparse.Namespace) -> None:
         check_writable_dir(d)
     questions, entries = load_questions(args)
     qids = [q for q, _, _ in questions]
+    paths = [] if args.encode_q_and_save else expand_shards(args.encoded_ctx_file)
+    if paths and not use_saved_questions(args):
+        check_passage_vectors(args, paths)  # before the model is loaded
     vectors = question_vectors(args, qids, [t for _, t, _ in questions])
     if args.encode_q_and_save:
         return
+    if use_saved_questions(args):
+        check_passage_vectors(args, paths)
     shards = open_shards(args.encoded_ctx_file)
     results = retrieve(shards, questions, vectors, args)
     if args.mine_hard_negatives:

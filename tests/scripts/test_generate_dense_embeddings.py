@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import generate_dense_embeddings as gen
+from dpr.data.shards import shard_range
 from dpr.encode import encode_texts
 from dpr.index.embeddings import load_shard, shard_paths
 from dpr.models.encoder import Encoder
@@ -29,7 +30,7 @@ def test_shards_cover_the_file_in_order_with_passage_tower(setup, tmp_path):
     for k in range(3):
         assert run(model, ctx, tmp_path / "emb", "--shard_id", str(k), "--num_shards", "3") == 0
     shards = [load_shard(tmp_path / f"emb_shard{k}.npy") for k in range(3)]
-    assert [len(s.ids) for s in shards] == [7, 8, 8]
+    assert [len(s.ids) for s in shards] == [8, 8, 7]
     assert [pid for s in shards for pid in s.ids] == [pid for pid, _ in passages]
     tower = Encoder.from_pretrained(model / "passage_encoder")
     expected = encode_texts(tower, tiny_tokenizer(), [t for _, t in passages], "passage", 40)
@@ -53,7 +54,7 @@ def test_rerun_skips_a_finished_shard_and_redoes_a_broken_one(setup, tmp_path, m
 
     ids.write_text("".join(ids.read_text().splitlines(keepends=True)[:-1]))  # a shard left incomplete
     assert run(model, ctx, tmp_path / "emb", "--num_shards", "2") == 0
-    assert len(load_shard(npy).ids) == 11
+    assert len(load_shard(npy).ids) == 12
 
 
 def test_save_fp16(setup, tmp_path):
@@ -66,8 +67,8 @@ def test_save_fp16(setup, tmp_path):
 def test_empty_shard_is_an_error_and_writes_nothing(setup, tmp_path, caplog):
     model, _, _ = setup
     ctx = write_passages_tsv(tmp_path / "two.tsv", [("a", "中国"), ("b", "北京")])
-    assert run(model, ctx, tmp_path / "emb", "--shard_id", "0", "--num_shards", "3") == 2
-    assert "two.tsv: shard 0 of 3 is empty: the file has 2 passages" in caplog.text
+    assert run(model, ctx, tmp_path / "emb", "--shard_id", "2", "--num_shards", "3") == 2
+    assert "two.tsv: shard 2 of 3 is empty: the file has 2 passages" in caplog.text
     assert not list(tmp_path.glob("emb*"))
 
 
@@ -83,7 +84,7 @@ def test_bad_collection_names_file_and_line(setup, tmp_path, caplog):
 def test_shard_range_is_balanced_and_complete():
     for total in (0, 1, 7, 100):
         for n in (1, 3, 8):
-            ranges = [gen.shard_range(total, k, n) for k in range(n)]
+            ranges = [shard_range(total, k, n) for k in range(n)]
             assert ranges[0][0] == 0 and ranges[-1][1] == total
             assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
             assert max(b - a for a, b in ranges) - min(b - a for a, b in ranges) <= 1
