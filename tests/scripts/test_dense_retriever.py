@@ -1,5 +1,7 @@
 import json
 import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +11,8 @@ import generate_dense_embeddings as gen
 from dpr.encode import encode_texts
 from dpr.eval.dureader import evaluate
 from dpr.index.embeddings import save_shard
-from dpr.models.encoder import Encoder
-from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_tokenizer, write_passages_tsv
+from dpr.models.encoder import Encoder, EncoderSettings
+from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_bert, tiny_tokenizer, write_passages_tsv
 
 N_DOCS = 6
 
@@ -200,3 +202,57 @@ def test_mining_skips_the_top_ranks_and_caps_the_count(world, tmp_path):
     after4 = mine("--skip_top", "4")
     assert after4 == every[len(every) - len(after4):] and 1 <= len(every) - len(after4) <= 4
     assert mine("--skip_top", "0", "--num_hard_negatives", "5") == every[:5]
+
+
+# ----- passage vectors pair with the question tower that searches them -----
+
+def other_model(root):
+    settings = EncoderSettings(pooling="mean", normalize=True, query_prefix="问", passage_prefix="文")
+    for seed, name in ((5, "question_encoder"), (6, "passage_encoder")):
+        Encoder(tiny_bert(seed), settings).save_pretrained(root / name, tiny_tokenizer())
+    return root
+
+
+@pytest.fixture(scope="module")
+def b_vectors(world, tmp_path_factory):
+    """The world's passages encoded by another model, B."""
+    root = tmp_path_factory.mktemp("b")
+    model_b = other_model(root / "model_b")
+    assert gen.main(["--model_file", str(model_b), "--ctx_file", str(world["ctx"]), "--out_file", str(root / "emb"),
+                     "--p_sequence_length", "64"]) == 0
+    return model_b, str(root / "emb_shard*.npy")
+
+
+def test_model_a_over_model_b_vectors_stops_naming_both(world, b_vectors, tmp_path, caplog):
+    model_b, emb_b = b_vectors
+    argv = ["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+            "--encoded_ctx_file", emb_b, "--out_file", str(tmp_path / "r.json")]
+    assert dr.main(argv) == 2
+    assert f"passage vectors made by {model_b} (" in caplog.text
+    assert f"do not pair with the question tower of {world['model']} (" in caplog.text
+    assert not (tmp_path / "r.json").exists()
+    caplog.clear()
+    assert dr.main(argv + ["--allow_mismatched_vectors"]) == 0
+    assert "searching anyway" in caplog.text and (tmp_path / "r.json").exists()
+
+
+def test_saved_question_vectors_of_model_a_over_model_b_vectors_stop(world, b_vectors, tmp_path, caplog):
+    _, emb_b = b_vectors
+    qpath = tmp_path / "q.npy"
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+                    "--q_encoding_path", str(qpath), "--encode_q_and_save"]) == 0
+    argv = ["--qa_file", str(world["root"] / "dev.json"), "--q_encoding_path", str(qpath), "--encoded_ctx_file",
+            emb_b, "--out_file", str(tmp_path / "r.json")]
+    assert dr.main(argv) == 2
+    assert f"do not pair with the saved question vectors {qpath} made by {world['model']}" in caplog.text
+    assert dr.main(argv[:-4] + ["--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json")]) == 0
+
+
+def test_shards_of_two_models_are_refused(world, b_vectors, tmp_path, caplog):
+    _, emb_b = b_vectors
+    for name in ("emb_shard0.npy", "emb_shard0.ids.txt", "emb_shard0.meta.json"):
+        shutil.copy(world["root"] / name, tmp_path / name)
+    for name in ("emb_shard0.npy", "emb_shard0.ids.txt", "emb_shard0.meta.json"):
+        shutil.copy(Path(emb_b).parent / name, tmp_path / name.replace("shard0", "shard1"))
+    assert retrieve(dict(world, emb=str(tmp_path / "emb_shard*.npy")), tmp_path / "r.json") == 2
+    assert "emb_shard1.npy: passage vectors made by" in caplog.text
