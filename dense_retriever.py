@@ -26,9 +26,10 @@ from dpr.data.formats import read_dpr_json, read_questions
 from dpr.encode import encode_texts
 from dpr.index.embeddings import Shard, expand_shards, open_shards
 from dpr.index.faiss_index import INDEX_TYPES, IndexBuildError, IndexSpec, gpu_available
-from dpr.index.search import search_shards
+from dpr.index.search import SavedIndexPolicy, search_shards
 from dpr.models.loading import load_encoder_pair
-from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
+from dpr.options import (NO_EFFECT, add_length_args, add_model_args, add_precision_args, mark_no_effect, positive_int,
+                         setup_logging)
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
 from dpr.index.records import FORMAT, check_pairing, describe_model, read_record, settings_dict
@@ -46,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_model_args(p)
     add_precision_args(p)
     add_length_args(p)
+    mark_no_effect(p, "--p_sequence_length", "passages are already encoded here (the seed passes it)")
+    mark_no_effect(p, "--encoder_model_type", "any Hugging Face AutoModel encoder is used (hf_bert included)")
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--qa_file", required=True,
                    help="Questions: release JSON lines (dev/test), a DPR JSON file, or a TSV (qid\\tquestion).")
@@ -61,10 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Passages kept per question (the official metric reads the top 50).")
     g.add_argument("--batch_size", type=positive_int, default=128, help="Questions per forward pass.")
     g.add_argument("--dureader_test", action="store_true",
-                   help="Seed compatibility: --qa_file holds DuReader questions and the output is the official "
-                        "submission plus the rerank file. That is what this tool always writes, for every format.")
-    g.add_argument("--validation_workers", type=int, default=None, help="Accepted for seed compatibility; unused.")
-    g.add_argument("--index_buffer", type=int, default=None, help="Accepted for seed compatibility; unused.")
+                   help=f"{NO_EFFECT}: the seed's switch for DuReader questions and the official submission plus "
+                        f"rerank file, which this tool always writes, for every question format.")
+    g.add_argument("--validation_workers", type=int, default=None,
+                   help=f"{NO_EFFECT} (a seed flag; encoding runs in this process).")
+    g.add_argument("--index_buffer", type=int, default=None,
+                   help=f"{NO_EFFECT} (a seed flag; vectors are added in chunks of 65,536).")
 
     g = p.add_argument_group("question encodings (encode on a GPU machine, search on a CPU machine)")
     g.add_argument("--q_encoding_path", default=None,
@@ -89,12 +94,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--ef_search", type=positive_int, default=128)
     g.add_argument("--nlist", type=positive_int, default=None, help="IVF lists (default about 4*sqrt(N)).")
     g.add_argument("--pq_m", type=positive_int, default=None, help="PQ bytes per vector (default dim/8).")
-    g.add_argument("--nprobe", type=positive_int, default=32)
+    g.add_argument("--nprobe", type=positive_int, default=32, help="IVF lists searched per question.")
+    g.add_argument("--refine_k_factor", type=float, default=None,
+                   help="With a refine stage (--index_factory 'IVF4096,PQ64np,RFlat'): re-rank n_docs x this many "
+                        "candidates with exact scores (faiss's default 1 only reorders the same n_docs).")
     g.add_argument("--search_shard_size", type=positive_int, default=None,
                    help="Search N vectors at a time with a running top-k merge (memory bounded; with a flat index "
-                        "the results equal one index over everything).")
+                        "the results equal one index over everything). Each window's index is built and dropped: "
+                        "nothing is saved or reused.")
+    g.add_argument("--rebuild_index", action="store_true",
+                   help="Build the index again even when a saved one (beside the embeddings, e.g. "
+                        "emb.index.IVF4096_PQ96np.faiss + .meta.json) matches these embeddings and settings.")
     g.add_argument("--faiss_cpu", action="store_true", help="Stay on CPU even when faiss-gpu sees a GPU.")
-    g.add_argument("--faiss_fp16", action="store_true", help="float16 storage for GPU indexes.")
+    g.add_argument("--faiss_fp16", action="store_true",
+                   help="float16 storage for GPU indexes (a flat index takes half the GPU memory).")
+    g.add_argument("--faiss_shard", action="store_true",
+                   help="Split a GPU index over every visible GPU (each holds 1/N) instead of putting it all on "
+                        "GPU 0.")
 
     g = p.add_argument_group("hard-negative mining")
     g.add_argument("--mine_hard_negatives", default=None, metavar="OUT",
@@ -118,6 +134,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--out_file is required (unless --encode_q_and_save or --mine_hard_negatives)")
     if args.skip_top < 0:
         p.error("--skip_top must be >= 0")
+    if args.rebuild_index and args.search_shard_size:
+        p.error("--rebuild_index has no effect with --search_shard_size: windowed search builds a fresh index per "
+                "window and never saves one")
+    if args.refine_k_factor is not None and args.refine_k_factor < 1:
+        p.error("--refine_k_factor must be >= 1")
     return args
 
 
@@ -209,7 +230,8 @@ def index_spec(args: argparse.Namespace) -> IndexSpec:
     use_gpu = gpu_available() and not args.faiss_cpu
     return IndexSpec(index_type=args.index_type, factory=args.index_factory, hnsw_m=args.hnsw_m,
                      ef_construction=args.ef_construction, ef_search=args.ef_search, nlist=args.nlist,
-                     pq_m=args.pq_m, nprobe=args.nprobe, use_gpu=use_gpu, gpu_fp16=args.faiss_fp16)
+                     pq_m=args.pq_m, nprobe=args.nprobe, refine_k_factor=args.refine_k_factor, use_gpu=use_gpu,
+                     gpu_fp16=args.faiss_fp16, gpu_shard=args.faiss_shard)
 
 
 def retrieve(shards: list[Shard], questions: list[tuple[str, str, list[str] | None]], vectors: np.ndarray,
@@ -220,7 +242,10 @@ def retrieve(shards: list[Shard], questions: list[tuple[str, str, list[str] | No
                                          f"({args.model_file or args.pretrained_model_cfg}) gives {vectors.shape[1]}")
     all_ids = [pid for shard in shards for pid in shard.ids]
     t0 = time.time()
-    scores, rows = search_shards(shards, vectors, args.n_docs, index_spec(args), args.search_shard_size)
+    if args.search_shard_size:
+        logger.info("--search_shard_size: an index per window, built and dropped (no saved index is used or written)")
+    scores, rows = search_shards(shards, vectors, args.n_docs, index_spec(args), args.search_shard_size,
+                                 SavedIndexPolicy(rebuild=args.rebuild_index))
     logger.info("searched %d questions over %d passages in %.1fs", len(vectors), len(all_ids), time.time() - t0)
     results = []
     for (qid, text, _), s, r in zip(questions, scores, rows):

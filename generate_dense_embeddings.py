@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_precision_args(p)
     add_length_args(p)
     mark_no_effect(p, "--q_sequence_length", "only passages are encoded here (the seed passes it)")
+    mark_no_effect(p, "--encoder_model_type", "any Hugging Face AutoModel encoder is used (hf_bert included)")
     g = p.add_argument_group("encoding")
     g.add_argument("--ctx_file", required=True, help="passages.tsv (header id\\ttext\\ttitle) or one of its shards.")
     g.add_argument("--out_file", required=True,
