@@ -90,7 +90,7 @@ def saved_index_path(shards: list[Shard], desc: str) -> Path:
     return first.with_name(f"{prefix}.index.{re.sub(r'[^A-Za-z0-9]+', '_', desc).strip('_')}.faiss")
 
 
-def index_record(shards: list[Shard], spec: IndexSpec, desc: str, n_train: int) -> dict | None:
+def index_record(shards: list[Shard], spec: IndexSpec, desc: str) -> dict | None:
     """What makes a saved index: the factory string, build parameters, training sample and every vectors file's
     record (None when a shard has no record: then nothing is saved)."""
     vectors = []
@@ -100,7 +100,7 @@ def index_record(shards: list[Shard], spec: IndexSpec, desc: str, n_train: int) 
             return None
         vectors.append({"file": shard.path.name, "rows": len(shard.ids), "record": identity_sha256(rec)})
     return {"format": FORMAT, "kind": "faiss_index", "factory": desc, "dim": shards[0].dim,
-            "ef_construction": spec.ef_construction, "train": {"points": n_train, "seed": 0}, "vectors": vectors,
+            "ef_construction": spec.ef_construction, "train": {"sample": "train_size() rows, seed 0"}, "vectors": vectors,
             "info": {"faiss": faiss.__version__}}
 
 
@@ -150,9 +150,7 @@ def build_full_index(shards: list[Shard], spec: IndexSpec, policy: SavedIndexPol
     desc = factory_string(spec, dim, total)
     path = None if is_flat_desc(desc) or not policy.save else saved_index_path(shards, desc)
     with _oom_guard(spec, dim, total):
-        probe = build_index(spec, dim, total)
-        wanted = index_record(shards, spec, desc, train_size(probe, total)) if path else None
-        del probe
+        wanted = index_record(shards, spec, desc) if path else None
         if path and wanted is None:
             logger.info("not saving the index: some embedding files have no record (.meta.json) to tie it to")
         if path and wanted and not policy.rebuild and path.is_file():

@@ -256,3 +256,42 @@ def test_shards_of_two_models_are_refused(world, b_vectors, tmp_path, caplog):
         shutil.copy(Path(emb_b).parent / name, tmp_path / name.replace("shard0", "shard1"))
     assert retrieve(dict(world, emb=str(tmp_path / "emb_shard*.npy")), tmp_path / "r.json") == 2
     assert "emb_shard1.npy: passage vectors made by" in caplog.text
+
+
+# ----- a trained index is saved beside the embeddings and reused -----
+
+def test_trained_index_is_saved_reused_and_rebuilt(world, tmp_path, monkeypatch, caplog):
+    for name in ("emb_shard0", "emb_shard1"):
+        for ext in (".npy", ".ids.txt", ".meta.json"):
+            shutil.copy(world["root"] / f"{name}{ext}", tmp_path / f"{name}{ext}")
+    w = dict(world, emb=str(tmp_path / "emb_shard*.npy"))
+    assert retrieve(w, tmp_path / "a.json", "--index_type", "hnsw") == 0
+    saved = tmp_path / "emb.index.HNSW32_Flat.faiss"
+    assert saved.is_file() and (tmp_path / "emb.index.HNSW32_Flat.faiss.meta.json").is_file()
+
+    from dpr.index import search
+    monkeypatch.setattr(search, "build_index", lambda *a: pytest.fail("the saved index was not reused"))
+    with caplog.at_level(logging.INFO):
+        assert retrieve(w, tmp_path / "b.json", "--index_type", "hnsw") == 0
+    assert "reusing" in caplog.text
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    for again in (["--rebuild_index"], ["--ef_construction", "40"]):  # forced, or built with other parameters
+        with pytest.raises(BaseException, match="the saved index was not reused"):
+            retrieve(w, tmp_path / "c.json", "--index_type", "hnsw", *again)
+    monkeypatch.undo()
+    mtime = saved.stat().st_mtime_ns
+    assert retrieve(w, tmp_path / "c.json", "--index_type", "hnsw", "--ef_construction", "40") == 0
+    assert saved.stat().st_mtime_ns != mtime  # rebuilt and saved for the new parameters
+
+
+def test_flat_and_windowed_search_save_no_index(world, tmp_path):
+    for name in ("emb_shard0", "emb_shard1"):
+        for ext in (".npy", ".ids.txt", ".meta.json"):
+            shutil.copy(world["root"] / f"{name}{ext}", tmp_path / f"{name}{ext}")
+    w = dict(world, emb=str(tmp_path / "emb_shard*.npy"))
+    assert retrieve(w, tmp_path / "a.json") == 0
+    assert retrieve(w, tmp_path / "b.json", "--index_type", "hnsw", "--search_shard_size", "10") == 0
+    assert not list(tmp_path.glob("*.faiss"))
+    with pytest.raises(SystemExit):
+        dr.parse_args(["--qa_file", "q", "--encoded_ctx_file", "e", "--out_file", "o", "--rebuild_index",
+                       "--search_shard_size", "10"])
