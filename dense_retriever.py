@@ -27,13 +27,16 @@ from dpr.data.cleaning import clean_text
 from dpr.data.collection_meta import sibling_ids_enabled
 from dpr.data.formats import read_dpr_json, read_questions
 from dpr.encode import encode_texts
-from dpr.index.embeddings import Shard, open_shards
+from dpr.index.embeddings import Shard, expand_shards, open_shards
 from dpr.index.faiss_index import INDEX_TYPES, IndexBuildError, IndexSpec, gpu_available
-from dpr.index.search import search_shards
+from dpr.index.search import SavedIndexPolicy, search_shards
 from dpr.models.loading import TowerOptions, load_towers
-from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
+from dpr.options import (NO_EFFECT, add_length_args, add_model_args, add_precision_args, positive_int,
+                         setup_logging)
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
+from dpr.index.records import FORMAT, check_pairing, describe_model, read_record, settings_dict
+from dpr.models.fingerprint import model_fingerprint
 from dpr.retrieval.query_cache import load_question_vectors, save_question_vectors
 from dpr.retrieval.results import Retrieved, write_rerank_file, write_submission, write_trec_file
 from dpr.utils.io import InputError, check_writable_dir, write_json
@@ -65,10 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Passages kept per question (the official metric reads the top 50).")
     g.add_argument("--batch_size", type=positive_int, default=128, help="Questions per forward pass.")
     g.add_argument("--dureader_test", action="store_true",
-                   help="Seed compatibility: --qa_file holds DuReader questions and the output is the official "
-                        "submission plus the rerank file. That is what this tool always writes, for every format.")
-    g.add_argument("--validation_workers", type=int, default=None, help="Accepted for seed compatibility; unused.")
-    g.add_argument("--index_buffer", type=int, default=None, help="Accepted for seed compatibility; unused.")
+                   help=f"{NO_EFFECT}: the seed's switch for DuReader questions and the official submission plus "
+                        f"rerank file, which this tool always writes, for every question format.")
+    g.add_argument("--validation_workers", type=int, default=None,
+                   help=f"{NO_EFFECT} (a seed flag; encoding runs in this process).")
+    g.add_argument("--index_buffer", type=int, default=None,
+                   help=f"{NO_EFFECT} (a seed flag; vectors are added in chunks of 65,536).")
 
     g = p.add_argument_group("question encodings (encode on a GPU machine, search on a CPU machine)")
     g.add_argument("--q_encoding_path", default=None,
@@ -77,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--encode_q_and_save", action="store_true",
                    help="Encode the questions, save them to --q_encoding_path and stop.")
     g.add_argument("--re_encode_q", action="store_true", help="Encode even if --q_encoding_path exists.")
+    g.add_argument("--allow_mismatched_vectors", action="store_true",
+                   help="Search passage vectors even when their record (.meta.json) says another model made them "
+                        "than the question tower (or the saved question vectors), or has no record: a warning "
+                        "instead of an error.")
 
     g = p.add_argument_group("index (inner product everywhere)")
     g.add_argument("--index_type", choices=INDEX_TYPES, default="flat",
@@ -89,12 +98,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--ef_search", type=positive_int, default=128)
     g.add_argument("--nlist", type=positive_int, default=None, help="IVF lists (default about 4*sqrt(N)).")
     g.add_argument("--pq_m", type=positive_int, default=None, help="PQ bytes per vector (default dim/8).")
-    g.add_argument("--nprobe", type=positive_int, default=32)
+    g.add_argument("--nprobe", type=positive_int, default=32, help="IVF lists searched per question.")
+    g.add_argument("--refine_k_factor", type=float, default=None,
+                   help="With a refine stage (--index_factory 'IVF4096,PQ64np,RFlat'): re-rank n_docs x this many "
+                        "candidates with exact scores (faiss's default 1 only reorders the same n_docs).")
     g.add_argument("--search_shard_size", type=positive_int, default=None,
                    help="Search N vectors at a time with a running top-k merge (memory bounded; with a flat index "
-                        "the results equal one index over everything).")
+                        "the results equal one index over everything). Each window's index is built and dropped: "
+                        "nothing is saved or reused.")
+    g.add_argument("--rebuild_index", action="store_true",
+                   help="Build the index again even when a saved one (beside the embeddings, e.g. "
+                        "emb.index.IVF4096_PQ96np.faiss + .meta.json) matches these embeddings and settings.")
     g.add_argument("--faiss_cpu", action="store_true", help="Stay on CPU even when faiss-gpu sees a GPU.")
-    g.add_argument("--faiss_fp16", action="store_true", help="float16 storage for GPU indexes.")
+    g.add_argument("--faiss_fp16", action="store_true",
+                   help="float16 storage for GPU indexes (a flat index takes half the GPU memory).")
+    g.add_argument("--faiss_shard", action="store_true",
+                   help="Split a GPU index over every visible GPU (each holds 1/N) instead of putting it all on "
+                        "GPU 0.")
 
     g = p.add_argument_group("hard-negative mining")
     g.add_argument("--mine_hard_negatives", default=None, metavar="OUT",
@@ -123,6 +143,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--skip_top must be >= 0")
     if not args.trec_tag or any(c.isspace() for c in args.trec_tag):
         p.error("--trec_tag must be one word (no spaces)")
+    if args.rebuild_index and args.search_shard_size:
+        p.error("--rebuild_index has no effect with --search_shard_size: windowed search builds a fresh index per "
+                "window and never saves one")
+    if args.refine_k_factor is not None and args.refine_k_factor < 1:
+        p.error("--refine_k_factor must be >= 1")
     return args
 
 
@@ -149,10 +174,48 @@ def load_questions(args: argparse.Namespace) -> tuple[list[tuple[str, str, list[
     return questions, entries
 
 
+def use_saved_questions(args: argparse.Namespace) -> bool:
+    """True when the question vectors come from --q_encoding_path (the model is not loaded)."""
+    return bool(args.q_encoding_path and Path(args.q_encoding_path).is_file() and not args.re_encode_q
+                and not args.encode_q_and_save)
+
+
+def model_side(args: argparse.Namespace) -> dict:
+    """The question tower's model fingerprint, record-shaped (for pairing and for saved question vectors)."""
+    model = str(args.model_file or args.pretrained_model_cfg)
+    fp = model_fingerprint(model)
+    if fp is None:
+        raise InputError(model, "the model's files are not on this disk: cannot check which vectors it pairs with")
+    return {"model": {"question_tower": fp.question_tower, "passage_tower": fp.passage_tower,
+                      "tokenizer": fp.tokenizer}, "info": {"model": model}}
+
+
+def question_record(args: argparse.Namespace, settings) -> dict:
+    """The record saved beside --q_encoding_path: the model, the question side's settings and length cap."""
+    side = model_side(args)
+    return {"format": FORMAT, "kind": "question_vectors", "model": side["model"],
+            "settings": settings_dict(settings, "query"), "max_length": args.q_sequence_length, "dtype": "float32",
+            "info": {**side["info"], "questions": str(args.qa_file)}}
+
+
+def check_passage_vectors(args: argparse.Namespace, paths: list[Path]) -> None:
+    """Stop unless the passage vectors' records pair with the question side (the loaded model or the saved
+    question vectors), unless --allow_mismatched_vectors."""
+    if use_saved_questions(args):
+        side = read_record(args.q_encoding_path)
+        label = (f"the saved question vectors {args.q_encoding_path} made by {describe_model(side)}" if side else
+                 f"the saved question vectors {args.q_encoding_path}, which have no record (re-encode them with "
+                 f"--re_encode_q)")
+    else:
+        side = model_side(args)
+        label = f"the question tower of {describe_model(side)}"
+    check_pairing([(p, read_record(p)) for p in paths], side and side.get("model"), label,
+                  args.allow_mismatched_vectors)
+
+
 def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]) -> np.ndarray:
     """Load them from --q_encoding_path, or encode with the question tower (and save with --encode_q_and_save)."""
-    cached = args.q_encoding_path and Path(args.q_encoding_path).is_file()
-    if cached and not args.re_encode_q:
+    if use_saved_questions(args):
         logger.info("question vectors from %s", args.q_encoding_path)
         return load_question_vectors(args.q_encoding_path, qids)
     towers = load_towers(TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
@@ -166,7 +229,7 @@ def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]
                            resolve_amp_dtype(device, args.precision), progress=True)
     logger.info("encoded %d questions in %.1fs", len(texts), time.time() - t0)
     if args.encode_q_and_save:
-        save_question_vectors(args.q_encoding_path, qids, vectors)
+        save_question_vectors(args.q_encoding_path, qids, vectors, question_record(args, q_encoder.settings))
         logger.info("saved question vectors to %s", args.q_encoding_path)
     return vectors
 
@@ -175,7 +238,8 @@ def index_spec(args: argparse.Namespace) -> IndexSpec:
     use_gpu = gpu_available() and not args.faiss_cpu
     return IndexSpec(index_type=args.index_type, factory=args.index_factory, hnsw_m=args.hnsw_m,
                      ef_construction=args.ef_construction, ef_search=args.ef_search, nlist=args.nlist,
-                     pq_m=args.pq_m, nprobe=args.nprobe, use_gpu=use_gpu, gpu_fp16=args.faiss_fp16)
+                     pq_m=args.pq_m, nprobe=args.nprobe, refine_k_factor=args.refine_k_factor, use_gpu=use_gpu,
+                     gpu_fp16=args.faiss_fp16, gpu_shard=args.faiss_shard)
 
 
 def retrieve(shards: list[Shard], questions: list[tuple[str, str, list[str] | None]], vectors: np.ndarray,
@@ -186,7 +250,10 @@ def retrieve(shards: list[Shard], questions: list[tuple[str, str, list[str] | No
                                          f"({args.model_file or args.pretrained_model_cfg}) gives {vectors.shape[1]}")
     all_ids = [pid for shard in shards for pid in shard.ids]
     t0 = time.time()
-    scores, rows = search_shards(shards, vectors, args.n_docs, index_spec(args), args.search_shard_size)
+    if args.search_shard_size:
+        logger.info("--search_shard_size: an index per window, built and dropped (no saved index is used or written)")
+    scores, rows = search_shards(shards, vectors, args.n_docs, index_spec(args), args.search_shard_size,
+                                 SavedIndexPolicy(rebuild=args.rebuild_index))
     logger.info("searched %d questions over %d passages in %.1fs", len(vectors), len(all_ids), time.time() - t0)
     results = []
     for (qid, text, _), s, r in zip(questions, scores, rows):
@@ -229,9 +296,14 @@ def run(args: argparse.Namespace) -> None:
         check_writable_dir(d)
     questions, entries = load_questions(args)
     qids = [q for q, _, _ in questions]
+    paths = [] if args.encode_q_and_save else expand_shards(args.encoded_ctx_file)
+    if paths and not use_saved_questions(args):
+        check_passage_vectors(args, paths)  # before the model is loaded
     vectors = question_vectors(args, qids, [t for _, t, _ in questions])
     if args.encode_q_and_save:
         return
+    if use_saved_questions(args):
+        check_passage_vectors(args, paths)
     shards = open_shards(args.encoded_ctx_file)
     results = retrieve(shards, questions, vectors, args)
     if args.mine_hard_negatives:

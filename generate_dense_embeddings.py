@@ -1,8 +1,11 @@
 """Step 3: encode passages.tsv (or shard k of n of it) with the passage encoder.
 
-Writes `{out_file}_shard{k}.npy` (float32, or float16 with --save_fp16; [N, dim]) and `{out_file}_shard{k}.ids.txt`
-(one passage id a line, same row order as the file). Both are written under temporary names and renamed when
-complete; re-running skips a shard whose files are already complete (same passage count and dimension).
+Writes `{out_file}_shard{k}.npy` (float32, or float16 with --save_fp16; [N, dim]), `{out_file}_shard{k}.ids.txt`
+(one passage id a line, same row order as the file) and `{out_file}_shard{k}.meta.json`, the record of what made
+them: the model's towers and tokenizer (content hashes), pooling, normalisation, prefix, lowercasing, passage length,
+source file (size and sampled content hash) and rows, dtype. Each file is written under a temporary name and renamed
+when complete. Re-running skips a shard only when its files are complete and its record equals the one this run
+would write (checked before the model is loaded); any difference re-encodes it, and the log says why.
 """
 from __future__ import annotations
 
@@ -10,20 +13,22 @@ import argparse
 import logging
 import sys
 import time
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dpr.data.formats import read_passages_tsv
+from dpr.data.formats import count_passages_tsv, passage_input, read_passages_tsv
+from dpr.data.shards import shard_range
 from dpr.encode import DEFAULT_BLOCK_SIZE, encode_stream
 from dpr.index.embeddings import shard_is_complete, shard_paths, write_ids
-from dpr.models.encoder import Encoder
-from dpr.models.loading import TowerOptions, load_towers
+from dpr.index.records import FORMAT, differences, read_record, record_path, settings_dict, source_fingerprint, \
+    write_record
+from dpr.models.encoder import Encoder, EncoderSettings, stored_settings
+from dpr.models.fingerprint import ModelFingerprint, model_fingerprint, tower_directories
+from dpr.models.loading import TowerOptions, apply_settings_options, load_towers
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
-from dpr.data.formats import passage_input
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, remove_stale_temps
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
@@ -45,8 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Passages per forward pass (halved automatically on CUDA out-of-memory).")
     g.add_argument("--block_size", type=positive_int, default=DEFAULT_BLOCK_SIZE,
                    help="Passages read, tokenized (in a background thread) and length-sorted at a time.")
-    g.add_argument("--save_fp16", action="store_true", help="Store vectors as float16 (half the disk and RAM).")
-    g.add_argument("--overwrite", action="store_true", help="Re-encode even when the shard's files are complete.")
+    g.add_argument("--save_fp16", action="store_true",
+                   help="Store vectors as float16: halves the .npy files on disk and the page cache that reading them "
+                        "takes. Search converts them back: a flat CPU index holds float32 (4 bytes a value) whatever "
+                        "the file; for a half-size index use --faiss_fp16 on GPU, or an IVF-PQ/HNSW index.")
+    g.add_argument("--overwrite", action="store_true",
+                   help="Re-encode even when the shard's files are complete and its record matches this run.")
     g.add_argument("--num_threads", type=positive_int, default=None, help="torch CPU threads (default: torch's).")
     args = p.parse_args(argv)
     if not 0 <= args.shard_id < args.num_shards:
@@ -54,41 +63,95 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def shard_range(total: int, shard_id: int, num_shards: int) -> tuple[int, int]:
-    """[start, stop) of passages for shard k of n: contiguous, sizes differ by at most one."""
-    return total * shard_id // num_shards, total * (shard_id + 1) // num_shards
-
-
 def count_passages(ctx_file: str) -> int:
-    return sum(1 for _ in read_passages_tsv(ctx_file))
+    return count_passages_tsv(ctx_file)
+
+
+def tower_options(args: argparse.Namespace) -> TowerOptions:
+    return TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
+                        lowercase=args.do_lower_case, query_prefix=args.query_prefix, passage_prefix=args.passage_prefix)
 
 
 def load_passage_encoder(args: argparse.Namespace) -> tuple[Encoder, object]:
-    """The passage tower (only) and tokenizer, with --pooling / --do_lower_case applied on top of the stored settings."""
-    towers = load_towers(TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
-                                      lowercase=args.do_lower_case, query_prefix=args.query_prefix,
-                                      passage_prefix=args.passage_prefix), need="passage")
+    """The passage tower (only) and tokenizer, with the flags' overrides applied on top of the stored settings."""
+    towers = load_towers(tower_options(args), need="passage")
     return towers.passage, towers.tokenizer
 
 
+def passage_record(args: argparse.Namespace, fingerprint: ModelFingerprint, settings: EncoderSettings,
+                   source: dict, start: int, stop: int) -> dict:
+    """The record of what makes this shard (see records.py); `dim` is filled in once the model is loaded."""
+    return {"format": FORMAT, "kind": "passage_vectors",
+            "model": {"question_tower": fingerprint.question_tower, "passage_tower": fingerprint.passage_tower,
+                      "tokenizer": fingerprint.tokenizer},
+            "settings": settings_dict(settings, "passage"), "max_length": args.p_sequence_length,
+            "source": source, "rows": {"shard_id": args.shard_id, "num_shards": args.num_shards, "start": start,
+                                       "stop": stop},
+            "dtype": "float16" if args.save_fp16 else "float32",
+            "info": {"model": str(args.model_file or args.pretrained_model_cfg), "source": str(args.ctx_file)}}
+
+
+def expected_settings(args: argparse.Namespace, passage_dir: str) -> EncoderSettings:
+    """The passage tower's settings as loading will give them: stored in its directory (else defaults), then the
+    flags' overrides on top (the same function loading uses). Checked against the loaded tower before anything is
+    written."""
+    settings = stored_settings(passage_dir)
+    apply_settings_options(settings, tower_options(args))
+    return settings
+
+
+def shard_status(prefix: str, wanted: dict) -> str | None:
+    """None when the shard's files are complete and were made as `wanted` says; else why it must be encoded."""
+    npy, _ = shard_paths(prefix)
+    if not npy.is_file():
+        return "not encoded yet"
+    found = read_record(npy)
+    diff = [k for k in differences(found, wanted) if k != "dim"]
+    if found is None:
+        return f"no record of what made it ({record_path(npy).name})"
+    if diff:
+        return f"made by another run: its record differs in {', '.join(diff)}"
+    rows = wanted["rows"]["stop"] - wanted["rows"]["start"]
+    if not isinstance(found.get("dim"), int) or not shard_is_complete(prefix, rows, found["dim"]):
+        return "its files are incomplete"
+    return None
+
+
 def encode_shard(args: argparse.Namespace) -> Path:
-    """Encode this shard (unless already complete); returns the .npy path."""
+    """Encode this shard (unless already made exactly so); returns the .npy path."""
     prefix = f"{args.out_file}_shard{args.shard_id}"
     npy, ids_path = shard_paths(prefix)
     check_writable_dir(npy.parent)
+    model = str(args.model_file or args.pretrained_model_cfg)
     total = count_passages(args.ctx_file)
     start, stop = shard_range(total, args.shard_id, args.num_shards)
     if stop <= start:
         raise InputError(args.ctx_file, f"shard {args.shard_id} of {args.num_shards} is empty: the file has "
                                         f"{total} passages")
-    encoder, tokenizer = load_passage_encoder(args)
-    dim = encoder.hidden_size
-    if not args.overwrite and shard_is_complete(prefix, stop - start, dim):
-        logger.info("%s is complete (%d x %d): skipping (use --overwrite to re-encode)", npy, stop - start, dim)
-        return npy
+    source = source_fingerprint(args.ctx_file)
+    fingerprint, dirs = model_fingerprint(model), tower_directories(model)
+    wanted = None
+    if fingerprint is not None and dirs is not None:  # decide before loading the model
+        wanted = passage_record(args, fingerprint, expected_settings(args, dirs[1]), source, start, stop)
+        why = shard_status(prefix, wanted)
+        if why is None and not args.overwrite:
+            logger.info("%s is complete and its record matches this run: skipping (use --overwrite to re-encode)",
+                        npy)
+            return npy
+        logger.info("%s: %s: encoding", npy, "--overwrite" if why is None else why)
 
-    for stale in remove_stale_temps(npy) + remove_stale_temps(ids_path):
+    encoder, tokenizer = load_passage_encoder(args)
+    fingerprint = fingerprint or model_fingerprint(model)
+    if fingerprint is None:
+        raise InputError(model, "the model's files are not on this disk, so the vectors cannot record it")
+    record = passage_record(args, fingerprint, encoder.settings, source, start, stop)
+    dim = record["dim"] = encoder.hidden_size
+    if wanted is not None and wanted["settings"] != record["settings"]:
+        logger.warning("the loaded passage tower's settings %s differ from the expected %s: recording the loaded "
+                       "ones", record["settings"], wanted["settings"])
+    for stale in remove_stale_temps(npy) + remove_stale_temps(ids_path) + remove_stale_temps(record_path(npy)):
         logger.info("removed %s (left by an interrupted run)", stale)
+    record_path(npy).unlink(missing_ok=True)  # the old record goes first: vectors without one are never reused
     device = default_device()
     amp = resolve_amp_dtype(device, args.precision)
     encoder.to(device)
@@ -97,7 +160,7 @@ def encode_shard(args: argparse.Namespace) -> Path:
     ids: list[str] = []
 
     def texts():
-        for pid, text, title in islice(read_passages_tsv(args.ctx_file), start, stop):
+        for pid, text, title in read_passages_tsv(args.ctx_file, start, stop):
             ids.append(pid)
             yield passage_input(text, title)
 
@@ -117,9 +180,12 @@ def encode_shard(args: argparse.Namespace) -> Path:
         out.flush()
         del out
         write_ids(ids_path, ids)
+    if source_fingerprint(args.ctx_file) != source:
+        raise InputError(args.ctx_file, "the file changed while it was being encoded; run again")
+    write_record(npy, record)  # last: a shard is reused only once all three files are in place
     elapsed = time.time() - t0
-    logger.info("wrote %s + %s: %d passages in %.1fs (%.1f passages/s)", npy, ids_path.name, row, elapsed,
-                row / max(elapsed, 1e-9))
+    logger.info("wrote %s + %s + %s: %d passages in %.1fs (%.1f passages/s)", npy, ids_path.name,
+                record_path(npy).name, row, elapsed, row / max(elapsed, 1e-9))
     return npy
 
 

@@ -2,12 +2,21 @@
 # Step 3: encode the passage collection with the passage encoder, NUM_SHARDS contiguous shards.
 # With GPUs, shards run in parallel, one process per GPU at a time (shard k on GPU k mod #GPUS); without GPUs, one
 # after another. Every value can be overridden from the environment, e.g. `NUM_SHARDS=16 GPUS="0 1" sh run_gen_emb.sh`.
-# Re-running skips the shards already complete, so a pre-empted job just runs again.
-# Output: $EMB_DIR/emb_shard{k}.npy (+ .ids.txt), read by run_test.sh as "$EMB_DIR/emb_shard*.npy".
+# GPUs: $GPUS if set, else the scheduler's CUDA_VISIBLE_DEVICES (only those), else every GPU nvidia-smi lists.
+# Re-running skips the shards already complete and made by this same model and settings (each shard's
+# .meta.json record is checked before the model loads), so a pre-empted job just runs again.
+# Output: $EMB_DIR/emb_shard{k}.npy (+ .ids.txt, .meta.json), read by run_test.sh as "$EMB_DIR/emb_shard*.npy";
+# one log per shard in $LOG_DIR/emb_shard{k}.log.
 set -e
 
 NUM_SHARDS=${NUM_SHARDS:-8}
-GPUS=${GPUS-$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | tr '\n' ' ')}  # "" = CPU
+if [ -z "${GPUS+set}" ]; then                        # "" = CPU
+  if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+    GPUS=$(printf '%s' "$CUDA_VISIBLE_DEVICES" | tr ',' ' ')
+  else
+    GPUS=$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | tr '\n' ' ')
+  fi
+fi
 OUTPUT_DIR=${OUTPUT_DIR:-./outputs/macbert_model_ckp}  # step 2's output dir
 MODEL_FILE=${MODEL_FILE:-}                            # default: the best (else newest) checkpoint in $OUTPUT_DIR
 CTX_FILE=${CTX_FILE:-./data/dureader_data/passages.tsv}
@@ -16,6 +25,7 @@ P_LEN=${P_LEN:-384}
 BATCH_SIZE=${BATCH_SIZE:-512}                         # per process; halved automatically on CUDA out-of-memory
 PRECISION=${PRECISION-auto}                           # auto, fp16, bf16, fp32; empty = fp32
 EXTRA=${EXTRA:-}                                      # e.g. --save_fp16 (half the disk) or --overwrite
+LOG_DIR=${LOG_DIR:-$EMB_DIR/logs}
 
 # CPU, CMRC2018 mini corpus (python data/build_cmrc2018_retrieval.py && python data/preprocess_dureader.py
 # --input_dir data/cmrc2018_retrieval --output_dir data/cmrc2018_retrieval), zero-shot e5-small: uncomment.
@@ -31,9 +41,11 @@ if [ -z "$MODEL_FILE" ]; then
     --hint "$0: set MODEL_FILE (a checkpoint or encoder dir) or OUTPUT_DIR (step 2's output dir)") || exit 2
 fi
 [ -f "$CTX_FILE" ] || fail "CTX_FILE=$CTX_FILE not found: run step 1 (python data/preprocess_dureader.py) or set CTX_FILE"
-mkdir -p "$EMB_DIR"
-encode() {  # encode shard $1 on GPU $2 ("" = CPU)
-  CUDA_VISIBLE_DEVICES=$2 python generate_dense_embeddings.py \
+mkdir -p "$EMB_DIR" "$LOG_DIR"
+encode() {  # encode shard $1 on GPU $2 ("" = CPU), logging to its own file
+  log="$LOG_DIR/emb_shard$1.log"
+  echo "shard $1 of $NUM_SHARDS on ${2:-CPU}: log in $log"
+  if CUDA_VISIBLE_DEVICES=$2 python generate_dense_embeddings.py \
     --model_file "$MODEL_FILE" \
     --ctx_file "$CTX_FILE" \
     --shard_id "$1" \
@@ -41,12 +53,18 @@ encode() {  # encode shard $1 on GPU $2 ("" = CPU)
     --out_file "$EMB_DIR/emb" \
     --p_sequence_length "$P_LEN" \
     --batch_size "$BATCH_SIZE" \
-    --precision "${PRECISION:-fp32}" $EXTRA
+    --precision "${PRECISION:-fp32}" $EXTRA >"$log" 2>&1; then
+    echo "shard $1: done"
+  else
+    echo "shard $1 failed; the end of $log:" >&2
+    tail -n 20 "$log" >&2
+    return 1
+  fi
 }
 
 if [ -z "$GPUS" ]; then
   k=0
-  while [ "$k" -lt "$NUM_SHARDS" ]; do encode "$k" ""; k=$((k + 1)); done
+  while [ "$k" -lt "$NUM_SHARDS" ]; do encode "$k" "" || exit 1; k=$((k + 1)); done
 else
   set -- $GPUS
   n_gpus=$#
@@ -55,7 +73,9 @@ else
   for gpu in $GPUS; do              # one worker per GPU: shards i, i + n_gpus, i + 2 n_gpus, ...
     (
       k=$i
-      while [ "$k" -lt "$NUM_SHARDS" ]; do encode "$k" "$gpu"; k=$((k + n_gpus)); done
+      status=0
+      while [ "$k" -lt "$NUM_SHARDS" ]; do encode "$k" "$gpu" || status=1; k=$((k + n_gpus)); done
+      exit $status
     ) &
     pids="$pids $!"
     i=$((i + 1))

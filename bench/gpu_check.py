@@ -1,9 +1,13 @@
 """GPU check at the seed's shapes, nothing downloaded: a randomly initialised BERT-base-sized encoder.
 
-Reports seconds per grad-cache training step (global batch 1024, 4 hard negatives, q 32 / p 384 tokens, chunks
-512 / 64) in fp16 and bf16 with peak GPU memory; cached vs uncached at a batch that fits both; corpus encoding
-passages/s at p 384 through dpr.encode; FAISS GPU flat search over 1M random 768-dim vectors when faiss-gpu is
-importable. `--tiny` runs the same code at toy sizes on any machine (a smoke test of this script).
+Reports: cached vs uncached gradients on the same chunks (dropout on, so the cached path's replay of the CUDA RNG is
+checked too) in fp16 with GradScaler and in bf16, as a relative error; seconds per grad-cache training step (global
+batch 1024, 4 hard negatives, q 32 / p 384 tokens, chunks 512 / 64) in fp16 and bf16 with peak GPU memory; cached
+vs uncached step time at a batch that fits both; corpus encoding passages/s at p 384 through dpr.encode; and, when
+faiss-gpu imports, flat (fp32, fp16) and IVF-PQ (trained as dense_retriever trains it: GPU k-means, then cloned
+and filled) search over random 768-dim vectors through dpr.index, with recall@50 against exact fp32 search and the
+GPU memory in use. A missing faiss-gpu is one line. Imports only torch, transformers, numpy (and faiss when there).
+`--tiny` runs the same code at toy sizes on any machine (a smoke test of this script).
 """
 from __future__ import annotations
 
@@ -91,31 +95,86 @@ def encoding_speed(enc: Encoder, tok, n: int, p_len: int, batch: int, dtype, dev
     return {"passages": n, "p_len": p_len, "batch": batch, "passages_per_s": round(n / (time.perf_counter() - t0), 1)}
 
 
+def grad_agreement(enc: Encoder, dtype, device: torch.device, tiny: bool) -> dict:
+    """Relative error between the cached and the uncached gradient of one step on the same chunks, dropout on."""
+    batch, ppq, q_len, p_len = (8, 5, 8, 24) if tiny else (16, 5, 32, 128)
+    vocab = enc.model.config.vocab_size
+    torch.manual_seed(1)
+    q_chunks = random_chunks(batch, q_len, 4, vocab, device)
+    p_chunks = random_chunks(batch * ppq, p_len, 16, vocab, device)
+    loss_fn = partial(global_nll, passages_per_question=ppq, temperature=1.0)
+    scaler = torch.amp.GradScaler(device.type, init_scale=1024.0, enabled=dtype == torch.float16)
+    enc.train()  # dropout on: the cached path must replay each chunk's RNG state
+    grads = []
+    for step in (full_step, cached_step):
+        enc.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        if device.type == "cuda":
+            torch.cuda.manual_seed_all(7)
+        step(enc, enc, q_chunks, p_chunks, loss_fn, lambda l: scaler.scale(l).backward(), lambda: autocast(device, dtype))
+        scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+        grads.append(torch.cat([p.grad.float().flatten() / scale for p in enc.parameters() if p.grad is not None]))
+    full, cached = grads
+    rel = float((cached - full).norm() / full.norm().clamp_min(1e-30))
+    return {"dtype": str(dtype).replace("torch.", "") if dtype else "fp32", "dropout": True,
+            "cached_vs_uncached_rel_err": float(f"{rel:.3g}")}
+
+
+def _gpu_used_gib() -> float:
+    free, total = torch.cuda.mem_get_info()
+    return round((total - free) / 2**30, 2)
+
+
 def faiss_gpu_search(n: int, dim: int, queries: int) -> dict:
+    """Flat fp32 (the exact reference), flat fp16 and IVF-PQ through dpr.index on the GPU: recall@50, seconds,
+    GPU memory in use after each build."""
     try:
         import faiss
-    except ImportError:
-        return {"faiss": "not importable"}
+    except ImportError as e:
+        print(f"faiss-gpu check skipped: faiss is not importable here ({e})", flush=True)
+        return {"faiss": f"skipped: not importable ({e})"}
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
-        return {"faiss": "no GPU support in this faiss build (install faiss-gpu)"}
+        print("faiss-gpu check skipped: this faiss build has no GPU support or sees no GPU", flush=True)
+        return {"faiss": "skipped: no GPU support in this faiss build (pip install -r requirements-gpu.txt)"}
+    from dpr.index.faiss_index import IndexSpec
+    from dpr.index.search import SavedIndexPolicy, build_full_index, search_index
+    from dpr.index.embeddings import Shard
+
     rng = np.random.default_rng(0)
     xb = rng.standard_normal((n, dim), dtype=np.float32)
-    xq = rng.standard_normal((queries, dim), dtype=np.float32)
-    res = faiss.StandardGpuResources()
-    cfg = faiss.GpuIndexFlatConfig()
-    cfg.useFloat16 = True
-    index = faiss.GpuIndexFlatIP(res, dim, cfg)
-    index.add(xb)
-    t0 = time.perf_counter()
-    index.search(xq, 50)
-    return {"faiss_gpu_flat": {"vectors": n, "dim": dim, "queries": queries, "top_k": 50,
-                               "seconds": round(time.perf_counter() - t0, 3)}}
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    xq = xb[rng.choice(n, queries, replace=False)] + 0.5 * rng.standard_normal((queries, dim), dtype=np.float32) / dim**0.5
+    shards = [Shard(Path("random_shard0.npy"), [str(i) for i in range(n)], xb)]
+    out: dict = {"vectors": n, "dim": dim, "queries": queries, "top_k": 50}
+    exact = None
+    nlist = max(1, int(4 * n**0.5))
+    for name, spec in (("flat_fp32", IndexSpec("flat", use_gpu=True)),
+                       ("flat_fp16", IndexSpec("flat", use_gpu=True, gpu_fp16=True)),
+                       (f"IVF{nlist},PQ96np_nprobe64", IndexSpec("ivfpq", nlist=nlist, nprobe=64, use_gpu=True))):
+        torch.cuda.empty_cache()
+        base = _gpu_used_gib()
+        t0 = time.perf_counter()
+        built = build_full_index(shards, spec, SavedIndexPolicy(save=False))
+        build_s = time.perf_counter() - t0
+        used = _gpu_used_gib() - base
+        t0 = time.perf_counter()
+        _, rows = search_index(built.index, xq, 50)
+        search_s = time.perf_counter() - t0
+        if exact is None:
+            exact = rows
+        recall = float(np.mean([len(set(a) & set(b)) / 50 for a, b in zip(rows, exact)]))
+        out[name] = {"on_gpu": built.on_gpu, "build_s": round(build_s, 2), "search_s": round(search_s, 3),
+                     "recall@50_vs_flat_fp32": round(recall, 4), "gpu_gib_in_use": round(used, 2)}
+        print(json.dumps({name: out[name]}), flush=True)
+        del built
+    return {"faiss_gpu": out}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tiny", action="store_true", help="Toy sizes, any device: a smoke test of this script.")
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--faiss_vectors", type=int, default=1_000_000)
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tiny = args.tiny
@@ -124,6 +183,10 @@ def main() -> None:
     report: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                     "torch": torch.__version__, "model": "bert-base-sized, random init" if not tiny else "tiny"}
     dtypes = [torch.float16, torch.bfloat16] if device.type == "cuda" else [None]
+    for dt in dtypes if device.type == "cuda" else [None, torch.bfloat16]:  # gradients first: the cheapest check
+        r = grad_agreement(enc, dt, device, tiny)
+        print(json.dumps(r), flush=True)
+        report.setdefault("grad_agreement", []).append(r)
     batch = 16 if tiny else 1024
     for dt in dtypes:  # the seed's shapes: grad cache, global batch 1024, chunks 512 / 64
         r = time_steps(enc, batch, q_len, p_len, min(512, batch), 8 if tiny else 64, dt, True, args.steps, device)
@@ -137,7 +200,7 @@ def main() -> None:
     enc_r = encoding_speed(enc, tok, 64 if tiny else 8192, p_len, 16 if tiny else 512, dtypes[0], device)
     print(json.dumps(enc_r), flush=True)
     report["encoding"] = enc_r
-    report.update(faiss_gpu_search(10_000 if tiny else 1_000_000, 768, 100 if tiny else 2000))
+    report.update(faiss_gpu_search(10_000 if tiny else args.faiss_vectors, 768, 100 if tiny else 2000))
     print(json.dumps(report, indent=2))
 
 

@@ -4,27 +4,41 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from itertools import islice
 from typing import IO, Any, Iterable, Iterator
 
 from dpr.data.cleaning import clean_text
-from dpr.utils.io import InputError, atomic_write, iter_jsonl, iter_lines, read_json
+from dpr.utils.io import InputError, atomic_write, count_lines, iter_jsonl, iter_lines, read_json
 
 PASSAGES_HEADER = "id\ttext\ttitle"
 QuestionRow = tuple[str, str, list[str] | None]
 
 
-def read_passages_tsv(path: str | os.PathLike) -> Iterator[tuple[str, str, str]]:
-    """Yield (id, text, title) from a passages.tsv with header `id\\ttext\\ttitle`; bad lines name file and line."""
-    lines = iter_lines(path)
+def read_passages_tsv(path: str | os.PathLike, start: int = 0,
+                      stop: int | None = None) -> Iterator[tuple[str, str, str]]:
+    """Yield (id, text, title) from a passages.tsv with header `id\\ttext\\ttitle`; bad lines name file and line.
+
+    `start` / `stop` select passage rows [start, stop): the rows before `start` are skipped as raw bytes (counted,
+    never decoded or split), so a shard worker parses only its own rows.
+    """
+    lines = iter_lines(path, skip=start)
     first = next(lines, None)
     if first is None or first[1] != PASSAGES_HEADER:
         got = "an empty file" if first is None else repr(first[1][:80])
         raise InputError(path, f"expected the header {PASSAGES_HEADER!r}, got {got}", line=1)
+    if stop is not None:
+        lines = islice(lines, max(0, stop - start))
     for n, line in lines:
         cols = line.split("\t")
         if len(cols) != 3:
             raise InputError(path, f"expected 3 tab-separated columns (id, text, title), got {len(cols)}", line=n)
         yield cols[0], cols[1], cols[2]
+
+
+def count_passages_tsv(path: str | os.PathLike) -> int:
+    """Passage rows of a passages.tsv (header checked), counted as line breaks in raw bytes: no decoding or parsing."""
+    next(read_passages_tsv(path, stop=0), None)  # checks the header
+    return count_lines(path) - 1
 
 
 def tsv_field(value: str) -> str:

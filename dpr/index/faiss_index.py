@@ -1,11 +1,19 @@
-"""FAISS index building: exact inner product (flat, the default), HNSW, IVF-PQ or any factory string; moved to the
-GPU when faiss-gpu and a CUDA device are present (optionally with float16 storage)."""
+"""FAISS index building: exact inner product (flat, the default), HNSW, IVF-PQ or any factory string, on CPU or on
+GPUs when faiss-gpu sees them.
+
+The order matters at scale (8.1M x 768): an index is built and trained on the CPU (an IVF's coarse k-means runs on
+the GPU through `clustering_index` when there is one), then cloned to the GPU(s) and filled there; search parameters
+are set on the index actually searched (GPU clones do not copy nprobe). A flat index goes to the GPU in pieces of at
+most `FLAT_PIECE_ROWS` vectors, each cloned once at its final size, so neither GPU nor host memory ever holds more
+than the index plus one piece; `--faiss_shard` spreads the pieces (or an IVF's lists) over every visible GPU.
+"""
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Literal
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Literal
 
 import faiss
 import numpy as np
@@ -14,9 +22,12 @@ logger = logging.getLogger(__name__)
 
 IndexType = Literal["flat", "hnsw", "ivfpq"]
 INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
+FLAT_PIECE_ROWS = 1 << 20  # vectors per GPU flat piece: its float32 staging copy is the only memory beyond the index
+ADD_CHUNK = 65_536
+PQ_TRAIN_POINTS = 256 * 256  # a PQ codebook: 256 centroids x faiss's 256 points per centroid
 
 
-@dataclass
+@dataclass(frozen=True)
 class IndexSpec:
     """What index to build and how to search it. Every index scores by inner product."""
 
@@ -28,8 +39,10 @@ class IndexSpec:
     nlist: int | None = None  # IVF lists; None: about 4 * sqrt(N), at most N / 39
     pq_m: int | None = None  # PQ sub-quantizers; None: dim / 8 (must divide dim)
     nprobe: int = 32
+    refine_k_factor: float | None = None  # with a refine stage (",RFlat"): re-rank k * this many candidates exactly
     use_gpu: bool = False
     gpu_fp16: bool = False
+    gpu_shard: bool = False  # spread the index over every visible GPU (else GPU 0 holds it all)
 
     def __post_init__(self) -> None:
         if self.factory is None and self.index_type not in INDEX_TYPES:
@@ -37,7 +50,23 @@ class IndexSpec:
 
 
 class IndexBuildError(ValueError):
-    """faiss refused an index description or its training (message from faiss, last line)."""
+    """faiss refused an index description, its training, or ran out of memory (message says what fits)."""
+
+
+@dataclass
+class BuiltIndex:
+    """A searchable index and where it lives. `gpu_leaves` are the GPU indexes inside it (parameters are set on
+    each); `keep` holds Python references faiss containers do not own."""
+
+    index: faiss.Index
+    desc: str
+    on_gpu: bool = False
+    gpu_leaves: list = field(default_factory=list)
+    keep: list = field(default_factory=list)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
 
 
 def gpu_available() -> bool:
@@ -74,7 +103,7 @@ def factory_string(spec: IndexSpec, dim: int, n: int) -> str:
 
 
 def build_index(spec: IndexSpec, dim: int, n: int) -> faiss.Index:
-    """An empty (maybe untrained) inner-product index sized for `n` vectors."""
+    """An empty (maybe untrained) inner-product CPU index sized for `n` vectors."""
     desc = factory_string(spec, dim, n)
     try:
         index = faiss.index_factory(dim, desc, faiss.METRIC_INNER_PRODUCT)
@@ -83,42 +112,112 @@ def build_index(spec: IndexSpec, dim: int, n: int) -> faiss.Index:
     hnsw = _hnsw(index)
     if hnsw is not None:
         hnsw.efConstruction = spec.ef_construction
-    if spec.use_gpu:
-        index = _to_gpu(index, spec.gpu_fp16, desc)
     return index
 
 
+def is_flat(index: faiss.Index) -> bool:
+    return isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+
+
 def train_size(index: faiss.Index, n: int) -> int:
-    """How many vectors to train on (0 when the index needs no training)."""
+    """How many vectors to train on (0 when the index needs no training): an IVF gets faiss's bound of
+    `max_points_per_centroid` (256) per list, which k-means would subsample to anyway; other quantizers 65,536."""
     if index.is_trained:
         return 0
     ivf = _ivf(index)
-    nlist = ivf.nlist if ivf is not None else 1
-    return min(n, max(50 * nlist, 10_000))
+    if ivf is None:
+        return min(n, PQ_TRAIN_POINTS)
+    return min(n, ivf.cp.max_points_per_centroid * ivf.nlist)
 
 
-def train_index(index: faiss.Index, vectors: np.ndarray) -> None:
+def kmeans_seconds(points: int, centroids: int, dim: int, iterations: int, flops: float) -> float:
+    """Estimated seconds of k-means: each iteration scores every point against every centroid (2 flops a term)."""
+    return 2.0 * iterations * points * centroids * dim / flops
+
+
+_cpu_flops: list[float] = []
+
+
+def cpu_flops() -> float:
+    """float32 matrix-multiply speed of this CPU (flop/s), measured once on a 2048 x 768 x 4096 product."""
+    if not _cpu_flops:
+        a = np.random.default_rng(0).standard_normal((2048, 768), dtype=np.float32)
+        b = np.random.default_rng(1).standard_normal((768, 4096), dtype=np.float32)
+        a @ b
+        t0 = time.perf_counter()
+        a @ b
+        _cpu_flops.append(2 * 2048 * 768 * 4096 / max(time.perf_counter() - t0, 1e-9))
+    return _cpu_flops[0]
+
+
+def train_index(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec | None = None) -> None:
+    """Train a CPU index. An IVF's coarse k-means runs on the GPU(s) when `spec.use_gpu` (through faiss's
+    `clustering_index`); on CPU the log says how long it should take first."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    ivf = _ivf(index)
+    gpu_kmeans = None
+    if ivf is not None and not index.is_trained:
+        if spec is not None and spec.use_gpu:
+            flat = faiss.IndexFlat(ivf.d, ivf.metric_type)
+            gpu_kmeans = _clone_to_gpus(flat, spec, shard=False, fp16=False)
+            ivf.clustering_index = gpu_kmeans.index
+            logger.info("training the %d-list coarse quantizer on %d vectors with GPU k-means", ivf.nlist, len(x))
+        else:
+            est = kmeans_seconds(min(len(x), ivf.cp.max_points_per_centroid * ivf.nlist), ivf.nlist, ivf.d,
+                                 ivf.cp.niter, cpu_flops())
+            logger.info("training the %d-list coarse quantizer on %d vectors with CPU k-means (%d iterations): "
+                        "about %s at the %.0f GFLOP/s measured here", ivf.nlist, len(x), ivf.cp.niter,
+                        _duration(est), cpu_flops() / 1e9)
     try:
-        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        index.train(x)
     except RuntimeError as e:
-        raise IndexBuildError(f"faiss could not train the index on {len(vectors)} vectors: {_last_line(e)}") from None
+        raise IndexBuildError(f"faiss could not train the index on {len(x)} vectors: {_last_line(e)}") from None
+    finally:
+        if ivf is not None:
+            ivf.clustering_index = None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def _last_line(e: Exception) -> str:
     return str(e).strip().splitlines()[-1]
 
 
-def set_search_params(index: faiss.Index, spec: IndexSpec) -> None:
-    """nprobe for IVF indexes, efSearch for HNSW; nothing for flat."""
+def set_search_params(built: BuiltIndex | faiss.Index, spec: IndexSpec) -> None:
+    """nprobe (IVF), efSearch (HNSW) and k_factor (refine stage) through faiss's parameter API: GpuParameterSpace on
+    each GPU index, ParameterSpace on a CPU one. Only the parameters the index has are set."""
+    if not isinstance(built, BuiltIndex):
+        built = BuiltIndex(built, "")
+    for target in built.gpu_leaves if built.on_gpu else [built.index]:
+        space = faiss.GpuParameterSpace() if built.on_gpu else faiss.ParameterSpace()
+        for name, value in _applicable_params(target, spec, built.on_gpu).items():
+            space.set_index_parameter(target, name, value)
+
+
+def _applicable_params(index: faiss.Index, spec: IndexSpec, on_gpu: bool) -> dict[str, float]:
+    params: dict[str, float] = {}
+    nlist = _nlist(index)
+    if nlist:
+        params["nprobe"] = min(spec.nprobe, nlist)
+    if not on_gpu and _hnsw(index) is not None:
+        params["efSearch"] = spec.ef_search
+    if spec.refine_k_factor is not None and isinstance(faiss.downcast_index(index), faiss.IndexRefine):
+        params["k_factor_rf"] = spec.refine_k_factor
+    return params
+
+
+def _nlist(index: faiss.Index) -> int | None:
     ivf = _ivf(index)
     if ivf is not None:
-        ivf.nprobe = min(spec.nprobe, ivf.nlist)
-    hnsw = _hnsw(index)
-    if hnsw is not None:
-        hnsw.efSearch = spec.ef_search
+        return int(ivf.nlist)
+    get = getattr(index, "getNumLists", None)  # a GPU IVF
+    return int(get()) if callable(get) else None
 
 
-def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = 65_536) -> None:
+def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = ADD_CHUNK) -> None:
     """Add (memory-mapped, maybe float16) vectors as float32 one chunk at a time."""
     for start in range(0, len(vectors), chunk):
         index.add(np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32))
@@ -127,7 +226,7 @@ def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = 65_536) 
 def _ivf(index: faiss.Index):
     try:
         return faiss.extract_index_ivf(index)
-    except RuntimeError:
+    except (RuntimeError, TypeError, AttributeError):
         return None
 
 
@@ -136,16 +235,155 @@ def _hnsw(index: faiss.Index):
     return inner.hnsw if isinstance(inner, faiss.IndexHNSW) else None
 
 
-_gpu_resources: list = []  # kept alive as long as the process, as faiss requires
+# ----- GPUs -----
+
+_gpu_resources: dict[int, object] = {}  # one per device, kept alive as long as the process, as faiss requires
 
 
-def _to_gpu(index: faiss.Index, fp16: bool, desc: str) -> faiss.Index:
-    if not _gpu_resources:
-        _gpu_resources.append(faiss.StandardGpuResources())
-    options = faiss.GpuClonerOptions()
-    options.useFloat16 = fp16
+def _resources(device: int):
+    if device not in _gpu_resources:
+        _gpu_resources[device] = faiss.StandardGpuResources()
+    return _gpu_resources[device]
+
+
+def gpu_devices(spec: IndexSpec) -> list[int]:
+    """The GPUs an index goes on: every visible one with --faiss_shard, else GPU 0."""
+    return list(range(faiss.get_num_gpus())) if spec.gpu_shard else [0]
+
+
+def _cloner_options(fp16: bool):
+    co = faiss.GpuClonerOptions()
+    co.useFloat16 = fp16
+    return co
+
+
+def _clone_to_gpus(index: faiss.Index, spec: IndexSpec, shard: bool, fp16: bool) -> BuiltIndex:
+    """Clone a CPU index to GPU 0, or (shard) one copy per visible GPU joined by an IndexShards that numbers rows
+    by insertion order (for an empty trained IVF that is then filled through it)."""
+    devices = gpu_devices(spec) if shard else [0]
+    leaves = [faiss.index_cpu_to_gpu(_resources(d), d, index, _cloner_options(fp16)) for d in devices]
+    if len(leaves) == 1:
+        return BuiltIndex(leaves[0], "", on_gpu=True, gpu_leaves=leaves, keep=leaves)
+    shards = faiss.IndexShards(index.d, True, False)
+    for leaf in leaves:
+        shards.add_shard(leaf)
+    return BuiltIndex(shards, "", on_gpu=True, gpu_leaves=leaves, keep=leaves)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or any(s in text for s in ("out of memory", "alloc fail", "cudamalloc",
+                                                                 "cudaerrormemoryallocation"))
+
+
+def out_of_memory_message(desc: str, n: int, dim: int, spec: IndexSpec, where: str) -> str:
+    """One message: what ran out, how big the index is, and the flags that make it fit."""
+    gib = n * dim * 4 / 2**30
+    gpus = max(1, faiss.get_num_gpus()) if spec.use_gpu else 1
+    fits = []
+    if is_flat_desc(desc):
+        if not spec.gpu_fp16:
+            fits.append(f"--faiss_fp16 (float16 storage: {gib / 2:.1f} GiB)")
+        if gpus > 1 and not spec.gpu_shard:
+            fits.append(f"--faiss_shard (split over the {gpus} visible GPUs: "
+                        f"{gib / (2 if spec.gpu_fp16 else 1) / gpus:.1f} GiB each)")
+    fits.append(f"--search_shard_size N (only N vectors at a time: N x {dim} x 4 bytes, e.g. 2000000 -> "
+                f"{2_000_000 * dim * 4 / 2**30:.1f} GiB)")
+    if where == "GPU":
+        fits.append(f"--faiss_cpu (host RAM instead: {gib:.1f} GiB for a flat index)")
+    else:
+        fits.append("--index_type ivfpq (a compressed index: dim/8 bytes a vector)")
+    return (f"faiss ran out of {where} memory building {desc} over {n:,} x {dim} vectors ({gib:.1f} GiB as float32"
+            f"{', float16 storage' if spec.gpu_fp16 else ''}, {gpus if spec.gpu_shard else 1} GPU(s)). What fits: "
+            + "; ".join(fits))
+
+
+def is_flat_desc(desc: str) -> bool:
+    return desc.strip().lower() in ("flat", "flatip", "flatl2")
+
+
+def flat_pieces(n: int, piece_rows: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of the GPU flat pieces (FLAT_PIECE_ROWS each by default)."""
+    piece_rows = piece_rows or FLAT_PIECE_ROWS
+    return [(s, min(s + piece_rows, n)) for s in range(0, n, piece_rows)]
+
+
+def build_gpu_flat(dim: int, n: int, rows: Callable[[int, int], np.ndarray], spec: IndexSpec,
+                   piece_rows: int | None = None) -> BuiltIndex:
+    """An exact inner-product index on the GPU(s), filled piece by piece: each piece of <= piece_rows vectors is
+    copied into a CPU IndexFlatIP and cloned once (its exact final size, float16 when asked), so GPU memory holds
+    the index plus one piece's staging copy. Pieces go to GPU 0, or round-robin-contiguously over every GPU with
+    --faiss_shard; an IndexShards in row order joins them (results carry global row numbers)."""
+    pieces = flat_pieces(n, piece_rows)
+    devices = gpu_devices(spec)
+    per_device: dict[int, list] = {d: [] for d in devices}
+    leaves, keep = [], []
+    for i, (start, stop) in enumerate(pieces):
+        device = devices[i * len(devices) // len(pieces)]  # contiguous runs of pieces per device, in row order
+        cpu = faiss.IndexFlatIP(dim)
+        add_in_chunks(cpu, rows(start, stop))
+        gpu = faiss.index_cpu_to_gpu(_resources(device), device, cpu, _cloner_options(spec.gpu_fp16))
+        del cpu
+        per_device[device].append(gpu)
+        leaves.append(gpu)
+    top = faiss.IndexShards(dim, len(devices) > 1, True)  # threads only across devices (one resource each)
+    for d in devices:
+        group = per_device[d]
+        if not group:
+            continue
+        if len(group) == 1:
+            top.add_shard(group[0])
+        else:
+            inner = faiss.IndexShards(dim, False, True)
+            for g in group:
+                inner.add_shard(g)
+            inner.syncWithSubIndexes()
+            keep.append(inner)
+            top.add_shard(inner)
+    top.syncWithSubIndexes()
+    keep.extend(leaves)
+    return BuiltIndex(top, "Flat", on_gpu=True, gpu_leaves=leaves, keep=keep)
+
+
+def to_gpu(index: faiss.Index, spec: IndexSpec, desc: str) -> BuiltIndex:
+    """A filled or empty-trained CPU index on the GPU(s) (HNSW and others without a GPU version stay on CPU)."""
+    if not spec.use_gpu:
+        return BuiltIndex(index, desc)
     try:
-        return faiss.index_cpu_to_gpu(_gpu_resources[0], 0, index, options)
+        if spec.gpu_shard and index.ntotal > 0 and len(gpu_devices(spec)) > 1:  # a saved IVF: faiss splits it
+            co = faiss.GpuMultipleClonerOptions()
+            co.shard = True
+            co.useFloat16 = spec.gpu_fp16
+            gpu = faiss.index_cpu_to_all_gpus(index, co)
+            return BuiltIndex(gpu, desc, on_gpu=True, gpu_leaves=[gpu.at(i) for i in range(gpu.count())],
+                              keep=[gpu])
+        built = _clone_to_gpus(index, spec, shard=spec.gpu_shard, fp16=spec.gpu_fp16 or _needs_fp16_tables(index))
+        built.desc = desc
+        return built
     except RuntimeError as e:
-        logger.warning("index %s has no GPU version (%s): searching on CPU", desc, _last_line(e))
-        return index
+        if is_out_of_memory(e):
+            raise
+        logger.warning("index %s has no GPU version here (%s): searching on CPU", desc, _last_line(e))
+        return BuiltIndex(index, desc)
+
+
+def _needs_fp16_tables(index: faiss.Index) -> bool:
+    """GPU IVF-PQ with more than 48 sub-quantizers only fits shared memory with float16 lookup tables."""
+    inner = faiss.downcast_index(_ivf(index)) if _ivf(index) is not None else None
+    return isinstance(inner, faiss.IndexIVFPQ) and inner.pq.M > 48
+
+
+def to_cpu(built: BuiltIndex) -> faiss.Index:
+    """A CPU copy of a built index (for write_index): GPU shards of an IVF are merged into one."""
+    if not built.on_gpu:
+        return built.index
+    cpus = [faiss.index_gpu_to_cpu(leaf) for leaf in built.gpu_leaves]
+    first = cpus[0]
+    for other in cpus[1:]:
+        _ivf(first).merge_from(_ivf(other), 0)  # add_id 0: rows keep the global numbers they were added with
+    return first
+
+
+def iter_chunks(n: int, chunk: int = ADD_CHUNK) -> Iterator[tuple[int, int]]:
+    for s in range(0, n, chunk):
+        yield s, min(s + chunk, n)

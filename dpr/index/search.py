@@ -1,16 +1,30 @@
 """Search embedding shards: one index over everything, or window by window with a running top-k merge so that only
-`search_shard_size` vectors are in memory at once (for a flat index the results equal one index over everything)."""
+`search_shard_size` vectors are in memory at once (for a flat index the results equal one index over everything).
+
+A trained index over everything (IVF, PQ, HNSW: not flat, whose vectors already are the index) is saved beside the
+embeddings with a record of what made it and reused while the record matches; windowed search saves nothing (each
+window's index is built and dropped).
+"""
 from __future__ import annotations
 
 import logging
+import re
 import time
-from typing import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
 
+import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
 from dpr.index.embeddings import Shard
-from dpr.index.faiss_index import IndexSpec, add_in_chunks, build_index, set_search_params, train_index, train_size
+from dpr.index.faiss_index import (BuiltIndex, IndexBuildError, IndexSpec, add_in_chunks, build_gpu_flat,
+                                   build_index, factory_string, is_flat_desc, is_out_of_memory, iter_chunks,
+                                   out_of_memory_message, set_search_params, to_cpu, to_gpu, train_index,
+                                   train_size, _hnsw)
+from dpr.index.records import FORMAT, differences, identity_sha256, read_record, record_path, write_record
+from dpr.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -61,48 +75,137 @@ def _sample_rows(shards: list[Shard], bounds: np.ndarray, n: int, seed: int = 0)
     return np.stack([np.asarray(shards[w].vectors[r - bounds[w]], dtype=np.float32) for w, r in zip(which, rows)])
 
 
-def build_full_index(shards: list[Shard], spec: IndexSpec):
-    """One index over every shard (trained on a random sample when the index type needs training)."""
-    bounds = np.cumsum([0] + [len(s.ids) for s in shards])
-    total, dim = int(bounds[-1]), shards[0].dim
-    index = build_index(spec, dim, total)
-    n_train = train_size(index, total)
+@dataclass(frozen=True)
+class SavedIndexPolicy:
+    """Whether a trained full index is saved beside the embeddings and reused (`rebuild`: build it again)."""
+
+    save: bool = True
+    rebuild: bool = False
+
+
+def saved_index_path(shards: list[Shard], desc: str) -> Path:
+    """`<dir>/<prefix>.index.<factory>.faiss` beside the first shard (`emb_shard0.npy` -> `emb.index.IVF..faiss`)."""
+    first = shards[0].path
+    prefix = re.sub(r"_shard\d+$", "", first.stem)
+    return first.with_name(f"{prefix}.index.{re.sub(r'[^A-Za-z0-9]+', '_', desc).strip('_')}.faiss")
+
+
+def index_record(shards: list[Shard], spec: IndexSpec, desc: str) -> dict | None:
+    """What makes a saved index: the factory string, build parameters, training sample and every vectors file's
+    record (None when a shard has no record: then nothing is saved)."""
+    vectors = []
+    for shard in shards:
+        rec = read_record(shard.path)
+        if rec is None:
+            return None
+        vectors.append({"file": shard.path.name, "rows": len(shard.ids), "record": identity_sha256(rec)})
+    return {"format": FORMAT, "kind": "faiss_index", "factory": desc, "dim": shards[0].dim,
+            "ef_construction": spec.ef_construction, "train": {"sample": "train_size() rows, seed 0"}, "vectors": vectors,
+            "info": {"faiss": faiss.__version__}}
+
+
+def _fill(spec: IndexSpec, dim: int, n: int, rows: Callable[[int, int], np.ndarray],
+          sample: Callable[[int], np.ndarray]) -> tuple[BuiltIndex, int]:
+    """Build, train (GPU k-means for an IVF when there is a GPU), move to the GPU(s) and fill an index over `n`
+    vectors given by `rows(start, stop)`; returns it and the number of training points."""
+    desc = factory_string(spec, dim, n)
+    if spec.use_gpu and is_flat_desc(desc):
+        return build_gpu_flat(dim, n, rows, spec), 0
+    index = build_index(spec, dim, n)
+    n_train = train_size(index, n)
     if n_train:
         t0 = time.time()
-        train_index(index, _sample_rows(shards, bounds, n_train))
-        logger.info("trained the index on %d vectors in %.1fs", n_train, time.time() - t0)
+        train_index(index, sample(n_train), spec)
+        logger.info("trained %s on %d vectors in %.1fs", desc, n_train, time.time() - t0)
+    built = to_gpu(index, spec, desc) if spec.use_gpu and _hnsw(index) is None else BuiltIndex(index, desc)
     t0 = time.time()
-    for shard in tqdm(shards, desc="index shards", unit="shard", disable=len(shards) < 2):
-        add_in_chunks(index, shard.vectors)
-    logger.info("indexed %d vectors (dim %d) in %.1fs", index.ntotal, dim, time.time() - t0)
-    set_search_params(index, spec)
-    return index
+    for start, stop in tqdm(list(iter_chunks(n)), desc="index vectors", unit="chunk", disable=n < 10**6):
+        add_in_chunks(built.index, rows(start, stop))
+    logger.info("indexed %d vectors (dim %d, %s%s) in %.1fs", built.ntotal, dim, desc,
+                " on GPU" if built.on_gpu else "", time.time() - t0)
+    return built, n_train
+
+
+def _oom_guard(spec: IndexSpec, dim: int, n: int):
+    """Turn a faiss out-of-memory error into one IndexBuildError with the index size and the flags that fit."""
+    class Guard:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, kind, e, tb):
+            if e is not None and isinstance(e, (RuntimeError, MemoryError)) and is_out_of_memory(e):
+                where = "GPU" if spec.use_gpu else "host"
+                raise IndexBuildError(out_of_memory_message(factory_string(spec, dim, n), n, dim, spec,
+                                                            where)) from None
+            return False
+    return Guard()
+
+
+def build_full_index(shards: list[Shard], spec: IndexSpec, policy: SavedIndexPolicy = SavedIndexPolicy()
+                     ) -> BuiltIndex:
+    """One index over every shard (trained on a random sample when the index type needs training); a trained index
+    is reused from beside the embeddings when its record matches, and saved there after a build."""
+    bounds = np.cumsum([0] + [len(s.ids) for s in shards])
+    total, dim = int(bounds[-1]), shards[0].dim
+    desc = factory_string(spec, dim, total)
+    path = None if is_flat_desc(desc) or not policy.save else saved_index_path(shards, desc)
+    with _oom_guard(spec, dim, total):
+        wanted = index_record(shards, spec, desc) if path else None
+        if path and wanted is None:
+            logger.info("not saving the index: some embedding files have no record (.meta.json) to tie it to")
+        if path and wanted and not policy.rebuild and path.is_file():
+            diff = differences(read_record(path), wanted)
+            if not diff:
+                t0 = time.time()
+                built = to_gpu(faiss.read_index(str(path)), spec, desc)
+                set_search_params(built, spec)
+                logger.info("reusing %s (%d vectors, built for these embeddings; --rebuild_index to build it "
+                            "again) loaded in %.1fs", path, built.ntotal, time.time() - t0)
+                return built
+            logger.info("%s was built for other embeddings or settings (differs in %s): rebuilding", path,
+                        ", ".join(diff))
+        built, _ = _fill(spec, dim, total, lambda a, b: gather_rows(shards, bounds, a, b),
+                         lambda n: _sample_rows(shards, bounds, n))
+        if path and wanted:
+            try:
+                record_path(path).unlink(missing_ok=True)
+                with atomic_path(path) as tmp:
+                    faiss.write_index(to_cpu(built), str(tmp))
+                write_record(path, wanted)
+                logger.info("saved the trained index to %s (reused by the next run over these embeddings)", path)
+            except OSError as e:
+                logger.warning("could not save the index beside the embeddings (%s): searching without saving", e)
+        set_search_params(built, spec)
+    return built
 
 
 def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexSpec,
-                  search_shard_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  search_shard_size: int | None = None,
+                  policy: SavedIndexPolicy = SavedIndexPolicy()) -> tuple[np.ndarray, np.ndarray]:
     """(scores, global rows) [Q, k], best first. Rows number the shards' vectors in order (shard 0 first).
 
     With `search_shard_size`, an index is built over each window of that many vectors, searched and dropped; a
     running top-k merge keeps the best k. With a flat index this equals searching one index over everything.
+    Such windows are never saved (`policy` applies to the index over everything only).
     """
     dim = shards[0].dim
     if queries.ndim != 2 or queries.shape[1] != dim:
         raise ValueError(f"query vectors have shape {queries.shape} but the embeddings have dimension {dim}")
     if not search_shard_size:
-        return search_index(build_full_index(shards, spec), queries, k)
+        built = build_full_index(shards, spec, policy)
+        return search_index(built.index, queries, k)
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.full((len(queries), 0), -1, dtype=np.int64)
     total = sum(len(s.ids) for s in shards)
     for start, vectors in tqdm(iter_windows(shards, search_shard_size), desc="search windows", unit="window",
                                total=-(-total // search_shard_size)):
-        index = build_index(spec, dim, len(vectors))
-        if not index.is_trained:
-            train_index(index, vectors)
-        index.add(vectors)
-        set_search_params(index, spec)
-        scores, rows = search_index(index, queries, min(k, len(vectors)))
+        with _oom_guard(spec, dim, len(vectors)):
+            rng = np.random.default_rng(0)
+            built, _ = _fill(spec, dim, len(vectors), lambda a, b: vectors[a:b],
+                             lambda n: vectors[np.sort(rng.choice(len(vectors), n, replace=False))])
+            set_search_params(built, spec)
+            scores, rows = search_index(built.index, queries, min(k, len(vectors)))
         rows = np.where(rows >= 0, rows + start, -1)
         best_scores, best_rows = merge_topk(best_scores, best_rows, scores, rows, k)
-        del index, vectors
+        del built, vectors
     return best_scores, best_rows

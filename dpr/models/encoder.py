@@ -65,6 +65,14 @@ class EncoderSettings:
             raise InputError(path, f"bad encoder settings: {e}") from None
 
 
+def stored_settings(path: str | os.PathLike) -> EncoderSettings:
+    """What a tower directory says about itself: dpr_encoder.json, else its sentence-transformers modules, else the
+    defaults (cls pooling, no normalisation, no prefixes)."""
+    from dpr.models import sentence_transformers_dir as st
+
+    return EncoderSettings.load(path) or st.read_settings(str(path)) or EncoderSettings()
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, settings: EncoderSettings) -> torch.Tensor:
     """Pool [B, T, H] token states to [B, H] (fp32), then L2-normalise when asked."""
     hidden = hidden.float()
@@ -148,7 +156,7 @@ class Encoder(nn.Module):
         from dpr.models import sentence_transformers_dir as st
 
         path = str(path)
-        settings = settings or EncoderSettings.load(path) or st.read_settings(path) or EncoderSettings()
+        settings = settings or stored_settings(path)
         return cls(_load_backbone(str(st.transformer_dir(path)), **kwargs), settings).eval()
 
     def save_pretrained(self, directory: str | os.PathLike, tokenizer: PreTrainedTokenizerBase | None = None,

@@ -112,8 +112,12 @@ def load_towers(options: TowerOptions, need: Need = "both") -> Towers:
 
 
 def apply_options(encoder: Encoder, options: TowerOptions) -> None:
-    """Overrides of the stored settings: pooling, lowercasing, normalisation, prefixes."""
-    s = encoder.settings
+    """The options' overrides of the tower's stored settings."""
+    apply_settings_options(encoder.settings, options)
+
+
+def apply_settings_options(s: EncoderSettings, options: TowerOptions) -> None:
+    """Overrides of stored settings: pooling, lowercasing, normalisation, prefixes (the one place they apply)."""
     if options.pooling:
         s.pooling = options.pooling
     if options.lowercase:

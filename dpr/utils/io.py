@@ -131,18 +131,65 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(path, f"malformed JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
 
 
-def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without newline); a non-UTF-8 line raises InputError naming it."""
+def iter_lines(path: str | os.PathLike, skip: int = 0) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without newline); a non-UTF-8 line raises InputError naming it.
+
+    With `skip`, the first line is yielded, then `skip` lines are passed over undecoded (a header, then rows from
+    row `skip` on); line numbers stay those of the file.
+    """
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
     with f:
-        for n, raw in enumerate(f, 1):
+        first = 1
+        if skip > 0:
+            head = f.readline()
+            if head:
+                try:
+                    yield 1, head.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})", line=1) from None
+            first = 2 + _skip_lines(f, skip)
+        for n, raw in enumerate(f, first):
             try:
                 yield n, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
                 raise InputError(path, f"not valid UTF-8 ({e.reason} at byte {e.start})", line=n) from None
+
+
+def _skip_lines(f: IO[bytes], count: int, block: int = 1 << 22) -> int:
+    """Move binary file `f` past `count` line breaks (or to its end); returns the number of lines passed."""
+    passed = 0
+    while passed < count:
+        pos = f.tell()
+        data = f.read(block)
+        if not data:
+            return passed
+        found = data.count(b"\n")
+        if passed + found < count:
+            passed += found
+            continue
+        cut = -1
+        for _ in range(count - passed):
+            cut = data.index(b"\n", cut + 1)
+        f.seek(pos + cut + 1)
+        return count
+    return passed
+
+
+def count_lines(path: str | os.PathLike, block: int = 1 << 22) -> int:
+    """Lines of a file as `iter_lines` numbers them (a last line without a line break counts), from raw bytes."""
+    n, last = 0, b"\n"
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    with f:
+        for data in iter(lambda: f.read(block), b""):
+            n += data.count(b"\n")
+            last = data[-1:]
+    return n + (last != b"\n")
 
 
 def iter_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False, bad: list[int] | None = None) -> Iterator[tuple[int, dict]]:

@@ -98,3 +98,14 @@ def test_training_failure_is_a_clear_error(tmp_path):
     shards, _ = make_shards(tmp_path, [20])
     with pytest.raises(IndexBuildError, match="could not train the index on 20 vectors"):
         search_shards(shards, np.zeros((1, 16), np.float32), 3, IndexSpec(factory="IVF64,Flat"))
+
+
+def test_refine_k_factor_reranks_more_candidates_exactly(tmp_path):
+    shards, corpus = make_shards(tmp_path, [200], dim=16)
+    queries = np.random.default_rng(4).standard_normal((10, 16)).astype(np.float32)
+    _, exact = brute_force(corpus, queries, 10)
+    spec = dict(factory="IVF4,PQ4x4np,RFlat", nprobe=4)
+    _, one = search_shards(shards, queries, 10, IndexSpec(**spec))
+    _, many = search_shards(shards, queries, 10, IndexSpec(**spec, refine_k_factor=20))
+    np.testing.assert_array_equal(many, exact)  # 10 x 20 = every vector re-scored exactly
+    assert not np.array_equal(one, exact)  # faiss's default factor 1 only reorders PQ's top 10

@@ -1,5 +1,7 @@
 import json
 import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +11,8 @@ import generate_dense_embeddings as gen
 from dpr.encode import encode_texts
 from dpr.eval.dureader import evaluate
 from dpr.index.embeddings import save_shard
-from dpr.models.encoder import Encoder
-from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_tokenizer, write_passages_tsv
+from dpr.models.encoder import Encoder, EncoderSettings
+from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_bert, tiny_tokenizer, write_passages_tsv
 
 N_DOCS = 6
 
@@ -120,7 +122,7 @@ def test_encode_q_and_save_then_search_without_the_model(world, tmp_path):
                     "--q_encoding_path", str(qpath), "--encode_q_and_save"]) == 0
     assert np.load(qpath).shape == (6, 32) and (tmp_path / "dev_q.npy.qids.txt").read_text().split() == [
         f"q{n}" for n in range(6)]
-    assert not list(tmp_path.glob("*.json"))  # stopped after saving
+    assert {p.name for p in tmp_path.iterdir()} == {"dev_q.npy", "dev_q.npy.qids.txt", "dev_q.npy.meta.json"}
     ranking, _ = expected_ranking(world)
     assert dr.main(["--model_file", str(tmp_path / "no-such-model"), "--qa_file", str(world["root"] / "dev.json"),
                     "--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json"), "--n_docs",
@@ -158,7 +160,8 @@ def test_no_questions_is_an_error_and_writes_nothing(world, tmp_path, caplog):
 def test_model_and_index_dimension_mismatch(world, tmp_path, caplog):
     save_shard(tmp_path / "wide_shard0", [p for p, _ in world["passages"]], np.zeros((30, 48), np.float32))
     code = dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
-                    "--encoded_ctx_file", str(tmp_path / "wide_shard*.npy"), "--out_file", str(tmp_path / "r.json")])
+                    "--encoded_ctx_file", str(tmp_path / "wide_shard*.npy"), "--out_file", str(tmp_path / "r.json"),
+                    "--allow_mismatched_vectors"])
     assert code == 2
     assert "wide_shard0.npy: embeddings have dimension 48 but the question encoder" in caplog.text
     assert not (tmp_path / "r.json").exists()
@@ -168,7 +171,7 @@ def test_embeddings_from_another_collection(world, tmp_path, caplog):
     save_shard(tmp_path / "other_shard0", ["zz-0", "zz-1"], np.ones((2, 32), np.float32))
     code = dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                     "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", str(tmp_path / "other_shard0.npy"),
-                    "--out_file", str(tmp_path / "r.json")])
+                    "--out_file", str(tmp_path / "r.json"), "--allow_mismatched_vectors"])
     assert code == 2 and "passages.tsv: 2 retrieved passage ids are not in this file" in caplog.text
     assert not (tmp_path / "r.json").exists()
 
@@ -254,3 +257,96 @@ def test_mining_drops_a_passage_with_the_positives_text(world, tmp_path):
     ctx.write_text("\n".join(rows) + "\n", encoding="utf-8")
     negs = {n["passage_id"] for n in _mine_one(world, tmp_path, ctx)}
     assert world["passages"][20][0] == "para6-2" and "para6-2" not in negs and len(negs) == 28
+
+
+# ----- passage vectors pair with the question tower that searches them -----
+
+def other_model(root):
+    settings = EncoderSettings(pooling="mean", normalize=True, query_prefix="问", passage_prefix="文")
+    for seed, name in ((5, "question_encoder"), (6, "passage_encoder")):
+        Encoder(tiny_bert(seed), settings).save_pretrained(root / name, tiny_tokenizer())
+    return root
+
+
+@pytest.fixture(scope="module")
+def b_vectors(world, tmp_path_factory):
+    """The world's passages encoded by another model, B."""
+    root = tmp_path_factory.mktemp("b")
+    model_b = other_model(root / "model_b")
+    assert gen.main(["--model_file", str(model_b), "--ctx_file", str(world["ctx"]), "--out_file", str(root / "emb"),
+                     "--p_sequence_length", "64"]) == 0
+    return model_b, str(root / "emb_shard*.npy")
+
+
+def test_model_a_over_model_b_vectors_stops_naming_both(world, b_vectors, tmp_path, caplog):
+    model_b, emb_b = b_vectors
+    argv = ["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+            "--encoded_ctx_file", emb_b, "--out_file", str(tmp_path / "r.json")]
+    assert dr.main(argv) == 2
+    assert f"passage vectors made by {model_b} (" in caplog.text
+    assert f"do not pair with the question tower of {world['model']} (" in caplog.text
+    assert not (tmp_path / "r.json").exists()
+    caplog.clear()
+    assert dr.main(argv + ["--allow_mismatched_vectors"]) == 0
+    assert "searching anyway" in caplog.text and (tmp_path / "r.json").exists()
+
+
+def test_saved_question_vectors_of_model_a_over_model_b_vectors_stop(world, b_vectors, tmp_path, caplog):
+    _, emb_b = b_vectors
+    qpath = tmp_path / "q.npy"
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+                    "--q_encoding_path", str(qpath), "--encode_q_and_save"]) == 0
+    argv = ["--qa_file", str(world["root"] / "dev.json"), "--q_encoding_path", str(qpath), "--encoded_ctx_file",
+            emb_b, "--out_file", str(tmp_path / "r.json")]
+    assert dr.main(argv) == 2
+    assert f"do not pair with the saved question vectors {qpath} made by {world['model']}" in caplog.text
+    assert dr.main(argv[:-4] + ["--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json")]) == 0
+
+
+def test_shards_of_two_models_are_refused(world, b_vectors, tmp_path, caplog):
+    _, emb_b = b_vectors
+    for name in ("emb_shard0.npy", "emb_shard0.ids.txt", "emb_shard0.meta.json"):
+        shutil.copy(world["root"] / name, tmp_path / name)
+    for name in ("emb_shard0.npy", "emb_shard0.ids.txt", "emb_shard0.meta.json"):
+        shutil.copy(Path(emb_b).parent / name, tmp_path / name.replace("shard0", "shard1"))
+    assert retrieve(dict(world, emb=str(tmp_path / "emb_shard*.npy")), tmp_path / "r.json") == 2
+    assert "emb_shard1.npy: passage vectors made by" in caplog.text
+
+
+# ----- a trained index is saved beside the embeddings and reused -----
+
+def test_trained_index_is_saved_reused_and_rebuilt(world, tmp_path, monkeypatch, caplog):
+    for name in ("emb_shard0", "emb_shard1"):
+        for ext in (".npy", ".ids.txt", ".meta.json"):
+            shutil.copy(world["root"] / f"{name}{ext}", tmp_path / f"{name}{ext}")
+    w = dict(world, emb=str(tmp_path / "emb_shard*.npy"))
+    assert retrieve(w, tmp_path / "a.json", "--index_type", "hnsw") == 0
+    saved = tmp_path / "emb.index.HNSW32_Flat.faiss"
+    assert saved.is_file() and (tmp_path / "emb.index.HNSW32_Flat.faiss.meta.json").is_file()
+
+    from dpr.index import search
+    monkeypatch.setattr(search, "build_index", lambda *a: pytest.fail("the saved index was not reused"))
+    with caplog.at_level(logging.INFO):
+        assert retrieve(w, tmp_path / "b.json", "--index_type", "hnsw") == 0
+    assert "reusing" in caplog.text
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    for again in (["--rebuild_index"], ["--ef_construction", "40"]):  # forced, or built with other parameters
+        with pytest.raises(BaseException, match="the saved index was not reused"):
+            retrieve(w, tmp_path / "c.json", "--index_type", "hnsw", *again)
+    monkeypatch.undo()
+    mtime = saved.stat().st_mtime_ns
+    assert retrieve(w, tmp_path / "c.json", "--index_type", "hnsw", "--ef_construction", "40") == 0
+    assert saved.stat().st_mtime_ns != mtime  # rebuilt and saved for the new parameters
+
+
+def test_flat_and_windowed_search_save_no_index(world, tmp_path):
+    for name in ("emb_shard0", "emb_shard1"):
+        for ext in (".npy", ".ids.txt", ".meta.json"):
+            shutil.copy(world["root"] / f"{name}{ext}", tmp_path / f"{name}{ext}")
+    w = dict(world, emb=str(tmp_path / "emb_shard*.npy"))
+    assert retrieve(w, tmp_path / "a.json") == 0
+    assert retrieve(w, tmp_path / "b.json", "--index_type", "hnsw", "--search_shard_size", "10") == 0
+    assert not list(tmp_path.glob("*.faiss"))
+    with pytest.raises(SystemExit):
+        dr.parse_args(["--qa_file", "q", "--encoded_ctx_file", "e", "--out_file", "o", "--rebuild_index",
+                       "--search_shard_size", "10"])

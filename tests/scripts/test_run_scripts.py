@@ -26,6 +26,8 @@ def test_gen_emb_then_test(tmp_path):
     gen = sh("run_gen_emb.sh", {**common, "NUM_SHARDS": "2", "GPUS": "0 1", "P_LEN": "64", "BATCH_SIZE": "4"})
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "emb").glob("*.npy")) == [f"emb_shard{k}.npy" for k in range(2)]
+    for k in range(2):  # one log per shard worker
+        assert f"shard {k}/2: passages" in (tmp_path / "emb" / "logs" / f"emb_shard{k}.log").read_text()
     test = sh("run_test.sh", {**common, "QA_FILE": str(dev), "OUT_FILE": str(tmp_path / "res.json"), "N_DOCS": "5"})
     assert test.returncode == 0, test.stderr[-2000:]
     assert len(json.loads((tmp_path / "res.json").read_text())["q1"]) == 5
@@ -38,3 +40,30 @@ def test_a_failing_shard_fails_the_script(tmp_path):
     gen = sh("run_gen_emb.sh", {"MODEL_FILE": str(tmp_path / "none"), "CTX_FILE": str(bad),
                                 "EMB_DIR": str(tmp_path / "emb"), "NUM_SHARDS": "1", "GPUS": "0", "PRECISION": ""})
     assert gen.returncode != 0 and "bad.tsv:1" in gen.stderr
+
+
+def test_gen_emb_respects_the_schedulers_cuda_visible_devices(tmp_path):
+    """A scheduler's CUDA_VISIBLE_DEVICES=3,5 beats nvidia-smi's list of every GPU on the machine (stand-ins for
+    python and nvidia-smi record which device each shard got)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nprintf '0\\n1\\n2\\n3\\n4\\n5\\n'\n")
+    (bin_dir / "python").write_text(f'#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $*" >> {tmp_path}/calls\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("GPUS", "CUDA_VISIBLE_DEVICES")}
+    base = {"PATH": f"{bin_dir}:{env['PATH']}", "EMB_DIR": str(tmp_path / "emb"), "NUM_SHARDS": "4",
+            "MODEL_FILE": "m"}
+
+    def devices(extra):
+        (tmp_path / "calls").unlink(missing_ok=True)
+        r = subprocess.run(["sh", "run_gen_emb.sh"], cwd=ROOT, env={**env, **base, **extra}, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        calls = [line.split() for line in (tmp_path / "calls").read_text().splitlines()]
+        return sorted((c[c.index("--shard_id") + 1], c[0] if not c[0].startswith("generate") else "")
+                      for c in calls)
+
+    assert devices({"CUDA_VISIBLE_DEVICES": "3,5"}) == [("0", "3"), ("1", "5"), ("2", "3"), ("3", "5")]
+    assert {d for _, d in devices({})} == {"0", "1", "2", "3"}  # no scheduler: nvidia-smi's GPUs
+    assert {d for _, d in devices({"CUDA_VISIBLE_DEVICES": ""})} == {""}  # no GPU granted: CPU
