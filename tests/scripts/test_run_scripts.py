@@ -52,8 +52,9 @@ def test_gen_emb_respects_the_schedulers_cuda_visible_devices(tmp_path):
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("GPUS", "CUDA_VISIBLE_DEVICES")}
+    (tmp_path / "p.tsv").write_text("id\ttext\ttitle\n")
     base = {"PATH": f"{bin_dir}:{env['PATH']}", "EMB_DIR": str(tmp_path / "emb"), "NUM_SHARDS": "4",
-            "MODEL_FILE": "m"}
+            "MODEL_FILE": "m", "CTX_FILE": str(tmp_path / "p.tsv")}
 
     def devices(extra):
         (tmp_path / "calls").unlink(missing_ok=True)
