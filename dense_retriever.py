@@ -153,6 +153,9 @@ def hybrid_retrieve(shards: list[Shard], questions: list[tuple[str, str, list[st
     from dpr.data.bm25 import index_passages
 
     config = fusion_config(args)
+    if config.depth < args.n_docs:
+        logger.warning("--hybrid_depth %d < --n_docs %d: a question may get fewer than %d passages", config.depth,
+                       args.n_docs, args.n_docs)
     dense_args = copy.copy(args)
     dense_args.n_docs = max(args.n_docs, config.depth)
     dense = retrieve(shards, questions, vectors, dense_args)
