@@ -9,12 +9,15 @@ Outputs (each written atomically):
   --metrics_file    MRR@10, recall@1, recall@50 from the official evaluator (default: *.metrics.json), and apart
                     from them under "extra": nDCG@10 and recall@100 (null unless --n_docs >= 100)
   --trec_file       optional TREC run file `qid Q0 pid rank score tag` for ranx / pytrec_eval / trec_eval
+  --hybrid_alpha A  all of these for dense + BM25 (over --ctx_file) fused: the rerank file then carries each
+                    passage's dense_score and bm25_score as well (null when outside that side's --hybrid_depth)
   --mine_hard_negatives OUT   a copy of the DPR training file --qa_file whose hard_negative_ctxs are the retrieved
                     non-positives after the first --skip_top ranks
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -33,6 +36,7 @@ from dpr.index.search import SavedIndexPolicy, search_shards
 from dpr.models.loading import TowerOptions, load_towers
 from dpr.options import (NO_EFFECT, add_length_args, add_model_args, add_precision_args, positive_int,
                          setup_logging)
+from dpr.retrieval.hybrid import DEFAULT_ALPHA, FUSIONS, FusionConfig, fuse
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
 from dpr.index.records import FORMAT, check_pairing, describe_model, read_record, settings_dict
@@ -126,7 +130,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--sibling_ids", action="store_true",
                    help="Passage ids follow `<paragraph>-<k>`: never mine a passage cut from a positive's paragraph. "
                         "Also on when collection_meta.json beside --ctx_file says id_scheme paragraph-k.")
+
+    g = p.add_argument_group("hybrid retrieval: dense + BM25 (jieba + bm25s over --ctx_file, index cached beside it)")
+    g.add_argument("--hybrid_alpha", type=float, nargs="?", const=DEFAULT_ALPHA, default=None, metavar="A",
+                   help=f"Fuse the dense and BM25 rankings; A in [0, 1] is the weight of the dense side (alone: "
+                        f"{DEFAULT_ALPHA}, chosen on held-out CMRC train questions, see README).")
+    g.add_argument("--fusion", choices=FUSIONS, default=None,
+                   help="convex (default): A * minmax(dense) + (1 - A) * minmax(bm25) over the union of both lists; "
+                        "rrf: reciprocal-rank fusion (k=60) weighted 2A / 2(1 - A), plain RRF at A=0.5.")
+    g.add_argument("--hybrid_depth", type=positive_int, default=None,
+                   help="Passages taken from each side before fusing (default 100).")
     args = p.parse_args(argv)
+    _check_hybrid_args(p, args)
     if args.hnsw_index:
         args.index_type = "hnsw"
     if args.encode_q_and_save and not args.q_encoding_path:
@@ -149,6 +164,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.refine_k_factor is not None and args.refine_k_factor < 1:
         p.error("--refine_k_factor must be >= 1")
     return args
+
+
+def _check_hybrid_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.hybrid_alpha is None:
+        if args.fusion or args.hybrid_depth:
+            p.error("--fusion and --hybrid_depth need --hybrid_alpha")
+        return
+    if not 0.0 <= args.hybrid_alpha <= 1.0:
+        p.error(f"--hybrid_alpha must be within [0, 1], got {args.hybrid_alpha}")
+    if args.encode_q_and_save or args.mine_hard_negatives:
+        p.error("--hybrid_alpha fuses retrieval results: not with --encode_q_and_save or --mine_hard_negatives")
+    if not args.ctx_file:
+        p.error("--hybrid_alpha needs --ctx_file (BM25 searches the passage texts)")
+
+
+def fusion_config(args: argparse.Namespace) -> FusionConfig:
+    return FusionConfig(alpha=args.hybrid_alpha, method=args.fusion or "convex", depth=args.hybrid_depth or 100)
+
+
+def hybrid_retrieve(shards: list[Shard], questions: list[tuple[str, str, list[str] | None]], vectors: np.ndarray,
+                    args: argparse.Namespace) -> list[Retrieved]:
+    """Dense and BM25 top-depth lists per question, fused; the first --n_docs kept, with both raw scores."""
+    from dpr.data.bm25 import index_passages
+
+    config = fusion_config(args)
+    if config.depth < args.n_docs:
+        logger.warning("--hybrid_depth %d < --n_docs %d: a question may get fewer than %d passages", config.depth,
+                       args.n_docs, args.n_docs)
+    dense_args = copy.copy(args)
+    dense_args.n_docs = max(args.n_docs, config.depth)
+    dense = retrieve(shards, questions, vectors, dense_args)
+    t0 = time.time()
+    index, pids = index_passages(args.ctx_file)
+    bm25 = index.search([text for _, text, _ in questions], config.depth)
+    logger.info("BM25 over %d passages of %s: %.1fs", len(pids), args.ctx_file, time.time() - t0)
+    results = []
+    for d, b in zip(dense, bm25):
+        hits = fuse(list(zip(d.pids, d.scores)), [(pids[i], s) for i, s in b], config)[:args.n_docs]
+        parts = [{"dense_score": _round(h.dense_score), "bm25_score": _round(h.bm25_score)} for h in hits]
+        results.append(Retrieved(d.qid, d.question, [h.pid for h in hits], [h.score for h in hits], parts))
+    logger.info("fused (%s, alpha %.2f, depth %d)", config.method, config.alpha, config.depth)
+    return results
+
+
+def _round(score: float | None) -> float | None:
+    return None if score is None else round(score, 6)
 
 
 def output_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -305,7 +366,10 @@ def run(args: argparse.Namespace) -> None:
     if use_saved_questions(args):
         check_passage_vectors(args, paths)
     shards = open_shards(args.encoded_ctx_file)
-    results = retrieve(shards, questions, vectors, args)
+    if args.hybrid_alpha is not None:
+        results = hybrid_retrieve(shards, questions, vectors, args)
+    else:
+        results = retrieve(shards, questions, vectors, args)
     if args.mine_hard_negatives:
         passages = lookup_passages(args.ctx_file, {pid for r in results for pid in r.pids})
         _check_found(args.ctx_file, passages, results)

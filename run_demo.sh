@@ -25,6 +25,7 @@ ENC_BATCH=${ENC_BATCH:-64}
 PRECISION=${PRECISION:-}                     # --bf16 on CPUs with AMX; empty = fp32
 TRAIN_EXTRA=${TRAIN_EXTRA---freeze_embeddings}  # word embeddings fixed: faster CPU steps, less overfitting
 SEARCH_SPLITS=${SEARCH_SPLITS:-test}         # whose paragraphs form the searched collection
+HYBRID_ALPHA=${HYBRID_ALPHA:-0.5}            # hybrid row: weight of the fine-tuned dense score against BM25
 
 data=$DEMO_DIR/data
 ckp=$DEMO_DIR/checkpoints
@@ -71,14 +72,19 @@ final=$(ls -d "$ckp"/dpr_biencoder.*.question_encoder | sed 's/\.question_encode
 
 step "5/7 fine-tuned model: $final"
 encode_and_search "$final" finetuned
+step "hybrid: fine-tuned + BM25, alpha $HYBRID_ALPHA (run_test.sh)"
+MODEL_FILE=$final QA_FILE=$data/test.json CTX_FILE=$data/search.tsv EMB_DIR=$DEMO_DIR/emb_finetuned \
+  OUT_FILE=$DEMO_DIR/hybrid_test.json Q_LEN=$Q_LEN BATCH_SIZE=$ENC_BATCH PRECISION=$PRECISION \
+  HYBRID_ALPHA=$HYBRID_ALPHA sh run_test.sh >> "$log" 2>&1
 
 step "6/7 results on the held-out questions (CMRC2018 trial split, $(wc -l < "$data/test.json") questions; $(( $(wc -l < "$data/search.tsv") - 1 )) passages searched)"
-python - "$DEMO_DIR" "$(basename "$MODEL")" <<'PY' | tee -a "$log"
+python - "$DEMO_DIR" "$(basename "$MODEL")" "$HYBRID_ALPHA" <<'PY' | tee -a "$log"
 import json, sys
-d, model = sys.argv[1], sys.argv[2]
+d, model, alpha = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = [("BM25 (jieba + bm25s)", f"{d}/bm25_test.metrics.json"),
         (f"{model} zero-shot", f"{d}/zeroshot_test.metrics.json"),
-        ("fine-tuned (gradient cache)", f"{d}/finetuned_test.metrics.json")]
+        ("fine-tuned (gradient cache)", f"{d}/finetuned_test.metrics.json"),
+        (f"hybrid: fine-tuned + BM25 ({alpha})", f"{d}/hybrid_test.metrics.json")]
 print(f"| {'retriever':<34}| MRR@10 | recall@1 | recall@50 |")
 print(f"|{'-' * 35}|--------|----------|-----------|")
 for name, path in rows:

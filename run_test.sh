@@ -18,6 +18,8 @@ INDEX=${INDEX:---index_type flat}                     # exact; or "--index_type 
                                                       # "--index_factory IVF65536,PQ64np"
 SEARCH_SHARD_SIZE=${SEARCH_SHARD_SIZE:-}              # e.g. 2000000: search that many vectors at a time (bounded RAM)
 PRECISION=${PRECISION-auto}                           # auto, fp16, bf16, fp32; empty = fp32
+HYBRID_ALPHA=${HYBRID_ALPHA:-}                        # e.g. 0.5: dense + BM25 (over CTX_FILE) fused, A = dense weight;
+                                                      # empty = dense only (EXTRA="--fusion rrf" for rank fusion)
 EXTRA=${EXTRA:-}                                      # e.g. "--faiss_fp16", or the seed's two-step way:
 # encode on a GPU machine: EXTRA="--q_encoding_path q.npy --encode_q_and_save"; then search on a CPU machine
 # with EXTRA="--q_encoding_path q.npy" (the model is not loaded when the saved vectors match the questions).
@@ -57,4 +59,5 @@ python dense_retriever.py \
   --q_sequence_length "$Q_LEN" \
   --batch_size "$BATCH_SIZE" \
   ${SEARCH_SHARD_SIZE:+--search_shard_size "$SEARCH_SHARD_SIZE"} \
+  ${HYBRID_ALPHA:+--hybrid_alpha "$HYBRID_ALPHA"} \
   --precision "${PRECISION:-fp32}" $INDEX $EXTRA

@@ -153,17 +153,61 @@ def score_matrix(corpus: TokenizedCorpus, k1: float, b: float, chunk_docs: int =
     return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
 
 
+_SCORE_ARRAYS = ("data", "indices", "indptr")
+
+
 class BM25Index:
     """bm25s retrieval over a TokenizedCorpus (Lucene variant; k1/b default to Anserini's 0.9 / 0.4)."""
 
     def __init__(self, corpus: TokenizedCorpus, k1: float = 0.9, b: float = 0.4):
-        self.vocab = corpus.vocab
-        self.num_docs = corpus.num_docs
+        self._setup(corpus.vocab, score_matrix(corpus, k1, b), k1, b)
+
+    @classmethod
+    def from_scores(cls, vocab: dict[str, int], scores: dict, k1: float, b: float) -> "BM25Index":
+        """An index over a score matrix built before (see `save` / `load`)."""
+        index = cls.__new__(cls)
+        index._setup(vocab, scores, k1, b)
+        return index
+
+    def _setup(self, vocab: dict[str, int], scores: dict, k1: float, b: float) -> None:
+        self.vocab, self.k1, self.b = vocab, k1, b
+        self.num_docs = int(scores["num_docs"])
         self.model = bm25s.BM25(k1=k1, b=b, method="lucene", backend="numpy")
-        self.model.scores = score_matrix(corpus, k1, b)
-        self.model.vocab_dict = corpus.vocab
-        self.model.unique_token_ids_set = set(corpus.vocab.values())
+        self.model.scores = scores
+        self.model.vocab_dict = vocab
+        self.model.unique_token_ids_set = set(vocab.values())
         self.model.nonoccurrence_array = None  # what bm25s's own index() sets for the Lucene variant
+
+    def _meta(self, fingerprint: dict) -> dict:
+        return {**fingerprint, "k1": self.k1, "b": self.b, "num_docs": self.num_docs, "vocab_size": len(self.vocab)}
+
+    def save(self, directory: str | os.PathLike, fingerprint: dict) -> None:
+        """Write the score matrix and vocabulary; meta.json (source fingerprint, k1, b) last."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name in _SCORE_ARRAYS:
+            with atomic_path(d / f"{name}.npy") as tmp:
+                np.save(tmp, self.model.scores[name])
+        with atomic_write(d / "vocab.json") as f:
+            json.dump(sorted(self.vocab, key=self.vocab.__getitem__), f, ensure_ascii=False)
+        with atomic_write(d / "meta.json") as f:
+            json.dump(self._meta(fingerprint), f)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, fingerprint: dict, k1: float, b: float) -> "BM25Index | None":
+        """The saved index when it was built from this fingerprint with this k1 and b, else None."""
+        d = Path(directory)
+        try:
+            meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+            if any(meta.get(k) != v for k, v in {**fingerprint, "k1": k1, "b": b}.items()):
+                return None
+            tokens = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
+            scores = {name: np.load(d / f"{name}.npy") for name in _SCORE_ARRAYS}
+        except (OSError, ValueError):
+            return None
+        scores["num_docs"] = meta["num_docs"]
+        index = cls.from_scores({t: i for i, t in enumerate(tokens)}, scores, k1, b)
+        return index if index._meta(fingerprint) == meta else None
 
     def query_ids(self, text: str) -> list[int]:
         return [self.vocab[t] for t in tokenize(text) if t in self.vocab]
@@ -184,18 +228,34 @@ class BM25Index:
 
 
 def default_cache_dir(passages_tsv: str | os.PathLike) -> Path:
-    """`passages.jieba/` beside `passages.tsv`: the token cache that preprocessing and bm25_retriever.py share."""
+    """`passages.jieba/` beside `passages.tsv`: the token cache that preprocessing and bm25_retriever.py share
+    (and the BM25 index built from it, in its `index/` subfolder)."""
     p = Path(passages_tsv)
     return p.with_name(p.stem + ".jieba")
 
 
 def index_passages(passages_tsv: str | os.PathLike, cache_dir: str | os.PathLike | None = "default",
-                   num_workers: int = 1) -> tuple[BM25Index, list[str]]:
-    """A BM25 index over passages.tsv ("title text") and the passage ids in index order."""
+                   num_workers: int = 1, k1: float = 0.9, b: float = 0.4) -> tuple[BM25Index, list[str]]:
+    """A BM25 index over passages.tsv ("title text") and the passage ids in index order.
+
+    With a cache (None: none) both the tokens and the index are reused while passages.tsv's fingerprint (path,
+    size, mtime, tokenizer) and k1/b match what made them, and rebuilt otherwise."""
     from dpr.data.formats import read_passages_tsv
 
+    fp = file_fingerprint(passages_tsv)
     pids = [pid for pid, _, _ in read_passages_tsv(passages_tsv)]
-    texts = (f"{title} {text}" if title else text for _, text, title in read_passages_tsv(passages_tsv))
     cache = default_cache_dir(passages_tsv) if cache_dir == "default" else cache_dir
+    if cache is not None:
+        index = BM25Index.load(Path(cache) / "index", fp, k1, b)
+        if index is not None and index.num_docs == len(pids):
+            logger.info("BM25 index: reusing %s (%d passages)", Path(cache) / "index", index.num_docs)
+            return index, pids
+    texts = (f"{title} {text}" if title else text for _, text, title in read_passages_tsv(passages_tsv))
     corpus = cached_tokenize(texts, passages_tsv, cache, num_workers=num_workers, total=len(pids))
-    return BM25Index(corpus), pids
+    index = BM25Index(corpus, k1, b)
+    if cache is not None:
+        try:
+            index.save(Path(cache) / "index", fp)
+        except OSError as e:  # e.g. a read-only data directory: go on without the cache
+            logger.warning("BM25 index cache %s not written (%s)", Path(cache) / "index", e)
+    return index, pids

@@ -17,6 +17,7 @@ class Retrieved:
     question: str
     pids: list[str]
     scores: list[float]
+    parts: list[dict] | None = None  # per passage, extra fields for the rerank file (e.g. hybrid's two scores)
 
 
 def submission(results: list[Retrieved]) -> dict[str, list[str]]:
@@ -31,12 +32,14 @@ def write_submission(path: str | os.PathLike, results: list[Retrieved]) -> None:
 def write_rerank_file(path: str | os.PathLike, results: list[Retrieved],
                       passages: dict[str, tuple[str, str]] | None = None) -> None:
     """JSON lines, one question each: {"question_id", "question", "passages": [{"rank", "passage_id", "score",
-    "text", "title"}]} (text/title only when the collection file was given)."""
+    "text", "title"}]} (text/title only when the collection file was given; plus each passage's `parts`)."""
     with atomic_write(path) as f:
         for r in results:
             ranked = []
             for rank, (pid, score) in enumerate(zip(r.pids, r.scores), 1):
                 item = {"rank": rank, "passage_id": pid, "score": round(float(score), 6)}
+                if r.parts is not None:
+                    item.update(r.parts[rank - 1])
                 if passages is not None:
                     text, title = passages[pid]
                     item.update(text=text, title=title)

@@ -64,3 +64,34 @@ def test_token_cache_is_reused_and_refreshed(tmp_path):
     os.utime(p, ns=(1, 1))
     index, pids = index_passages(p)
     assert pids == ["z"] and index.num_docs == 1
+
+
+def test_index_is_built_once_and_never_reused_stale(tmp_path, monkeypatch):
+    import dpr.data.bm25 as bm25_module
+
+    p = tmp_path / "passages.tsv"
+    with atomic_write(p) as f:
+        f.write("id\ttext\ttitle\n" + "".join(f"p{i}\t{t}\t\n" for i, t in enumerate(TEXTS)))
+    built, _ = index_passages(p)
+    meta = (tmp_path / "passages.jieba" / "index" / "meta.json")
+    assert meta.is_file()
+    calls = []
+    real = bm25_module.score_matrix
+    monkeypatch.setattr(bm25_module, "score_matrix", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    reused, _ = index_passages(p)
+    assert calls == []  # loaded, not rebuilt
+    assert reused.search(["长江是什么河流", "北京"], k=3) == built.search(["长江是什么河流", "北京"], k=3)
+    index_passages(p, k1=1.2, b=0.75)  # other parameters: rebuilt, and the cache now records them
+    assert calls == [(1.2, 0.75)]
+    index_passages(p, k1=1.2, b=0.75)
+    assert len(calls) == 1
+    with atomic_write(p) as f:  # the collection changes: rebuilt from fresh tokens
+        f.write("id\ttext\ttitle\nz\t长江\t\n")
+    os.utime(p, ns=(1, 1))
+    index, pids = index_passages(p, k1=1.2, b=0.75)
+    assert len(calls) == 2 and pids == ["z"] and [d for d, _ in index.search(["长江"], k=3)[0]] == [0]
+    meta.unlink()  # a cache without its record (e.g. killed while writing) is never trusted
+    index_passages(p, k1=1.2, b=0.75)
+    assert len(calls) == 3 and meta.is_file()
+    index_passages(p, cache_dir=None, k1=1.2, b=0.75)  # no cache: always built
+    assert len(calls) == 4

@@ -350,3 +350,88 @@ def test_flat_and_windowed_search_save_no_index(world, tmp_path):
     with pytest.raises(SystemExit):
         dr.parse_args(["--qa_file", "q", "--encoded_ctx_file", "e", "--out_file", "o", "--rebuild_index",
                        "--search_shard_size", "10"])
+
+
+def expected_hybrid(world, config):
+    """Dense (brute force with the two towers) and BM25 (an index built here) lists fused with dpr.retrieval.hybrid."""
+    from dpr.data.bm25 import BM25Index, TokenizedCorpus
+    from dpr.retrieval.hybrid import fuse
+
+    tok = tiny_tokenizer()
+    q = encode_texts(Encoder.from_pretrained(world["model"] / "question_encoder"), tok, world["questions"], "query", 32)
+    p = encode_texts(Encoder.from_pretrained(world["model"] / "passage_encoder"), tok,
+                     [t for _, t in world["passages"]], "passage", 64)
+    scores = q @ p.T
+    ids = [pid for pid, _ in world["passages"]]
+    bm25 = BM25Index(TokenizedCorpus.build([t for _, t in world["passages"]])).search(world["questions"], config.depth)
+    fused = []
+    for row, b in zip(scores, bm25):
+        order = np.argsort(-row, kind="stable")[:config.depth]
+        fused.append(fuse([(ids[j], float(row[j])) for j in order], [(ids[d], s) for d, s in b], config)[:N_DOCS])
+    return fused
+
+
+@pytest.mark.parametrize("extra, config", [
+    (["--hybrid_alpha", "0.3"], dict(alpha=0.3)),
+    (["--hybrid_alpha", "0.3", "--hybrid_depth", "2"], dict(alpha=0.3, depth=2)),
+    (["--hybrid_alpha", "--fusion", "rrf"], dict(method="rrf")),  # alone: the default alpha
+])
+def test_hybrid_writes_the_fused_ranking_with_both_scores(world, tmp_path, extra, config):
+    from dpr.retrieval.hybrid import FusionConfig
+
+    assert retrieve(world, tmp_path / "res.json", *extra) == 0
+    expected = expected_hybrid(world, FusionConfig(**config))
+    sub = json.loads((tmp_path / "res.json").read_text(encoding="utf-8"))
+    assert sub == {f"q{n}": [h.pid for h in hits] for n, hits in enumerate(expected)}
+    if config.get("depth") == 2:
+        assert all(len(v) <= 4 for v in sub.values())
+    rerank = [json.loads(line) for line in (tmp_path / "res.rerank.jsonl").read_text(encoding="utf-8").splitlines()]
+    for r, hits in zip(rerank, expected):
+        for got, h in zip(r["passages"], hits):
+            assert got["score"] == pytest.approx(h.score, abs=1e-5)
+            for side in ("dense_score", "bm25_score"):
+                want = getattr(h, side)
+                assert (got[side] is None) if want is None else got[side] == pytest.approx(want, abs=1e-4)
+    if config.get("depth") == 2:  # a passage from one side only is kept, its other score null
+        assert any(None in (p["bm25_score"], p["dense_score"]) for r in rerank for p in r["passages"])
+    metrics = json.loads((tmp_path / "res.metrics.json").read_text())
+    gold = {f"q{n}": {world["passages"][i][0]} for n, i in enumerate(world["golds"])}
+    assert metrics == evaluate(gold, sub)
+    assert (world["root"] / "passages.jieba" / "index" / "meta.json").is_file()  # the BM25 index, kept for reuse
+
+
+def test_hybrid_alpha_one_is_dense_and_zero_is_bm25(world, tmp_path):
+    from dpr.data.bm25 import BM25Index, TokenizedCorpus
+
+    assert retrieve(world, tmp_path / "dense.json") == 0
+    assert retrieve(world, tmp_path / "a1.json", "--hybrid_alpha", "1") == 0
+    dense = json.loads((tmp_path / "dense.json").read_text())
+    assert json.loads((tmp_path / "a1.json").read_text()) == dense  # every passage is in the dense top 100
+    assert retrieve(world, tmp_path / "a0.json", "--hybrid_alpha", "0") == 0
+    bm25 = BM25Index(TokenizedCorpus.build([t for _, t in world["passages"]])).search(world["questions"], N_DOCS)
+    fused = json.loads((tmp_path / "a0.json").read_text())
+    checked = 0
+    for n, b in enumerate(bm25):
+        top = [world["passages"][d][0] for d, s in b if s > b[-1][1]]  # above the BM25 list's minimum
+        assert fused[f"q{n}"][:len(top)] == top
+        checked += len(top)
+    assert checked >= 12
+    assert fused != dense
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fusion", "rrf"], "need --hybrid_alpha"),
+    (["--hybrid_depth", "5"], "need --hybrid_alpha"),
+    (["--hybrid_alpha", "1.5"], "within [0, 1]"),
+])
+def test_hybrid_flag_errors(world, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        retrieve(world, tmp_path / "res.json", *argv)
+    assert message in capsys.readouterr().err
+
+
+def test_hybrid_needs_the_passage_texts(world, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+                 "--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json"), "--hybrid_alpha", "0.5"])
+    assert "--hybrid_alpha needs --ctx_file" in capsys.readouterr().err

@@ -27,10 +27,12 @@ def test_demo_at_toy_size(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (demo / "demo.log").read_text()[-3000:]
     rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "retriever" not in line]
     assert [r.split("|")[1].strip() for r in rows] == [
-        "BM25 (jieba + bm25s)", "tiny zero-shot", "fine-tuned (gradient cache)"]
-    for name in ("bm25_test", "zeroshot_test", "finetuned_test"):
+        "BM25 (jieba + bm25s)", "tiny zero-shot", "fine-tuned (gradient cache)", "hybrid: fine-tuned + BM25 (0.5)"]
+    for name in ("bm25_test", "zeroshot_test", "finetuned_test", "hybrid_test"):
         metrics = json.loads((demo / f"{name}.metrics.json").read_text())
         assert metrics["QueriesRanked"] == 1000 and 0 <= metrics["MRR@10"] <= 1
     submission = json.loads((demo / "finetuned_test.json").read_text())
     assert len(submission) == 1000 and all(len(v) == 50 for v in submission.values())
+    hybrid = json.loads((demo / "hybrid_test.json").read_text())
+    assert len(hybrid) == 1000 and all(len(v) == 50 for v in hybrid.values()) and hybrid != submission
     assert list((demo / "checkpoints").glob("*.png")), "the training plot is missing"

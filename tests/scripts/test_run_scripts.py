@@ -32,6 +32,14 @@ def test_gen_emb_then_test(tmp_path):
     assert test.returncode == 0, test.stderr[-2000:]
     assert len(json.loads((tmp_path / "res.json").read_text())["q1"]) == 5
     assert set(json.loads((tmp_path / "res.metrics.json").read_text())) >= {"MRR@10", "recall@1", "recall@50"}
+    rerank = json.loads((tmp_path / "res.rerank.jsonl").read_text(encoding="utf-8"))
+    assert "bm25_score" not in rerank["passages"][0]
+    test = sh("run_test.sh", {**common, "QA_FILE": str(dev), "OUT_FILE": str(tmp_path / "hyb.json"), "N_DOCS": "5",
+                              "HYBRID_ALPHA": "0.5"})
+    assert test.returncode == 0, test.stderr[-2000:]
+    rerank = json.loads((tmp_path / "hyb.rerank.jsonl").read_text(encoding="utf-8"))
+    assert len(rerank["passages"]) == 5 and {"dense_score", "bm25_score"} <= set(rerank["passages"][0])
+    assert "fused (convex, alpha 0.50" in test.stderr
 
 
 def test_a_failing_shard_fails_the_script(tmp_path):
