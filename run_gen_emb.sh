@@ -10,6 +10,7 @@
 set -e
 
 NUM_SHARDS=${NUM_SHARDS:-8}
+SHARD_IDS=${SHARD_IDS:-}                              # e.g. "$SLURM_ARRAY_TASK_ID": only these shards (array jobs)
 if [ -z "${GPUS+set}" ]; then                        # "" = CPU
   if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
     GPUS=$(printf '%s' "$CUDA_VISIBLE_DEVICES" | tr ',' ' ')
@@ -62,7 +63,13 @@ encode() {  # encode shard $1 on GPU $2 ("" = CPU), logging to its own file
   fi
 }
 
-if [ -z "$GPUS" ]; then
+if [ -n "$SHARD_IDS" ]; then      # a scheduler's array job: these shards, one after another, on the first GPU given
+  set -- $GPUS
+  for k in $SHARD_IDS; do
+    [ "$k" -ge 0 ] 2>/dev/null && [ "$k" -lt "$NUM_SHARDS" ] || fail "SHARD_IDS: $k is not a shard of NUM_SHARDS=$NUM_SHARDS"
+  done
+  for k in $SHARD_IDS; do encode "$k" "${1:-}" || exit 1; done
+elif [ -z "$GPUS" ]; then
   k=0
   while [ "$k" -lt "$NUM_SHARDS" ]; do encode "$k" "" || exit 1; k=$((k + 1)); done
 else

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Step 2: train the bi-encoder (the seed's command; every value can be overridden from the environment,
 # e.g. `BATCH_SIZE=256 sh run_train.sh`). Multi-GPU: NPROC=4 sh run_train.sh (torchrun; BATCH_SIZE stays global).
+# Several nodes: on every node NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's address> NPROC=8 sh run_train.sh.
 set -e
 
 MODEL=${MODEL:-/path/chinese-macbert-base}      # an HF dir, or multilingual-e5-small (built offline)
@@ -26,7 +27,9 @@ OTHER_NEGATIVES=${OTHER_NEGATIVES:-0}
 LOG_BATCH_STEP=${LOG_BATCH_STEP:-20}
 PRECISION=${PRECISION-auto}                     # auto (fp16 on CUDA, bf16 on CPUs fast at it, else fp32),
                                                 # fp16, bf16, fp32; empty = fp32
-NPROC=${NPROC:-1}
+NPROC=${NPROC:-1}                               # processes (GPUs) per node
+NNODES=${NNODES:-1}; NODE_RANK=${NODE_RANK:-0}  # several nodes: the same command on each, NODE_RANK 0..NNODES-1
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}; MASTER_PORT=${MASTER_PORT:-29500}
 EXTRA=${EXTRA:-}                                # e.g. "--resume" or "--save_every_steps 20"
 
 # CPU, minutes, on the CMRC2018 mini corpus (python data/build_cmrc2018_retrieval.py, then python
@@ -54,7 +57,9 @@ if [ -z "$DEV_FILE" ]; then
 fi
 [ -f "$DEV_FILE" ] || fail "DEV_FILE=$DEV_FILE not found: run step 1 or set DEV_FILE"
 
-if [ "$NPROC" -gt 1 ]; then
+if [ "$NNODES" -gt 1 ]; then
+  LAUNCH="torchrun --nnodes $NNODES --node_rank $NODE_RANK --master_addr $MASTER_ADDR --master_port $MASTER_PORT --nproc_per_node $NPROC"
+elif [ "$NPROC" -gt 1 ]; then
   LAUNCH="torchrun --nproc_per_node $NPROC"
 else
   LAUNCH=python

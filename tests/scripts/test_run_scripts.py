@@ -76,3 +76,53 @@ def test_gen_emb_respects_the_schedulers_cuda_visible_devices(tmp_path):
     assert devices({"CUDA_VISIBLE_DEVICES": "3,5"}) == [("0", "3"), ("1", "5"), ("2", "3"), ("3", "5")]
     assert {d for _, d in devices({})} == {"0", "1", "2", "3"}  # no scheduler: nvidia-smi's GPUs
     assert {d for _, d in devices({"CUDA_VISIBLE_DEVICES": ""})} == {""}  # no GPU granted: CPU
+
+
+def _stub_bin(tmp_path, names):
+    """Stand-ins on PATH that record their arguments (and CUDA_VISIBLE_DEVICES) in tmp_path/calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in names:
+        f = bin_dir / name
+        f.write_text(f'#!/bin/sh\necho "{name} $CUDA_VISIBLE_DEVICES | $*" >> {tmp_path}/calls\n')
+        f.chmod(0o755)
+    return bin_dir
+
+
+def test_gen_emb_shard_ids_encode_only_those_shards(tmp_path):
+    """An array job (SHARD_IDS=$SLURM_ARRAY_TASK_ID) encodes its shards only; a shard outside NUM_SHARDS is an error."""
+    bin_dir = _stub_bin(tmp_path, ["python"])
+    (tmp_path / "p.tsv").write_text("id\ttext\ttitle\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GPUS", "CUDA_VISIBLE_DEVICES")}
+    base = {**env, "PATH": f"{bin_dir}:{env['PATH']}", "EMB_DIR": str(tmp_path / "emb"), "NUM_SHARDS": "8",
+            "MODEL_FILE": "m", "CTX_FILE": str(tmp_path / "p.tsv"), "GPUS": ""}
+    r = subprocess.run(["sh", "run_gen_emb.sh"], cwd=ROOT, env={**base, "SHARD_IDS": "5 2"}, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[c.split().index("--shard_id") + 1] for c in calls] == ["5", "2"]
+    r = subprocess.run(["sh", "run_gen_emb.sh"], cwd=ROOT, env={**base, "SHARD_IDS": "8"}, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "SHARD_IDS: 8 is not a shard of NUM_SHARDS=8" in r.stderr
+
+
+def test_train_launches_torchrun_over_nodes(tmp_path):
+    """NPROC alone: one node of torchrun; NNODES > 1 adds the rendezvous flags; neither: plain python."""
+    bin_dir = _stub_bin(tmp_path, ["python", "torchrun"])
+    train = tmp_path / "train.json"
+    train.write_text("[]")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MODEL": "multilingual-e5-small",
+           "TRAIN_FILE": str(train), "DEV_FILE": str(train)}
+
+    def launched(extra):
+        (tmp_path / "calls").unlink(missing_ok=True)
+        r = subprocess.run(["sh", "run_train.sh"], cwd=ROOT, env={**env, **extra}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return (tmp_path / "calls").read_text().split("|")[0].split()[0], (tmp_path / "calls").read_text()
+
+    assert launched({})[0] == "python"
+    prog, call = launched({"NPROC": "4"})
+    assert prog == "torchrun" and "--nproc_per_node 4 train_dense_encoder.py" in call and "--nnodes" not in call
+    prog, call = launched({"NPROC": "8", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5"})
+    assert prog == "torchrun"
+    assert "--nnodes 2 --node_rank 1 --master_addr 10.0.0.5 --master_port 29500 --nproc_per_node 8" in call
