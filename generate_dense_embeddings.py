@@ -29,6 +29,7 @@ from dpr.models.encoder import Encoder, EncoderSettings, stored_settings
 from dpr.models.fingerprint import ModelFingerprint, model_fingerprint, tower_directories
 from dpr.models.loading import TowerOptions, apply_settings_options, load_towers
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
+from dpr.utils.cli import report
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, remove_stale_temps
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
@@ -197,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         encode_shard(args)
     except InputError as e:
-        logger.error("%s", e)
-        return 2
+        return report(e)
     return 0
 
 

@@ -20,6 +20,7 @@ from dpr.training import checkpoint as ckpt
 from dpr.training.config import TrainConfig, default_temperature
 from dpr.training.data import BiEncoderData
 from dpr.training.trainer import DistInfo, Trainer, enable_gradient_checkpointing
+from dpr.utils.cli import fail
 from dpr.utils.io import InputError, check_writable_dir
 from dpr.utils.precision import dtype_name, resolve_amp_dtype
 
@@ -189,8 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     dist_info, device = init_distributed(args.dist_timeout_minutes)
     try:
         if args.batch_size < dist_info.world_size:
-            raise SystemExit(f"--batch_size {args.batch_size} is the global batch and must be >= the number of ranks "
-                             f"({dist_info.world_size})")
+            fail(f"--batch_size {args.batch_size} is the global batch and must be >= the number of ranks "
+ f"({dist_info.world_size})")
         check_writable_dir(args.output_dir)
         resume_from = None
         if args.model_file and ckpt.is_training_checkpoint(args.model_file):
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                                               f"{type(e).__name__}: {e}") from None
         return trainer.fit()
     except InputError as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

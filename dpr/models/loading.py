@@ -74,7 +74,7 @@ def _load_single(path: str | os.PathLike, resolved: str, settings: EncoderSettin
     except OSError as e:
         if Path(resolved).is_dir():
             raise
-        raise OSError(missing_model_message(str(path))) from e
+        raise InputError(path, missing_model_message(str(path))) from e
 
 
 def load_towers(options: TowerOptions, need: Need = "both") -> Towers:

@@ -29,6 +29,12 @@ def fail(message: str) -> NoReturn:
     raise InputErrorExit(line)
 
 
+def report(error: Exception) -> int:
+    """Print `error: message` as one line on stderr and return INPUT_ERROR_STATUS (for `sys.exit(main())`)."""
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+    return INPUT_ERROR_STATUS
+
+
 @contextlib.contextmanager
 def input_errors_exit(*extra: type[Exception]) -> Iterator[None]:
     """Turn an InputError (and the `extra` exception types) raised in the block into `fail`."""

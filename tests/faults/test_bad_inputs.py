@@ -155,7 +155,7 @@ def test_evaluator_predictions_for_other_questions_name_both_files(tmp_path):
 
 # ----- models and checkpoints of another shape -----
 
-def test_tower_whose_weights_have_another_shape(tmp_path, caplog):
+def test_tower_whose_weights_have_another_shape(tmp_path, capsys):
     a = save_tiny_biencoder(tmp_path / "a", hidden=32)
     b = save_tiny_biencoder(tmp_path / "b", hidden=64)
     (b / "passage_encoder" / "model.safetensors").replace(a / "passage_encoder" / "model.safetensors")
@@ -163,7 +163,7 @@ def test_tower_whose_weights_have_another_shape(tmp_path, caplog):
         load_encoder_pair(a)
     ctx = write_passages_tsv(tmp_path / "p.tsv", random_passages(3))
     assert gen.main(["--model_file", str(a), "--ctx_file", str(ctx), "--out_file", str(tmp_path / "e" / "emb")]) == 2
-    assert "passage_encoder: the weights do not fit" in caplog.text
+    assert "passage_encoder: the weights do not fit" in capsys.readouterr().err
     assert list((tmp_path / "e").iterdir()) == []
 
 

@@ -67,11 +67,11 @@ def test_training_unwritable(tmp_path, blocked, monkeypatch):
                                   "--output_dir", str(blocked)])
 
 
-def test_encoding_unwritable(tmp_path, blocked, monkeypatch, caplog):
+def test_encoding_unwritable(tmp_path, blocked, monkeypatch, capsys):
     monkeypatch.setattr(gen, "load_towers", _no_work)
     monkeypatch.setattr(gen, "count_passages", _no_work)
     assert gen.main(["--ctx_file", "p.tsv", "--out_file", str(blocked / "emb")]) == 2
-    assert f"{blocked}: output directory is not writable" in caplog.text
+    assert f"{blocked}: output directory is not writable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", [["--out_file", "{d}/res.json"], ["--out_file", "{d}/"],

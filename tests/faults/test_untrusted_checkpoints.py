@@ -75,14 +75,14 @@ def test_inference_reads_only_the_towers_of_a_checkpoint(tmp_path, crafted):
     assert not marker.exists()
 
 
-def test_pickled_tower_weights_are_refused(tmp_path, caplog):
+def test_pickled_tower_weights_are_refused(tmp_path, capsys):
     """A tower dir whose weights are a pickle (pytorch_model.bin) instead of safetensors: refused, not run."""
     tower, marker = save_tiny_model(tmp_path / "tower"), tmp_path / "PWNED"
     (tower / "model.safetensors").unlink()
     torch.save({"embeddings.word_embeddings.weight": Payload(marker)}, tower / "pytorch_model.bin")
     ctx = write_passages_tsv(tmp_path / "p.tsv", random_passages(4))
     assert gen.main(["--model_file", str(tower), "--ctx_file", str(ctx), "--out_file", str(tmp_path / "emb")]) == 2
-    assert f"{tower}: refused: its pickled weights file holds more than tensors" in caplog.text
+    assert f"{tower}: refused: its pickled weights file holds more than tensors" in capsys.readouterr().err
     assert not marker.exists()
     assert not list(tmp_path.glob("emb*"))
 

@@ -43,9 +43,9 @@ def test_checkpoint_without_towers(tmp_path):
 
 def test_unknown_names_fail_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match="not a local directory.*--pretrained_model_cfg"):
+    with pytest.raises(InputError, match="not a local directory.*--pretrained_model_cfg"):
         load_encoder_pair("no-such-org/no-such-model")
-    with pytest.raises(OSError, match="no such directory"):
+    with pytest.raises(InputError, match="no such directory"):
         load_encoder_pair("/no/such/model/dir")
 
 

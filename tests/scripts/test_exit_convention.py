@@ -31,8 +31,11 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     (release / "dev.json").write_text("", encoding="utf-8")
     (release / "passage_collection.json").write_text('{"paragraph_id": "p1", "paragraph_text": "t"}\n',
                                                      encoding="utf-8")
+    from tests.tiny_encoder import save_tiny_biencoder
+
+    model = save_tiny_biencoder(tmp / "model")
     return {"json": bad_json, "tsv": bad_tsv, "dpr": bad_dpr, "good_tsv": good_tsv, "cmrc": squad,
-            "release": release}
+            "release": release, "model": model}
 
 
 CASES = {
@@ -43,6 +46,11 @@ CASES = {
     "data/bm25_retriever.py": (lambda f, o: ["--qa_file", f["json"], "--ctx_file", f["good_tsv"], "--out_file",
                                              f"{o}/bm25.json", "--no_cache"], "bad.json:2"),
     "data/evaluate_dureader.py": (lambda f, o: [f["json"], f["json"]], "bad.json:1"),
+    "train_dense_encoder.py": (lambda f, o: ["--pretrained_model_cfg", f["model"] / "question_encoder", "--train_file",
+                                             f["dpr"], "--output_dir", o, "--num_workers", "0", "--no_progress"],
+                               "bad_dpr.json:1"),
+    "generate_dense_embeddings.py": (lambda f, o: ["--model_file", f["model"], "--ctx_file", f["tsv"], "--out_file",
+                                                   f"{o}/emb"], "bad.tsv:2"),
     "data/subset_passages.py": (lambda f, o: ["--ctx_file", f["tsv"], "--qa_file", f["json"], "--out_file",
                                               f"{o}/s.tsv", "--sibling_ids"], "bad."),
 }

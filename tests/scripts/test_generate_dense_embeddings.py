@@ -66,20 +66,20 @@ def test_save_fp16(setup, tmp_path):
     assert shard.vectors.dtype == np.float16 and shard.vectors.shape == (23, 32)
 
 
-def test_empty_shard_is_an_error_and_writes_nothing(setup, tmp_path, caplog):
+def test_empty_shard_is_an_error_and_writes_nothing(setup, tmp_path, capsys):
     model, _, _ = setup
     ctx = write_passages_tsv(tmp_path / "two.tsv", [("a", "中国"), ("b", "北京")])
     assert run(model, ctx, tmp_path / "emb", "--shard_id", "2", "--num_shards", "3") == 2
-    assert "two.tsv: shard 2 of 3 is empty: the file has 2 passages" in caplog.text
+    assert "two.tsv: shard 2 of 3 is empty: the file has 2 passages" in capsys.readouterr().err
     assert not list(tmp_path.glob("emb*"))
 
 
-def test_bad_collection_names_file_and_line(setup, tmp_path, caplog):
+def test_bad_collection_names_file_and_line(setup, tmp_path, capsys):
     model, _, _ = setup
     ctx = tmp_path / "bad.tsv"
     ctx.write_text("id\ttext\ttitle\na\t中国\t\nb\tno title column\n", encoding="utf-8")
     assert run(model, ctx, tmp_path / "emb") == 2
-    assert "bad.tsv:3" in caplog.text
+    assert "bad.tsv:3" in capsys.readouterr().err
     assert not list(tmp_path.glob("emb*"))
 
 
@@ -183,7 +183,7 @@ def test_records_do_not_depend_on_paths(setup, tmp_path, monkeypatch):
     assert run(moved_model, moved_ctx, tmp_path / "emb") == 0
 
 
-def test_a_worker_parses_only_its_own_rows(setup, tmp_path, caplog):
+def test_a_worker_parses_only_its_own_rows(setup, tmp_path, capsys):
     model, _, _ = setup
     rows = [("a", "中国"), ("b", "北京"), ("c", "大学"), ("d", "人民")]
     ctx = write_passages_tsv(tmp_path / "p.tsv", rows)
@@ -192,7 +192,7 @@ def test_a_worker_parses_only_its_own_rows(setup, tmp_path, caplog):
     assert run(model, ctx, tmp_path / "emb", "--shard_id", "1", "--num_shards", "2") == 0
     assert load_shard(tmp_path / "emb_shard1.npy").ids == ["c", "d"]
     assert run(model, ctx, tmp_path / "emb", "--shard_id", "0", "--num_shards", "2") == 2
-    assert "p.tsv:3: expected 3 tab-separated columns" in caplog.text
+    assert "p.tsv:3: expected 3 tab-separated columns" in capsys.readouterr().err
 
 
 def test_q_sequence_length_says_it_has_no_effect(capsys):
