@@ -37,7 +37,7 @@ step() { echo "[$(( $(date +%s) - start ))s] $*" | tee -a "$log"; }
 step "1/7 CMRC2018 -> DuReader-format mini corpus"
 cmrc=$(python data/fetch_cmrc2018.py)
 python data/build_cmrc2018_retrieval.py --cmrc_dir "$cmrc" --output_dir "$data" >> "$log" 2>&1
-python data/preprocess_dureader.py --input_dir "$data" --output_dir "$data" --num_shards 1 >> "$log" 2>&1
+python data/preprocess_dureader.py --input_dir "$data" --output_dir "$data" >> "$log" 2>&1
 splits=""
 for s in $SEARCH_SPLITS; do splits="$splits $data/$s.json"; done
 python data/subset_passages.py --ctx_file "$data/passages.tsv" --qa_file $splits --out_file "$data/search.tsv" | tee -a "$log"

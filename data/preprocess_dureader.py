@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dpr.data.preprocess import Options, run  # noqa: E402
-from dpr.options import positive_int, setup_logging  # noqa: E402
+from dpr.options import NO_EFFECT, positive_int, setup_logging  # noqa: E402
 from dpr.utils.io import InputError  # noqa: E402
 from dpr.utils.cli import fail  # noqa: E402
 
@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "siblings are never its negatives. Also on when the input has a collection_meta.json saying "
                         "id_scheme paragraph-k (the CMRC builder writes one); the record is copied beside "
                         "passages.tsv for the later steps. Off otherwise: ids like doc-0, doc-1 stay independent.")
-    p.add_argument("--num_shards", type=positive_int, default=8, help="passages_shard{k}_of{N}.tsv files to write.")
+    p.add_argument("--num_shards", type=positive_int, default=None,
+                   help=f"{NO_EFFECT} (shard files were written here once and read by no step: step 3 reads its own "
+                        "rows of passages.tsv).")
     p.add_argument("--dev_topk", type=Path, default=None,
                    help="A retriever's ranked dev output {qid: [pids]}: also write dev_with_hn.json whose hard "
                         "negatives are the first --num_hard_negatives non-gold passages.")
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     setup_logging()
     try:
-        report = run(Options(args.input_dir, args.output_dir, args.layout, args.num_hard_negatives, args.num_shards,
+        report = run(Options(args.input_dir, args.output_dir, args.layout, args.num_hard_negatives,
                              args.dev_topk, args.skip_bad_lines, not args.no_bm25, args.num_workers,
                              args.sibling_ids))
     except InputError as e:

@@ -20,7 +20,6 @@ from dpr.data.exclusion import Exclusion, exclusion
 from dpr.data.formats import (DPRJsonWriter, PassagesWriter, dpr_passage, read_passages_tsv, release_question,
                               write_dpr_json)
 from dpr.data.siblings import sibling_key
-from dpr.data.shards import shard_path, write_shards
 from dpr.utils.io import (InputError, atomic_write, check_writable_dir, iter_jsonl, iter_lines, read_json,
                           remove_stale_temps, write_json)
 
@@ -39,7 +38,6 @@ class Options:
     output_dir: Path
     layout: str = "auto"
     num_hard_negatives: int = 30
-    num_shards: int = 8
     dev_topk: Path | None = None
     skip_bad_lines: bool = False
     bm25: bool = True
@@ -354,110 +352,157 @@ def with_topk_negatives(q: Question, ranked: list[str], by_pid: dict[str, str], 
     return Question(q.qid, q.question, q.answers, q.positives, negs)
 
 
-def run(opts: Options) -> dict[str, Any]:
-    """Preprocess; returns (and writes to preprocess_stats.json) counts and stage timings."""
-    t0 = time.time()
-    layout, root = detect_layout(Path(opts.input_dir), opts.layout)
-    out = check_writable_dir(opts.output_dir)
-    train_dir = out / TRAIN_DIR
-    passages_tsv = out / "passages.tsv"
-    stats: Counter = Counter()
-    timings: dict[str, float] = {}
-    bad = BadLines(opts.skip_bad_lines)
-    logger.info("layout %s in %s", layout, root)
-    sibling_ids, why = sibling_ids_enabled(opts.sibling_ids, root)
-    logger.info("paragraph-sibling rule %s (%s)", "on" if sibling_ids else "off", why)
-    in_meta = read_meta(root)
-    out_meta = meta_path(out)
-    if out_meta.exists() and out_meta.resolve() != meta_path(root).resolve():
-        out_meta.unlink()  # an earlier run's record: rewritten at the end when it still holds
-        logger.info("removed %s (it described an earlier run's passages)", out_meta)
-    outputs = [passages_tsv, out_meta, out / "preprocess_stats.json"] + [shard_path(passages_tsv, k, opts.num_shards)
-                                                               for k in range(opts.num_shards)]
-    outputs += [train_dir / f"{name}.json" for name in ("dual_train", "dual_dev", "dual_test", "dev_with_hn")]
-    for stale in [p for path in outputs for p in remove_stale_temps(path)]:
-        logger.info("removed %s (left by an interrupted run)", stale)
+class _Timer:
+    """Stage timings of one run: `lap(name)` records the time since the previous lap."""
 
-    splits: dict[str, list[Question]] = {"dev": read_release_questions(root / ("dev.json" if layout == "release" else
-                                                                                "dev/dev.json"), bad, stats, "dev")}
-    if layout == "release":
-        splits["train"] = read_release_questions(root / "train.json", bad, stats, "train")
-        if (root / "test.json").is_file():
-            test = read_release_questions(root / "test.json", bad, stats, "test")
-            if test and all(q.positives for q in test):
-                splits["test"] = test
-            else:
-                stats["test_unlabelled_not_converted"] = len(test)
-        coll = stream_release_collection(root / "passage_collection.json", passages_tsv, bad, stats)
-    else:
-        want: set[int] = set()  # hashes of the train texts whose ids the collection pass looks up
-        first_pass = BadLines(opts.skip_bad_lines)  # raises before the long collection pass; counted in pass 2
-        for group in group_baseline_train(root / "train" / "dual.train.tsv", first_pass, opts.num_hard_negatives):
-            want.update(hash(t) for _, t in group.positives + group.negatives)
-        coll = stream_baseline_collection(root, passages_tsv, bad, stats, want)
-    stats["passages"] = len(coll.pids)
-    timings["collection_s"] = time.time() - t0
+    def __init__(self) -> None:
+        self.start = self.last = time.time()
+        self.timings: dict[str, float] = {}
 
-    write_shards(passages_tsv, opts.num_shards, len(coll.pids))
-    timings["shards_s"] = time.time() - t0 - sum(timings.values())
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.timings[name] = round(now - self.last, 2)
+        self.last = now
 
-    if layout == "baseline":
-        with DPRJsonWriter(train_dir / "dual_train.json") as w:
-            for q in group_baseline_train(root / "train" / "dual.train.tsv", bad, opts.num_hard_negatives, stats):
-                for item in q.positives + q.negatives:
-                    item[0] = coll.by_text_hash.get(hash(item[1]))
-                    stats["train_passages_without_id"] += item[0] is None
-                if sibling_ids:  # ids are known only now
-                    q.negatives = _allowed(q, q.negatives, sibling_ids, stats)
-                w.write(q.to_dpr(keep_qid=False))
-        stats["train_questions"] = w.count
-        timings["train_s"] = time.time() - t0 - sum(timings.values())
+    def report(self) -> dict[str, float]:
+        return {**self.timings, "total_s": round(time.time() - self.start, 2)}
 
-    labelled = [q for qs in splits.values() for q in qs]
-    todo = [q for q in labelled if not q.negatives and q.positives] if opts.bm25 else []
+
+@dataclass
+class _Run:
+    """What every stage of one preprocessing run shares."""
+
+    opts: Options
+    layout: str
+    root: Path
+    out: Path
+    sibling_ids: bool
+    stats: Counter = field(default_factory=Counter)
+    timer: _Timer = field(default_factory=_Timer)
+
+    def __post_init__(self) -> None:
+        self.bad = BadLines(self.opts.skip_bad_lines)
+        self.passages_tsv = self.out / "passages.tsv"
+        self.train_dir = self.out / TRAIN_DIR
+
+
+def _read_release(r: _Run) -> tuple[dict[str, list[Question]], Collection]:
+    """The release layout: train/dev/(labelled test) questions, then the collection streamed into passages.tsv."""
+    splits = {"dev": read_release_questions(r.root / "dev.json", r.bad, r.stats, "dev"),
+              "train": read_release_questions(r.root / "train.json", r.bad, r.stats, "train")}
+    if (r.root / "test.json").is_file():
+        test = read_release_questions(r.root / "test.json", r.bad, r.stats, "test")
+        if test and all(q.positives for q in test):
+            splits["test"] = test
+        else:
+            r.stats["test_unlabelled_not_converted"] = len(test)
+    coll = stream_release_collection(r.root / "passage_collection.json", r.passages_tsv, r.bad, r.stats)
+    r.stats["passages"] = len(coll.pids)
+    r.timer.lap("collection_s")
+    return splits, coll
+
+
+def _read_baseline(r: _Run) -> tuple[dict[str, list[Question]], Collection]:
+    """The baseline layout: dev questions, the collection (ids looked up for the train texts), then dual_train.json
+    written straight from dual.train.tsv (its negatives are its own, so it needs no mining)."""
+    train_tsv = r.root / "train" / "dual.train.tsv"
+    splits = {"dev": read_release_questions(r.root / "dev/dev.json", r.bad, r.stats, "dev")}
+    want: set[int] = set()  # hashes of the train texts whose ids the collection pass looks up
+    first_pass = BadLines(r.opts.skip_bad_lines)  # raises before the long collection pass; counted in pass 2
+    for group in group_baseline_train(train_tsv, first_pass, r.opts.num_hard_negatives):
+        want.update(hash(t) for _, t in group.positives + group.negatives)
+    coll = stream_baseline_collection(r.root, r.passages_tsv, r.bad, r.stats, want)
+    r.stats["passages"] = len(coll.pids)
+    r.timer.lap("collection_s")
+    with DPRJsonWriter(r.train_dir / "dual_train.json") as w:
+        for q in group_baseline_train(train_tsv, r.bad, r.opts.num_hard_negatives, r.stats):
+            for item in q.positives + q.negatives:
+                item[0] = coll.by_text_hash.get(hash(item[1]))
+                r.stats["train_passages_without_id"] += item[0] is None
+            if r.sibling_ids:  # ids are known only now
+                q.negatives = _allowed(q, q.negatives, r.sibling_ids, r.stats)
+            w.write(q.to_dpr(keep_qid=False))
+    r.stats["train_questions"] = w.count
+    r.timer.lap("train_s")
+    return splits, coll
+
+
+def _mine_and_fill(r: _Run, labelled: list[Question], coll: Collection, topk: dict[str, list[str]]) -> dict[str, str]:
+    """BM25 negatives for the questions that have none, and the texts of positives given by id; returns the texts of
+    the ids `topk` ranks (for dev_with_hn.json)."""
+    todo = [q for q in labelled if not q.negatives and q.positives] if r.opts.bm25 else []
     miner = None
     if todo:
-        miner = Bm25Miner(passages_tsv, coll, opts.num_hard_negatives, opts.num_workers, sibling_ids, stats)
+        miner = Bm25Miner(r.passages_tsv, coll, r.opts.num_hard_negatives, r.opts.num_workers, r.sibling_ids, r.stats)
         miner.search(todo)
-    timings["bm25_s"] = time.time() - t0 - sum(timings.values())
-
-    topk = read_dev_topk(opts.dev_topk) if opts.dev_topk else {}
+    r.timer.lap("bm25_s")
     need_pids = {p for q in labelled for p, t in q.positives if t is None} | {p for v in topk.values() for p in v}
-    by_doc, by_pid = fetch_texts(passages_tsv, {d for q in todo for d in q.mined}, need_pids)
+    by_doc, by_pid = fetch_texts(r.passages_tsv, {d for q in todo for d in q.mined}, need_pids)
     for q in labelled:
         for item in q.positives:
             if item[1] is None:
                 item[1] = by_pid.get(item[0])
-                stats["positives_not_in_collection"] += item[1] is None
+                r.stats["positives_not_in_collection"] += item[1] is None
     if miner is not None:
         again = miner.check_texts(todo, by_doc)
         while again:  # a question lost candidates to identical texts: rank deeper, read the new texts
             miner.search(again)
-            by_doc.update(fetch_texts(passages_tsv, {d for q in again for d in q.mined} - by_doc.keys(), set())[0])
+            by_doc.update(fetch_texts(r.passages_tsv, {d for q in again for d in q.mined} - by_doc.keys(), set())[0])
             again = miner.check_texts(again, by_doc)
         for q in todo:
             q.negatives = [[coll.pids[d], by_doc[d]] for d in q.mined]
-            stats["bm25_questions_short_of_negatives"] += len(q.mined) < opts.num_hard_negatives
-        stats["bm25_mined_questions"] = len(todo)
+            r.stats["bm25_questions_short_of_negatives"] += len(q.mined) < r.opts.num_hard_negatives
+        r.stats["bm25_mined_questions"] = len(todo)
+    return by_pid
+
+
+def _write_outputs(r: _Run, splits: dict[str, list[Question]], topk: dict[str, list[str]], by_pid: dict[str, str],
+                   in_meta: dict | None) -> None:
+    """The DPR files of every split (+ dev_with_hn.json), and the id-scheme record beside passages.tsv."""
     for split, qs in splits.items():
         name = {"train": "dual_train.json", "dev": "dual_dev.json", "test": "dual_test.json"}[split]
-        write_dpr_json(train_dir / name, [q.to_dpr(keep_qid=True) for q in qs if any(t for _, t in q.positives)])
-    if opts.dev_topk:
+        write_dpr_json(r.train_dir / name, [q.to_dpr(keep_qid=True) for q in qs if any(t for _, t in q.positives)])
+    if r.opts.dev_topk:
         missing = [q for q in splits["dev"] if q.qid not in topk]
-        stats["dev_topk_questions_missing"] = len(missing)
-        dev_hn = [with_topk_negatives(q, topk[q.qid], by_pid, opts.num_hard_negatives, sibling_ids, stats)
+        r.stats["dev_topk_questions_missing"] = len(missing)
+        dev_hn = [with_topk_negatives(q, topk[q.qid], by_pid, r.opts.num_hard_negatives, r.sibling_ids, r.stats)
                   if q.qid in topk else q for q in splits["dev"]]
-        write_dpr_json(train_dir / "dev_with_hn.json", [q.to_dpr(keep_qid=True) for q in dev_hn])
-    if sibling_ids:  # beside passages.tsv, where the later steps (mining, subsetting) look for it
-        write_meta(out, in_meta if in_meta and in_meta["id_scheme"] == PARAGRAPH_K else
+        write_dpr_json(r.train_dir / "dev_with_hn.json", [q.to_dpr(keep_qid=True) for q in dev_hn])
+    if r.sibling_ids:  # beside passages.tsv, where the later steps (mining, subsetting) look for it
+        write_meta(r.out, in_meta if in_meta and in_meta["id_scheme"] == PARAGRAPH_K else
                    {"id_scheme": PARAGRAPH_K, "made_by": "preprocess_dureader.py --sibling_ids"})
     elif in_meta is not None:
-        write_meta(out, in_meta)
-    timings["write_s"] = time.time() - t0 - sum(timings.values())
-    timings["total_s"] = time.time() - t0
+        write_meta(r.out, in_meta)
+    r.timer.lap("write_s")
+
+
+def _clear_leftovers(r: _Run) -> None:
+    """An earlier run's id-scheme record (rewritten at the end when it still holds) and a killed run's temp files."""
+    out_meta = meta_path(r.out)
+    if out_meta.exists() and out_meta.resolve() != meta_path(r.root).resolve():
+        out_meta.unlink()
+        logger.info("removed %s (it described an earlier run's passages)", out_meta)
+    outputs = [r.passages_tsv, out_meta, r.out / "preprocess_stats.json"]
+    outputs += [r.train_dir / f"{name}.json" for name in ("dual_train", "dual_dev", "dual_test", "dev_with_hn")]
+    for stale in [p for path in outputs for p in remove_stale_temps(path)]:
+        logger.info("removed %s (left by an interrupted run)", stale)
+
+
+def run(opts: Options) -> dict[str, Any]:
+    """Preprocess; returns (and writes to preprocess_stats.json) counts and stage timings."""
+    layout, root = detect_layout(Path(opts.input_dir), opts.layout)
+    out = check_writable_dir(opts.output_dir)
+    sibling_ids, why = sibling_ids_enabled(opts.sibling_ids, root)
+    logger.info("layout %s in %s; paragraph-sibling rule %s (%s)", layout, root, "on" if sibling_ids else "off", why)
+    r = _Run(opts, layout, root, out, sibling_ids)
+    in_meta = read_meta(root)
+    _clear_leftovers(r)
+    splits, coll = (_read_release if layout == "release" else _read_baseline)(r)
+    topk = read_dev_topk(opts.dev_topk) if opts.dev_topk else {}
+    by_pid = _mine_and_fill(r, [q for qs in splits.values() for q in qs], coll, topk)
+    _write_outputs(r, splits, topk, by_pid, in_meta)
     report = {"layout": layout, "input": str(root), "sibling_ids": sibling_ids, "sibling_ids_why": why,
-              "counts": dict(sorted(stats.items())),
-              "bad_lines": dict(bad.counts), "timings": {k: round(v, 2) for k, v in timings.items()}}
+              "counts": dict(sorted(r.stats.items())), "bad_lines": dict(r.bad.counts), "timings": r.timer.report()}
     write_json(out / "preprocess_stats.json", report)
     return report
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from dpr.data.shards import shard_range
 from dpr.data.formats import passage_input
 from dpr.models.encoder import EncoderSettings
 from dpr.utils.io import InputError
@@ -269,7 +270,8 @@ def epoch_batches(n_examples: int, global_batch: int, seed: int, epoch: int, shu
 
 def split_for_rank(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """This rank's contiguous slice of a global batch (sizes differ by at most one)."""
-    return np.array_split(batch, world_size)[rank]
+    start, stop = shard_range(len(batch), rank, world_size)
+    return batch[start:stop]
 
 
 def pad_chunk(ids: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -50,7 +50,7 @@ def release(tmp_path):
 def test_release_layout_end_to_end(release, tmp_path):
     (release / "collection_meta.json").write_text(json.dumps({"id_scheme": "paragraph-k"}))  # fa-k: one paragraph
     out = tmp_path / "out"
-    report = run(Options(release, out, num_hard_negatives=3, num_shards=3))
+    report = run(Options(release, out, num_hard_negatives=3))
     assert report["layout"] == "release"
     c = report["counts"]
     assert c["passages"] == 10 and c["passages_dropped_empty"] == 3 and c["passages_duplicate_id"] == 1
@@ -60,8 +60,7 @@ def test_release_layout_end_to_end(release, tmp_path):
     assert [p for p, _, _ in passages] == [p for p, _ in COLLECTION]
     assert passages[5][1] == "北京是中国的首都，也是政治 和文化中心。"
     assert passages[6][1] == dict(COLLECTION)["p2"]  # the duplicate id kept the first
-    shards = [list(read_passages_tsv(out / f"passages_shard{k}_of3.tsv")) for k in range(3)]
-    assert sum(shards, []) == passages
+    assert not list(out.glob("passages_shard*"))  # no shard files: step 3 reads its own rows of passages.tsv
 
     train = read_dpr_json(out / "retrieval_train_data" / "dual_train.json")
     q1 = train[0]
@@ -86,7 +85,7 @@ def test_dev_topk_gives_first_non_gold_negatives(release, tmp_path):
     topk = tmp_path / "topk.json"
     topk.write_text(json.dumps({"d1": ["p2", "fa-1", "p9-missing", "p3", "p1", "p4"]}))
     out = tmp_path / "out"
-    run(Options(release, out, num_hard_negatives=2, num_shards=1, dev_topk=topk, bm25=False))
+    run(Options(release, out, num_hard_negatives=2, dev_topk=topk, bm25=False))
     dev_hn = read_dpr_json(out / "retrieval_train_data" / "dev_with_hn.json")
     assert [c["passage_id"] for c in dev_hn[0]["hard_negative_ctxs"]] == ["fa-1", "p3"]
     assert read_dpr_json(out / "retrieval_train_data" / "dual_dev.json")[0]["hard_negative_ctxs"] == []
@@ -98,10 +97,10 @@ def test_bad_line_names_file_and_line_and_can_be_skipped(release, tmp_path):
                     encoding="utf-8")
     out = tmp_path / "out"
     with pytest.raises(InputError, match=r"passage_collection.json:15: malformed JSON line"):
-        run(Options(release, out, num_shards=1, bm25=False))
+        run(Options(release, out, bm25=False))
     assert not (out / "passages.tsv").exists()  # nothing half-written
     assert [p.name for p in out.iterdir()] == []
-    report = run(Options(release, out, num_shards=1, bm25=False, skip_bad_lines=True))
+    report = run(Options(release, out, bm25=False, skip_bad_lines=True))
     assert report["bad_lines"] == {str(coll): 2}
     assert report["counts"]["passages"] == 10
 
@@ -140,7 +139,7 @@ def baseline(tmp_path):
 
 def test_baseline_layout_end_to_end(baseline, tmp_path):
     out = tmp_path / "out"
-    report = run(Options(baseline.parent, out, num_hard_negatives=30, num_shards=2))  # found in the subfolder
+    report = run(Options(baseline.parent, out, num_hard_negatives=30))  # found in the subfolder
     assert report["layout"] == "baseline"
     assert report["counts"]["passages"] == 10 and report["counts"]["passages_dropped_empty"] == 1
     assert [p for p, _, _ in read_passages_tsv(out / "passages.tsv")] == [f"id{i}" for i in range(10)]
@@ -160,8 +159,8 @@ def test_baseline_bad_train_row(baseline, tmp_path):
     tsv = baseline / "train" / "dual.train.tsv"
     tsv.write_text(tsv.read_text(encoding="utf-8") + "only\ttwo columns\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"dual.train.tsv:6: expected 6 tab-separated columns"):
-        run(Options(baseline, tmp_path / "out", num_shards=1, bm25=False))
-    report = run(Options(baseline, tmp_path / "out", num_shards=1, bm25=False, skip_bad_lines=True))
+        run(Options(baseline, tmp_path / "out", bm25=False))
+    report = run(Options(baseline, tmp_path / "out", bm25=False, skip_bad_lines=True))
     assert report["bad_lines"] == {str(tsv): 1}
 
 
@@ -185,11 +184,11 @@ def _doc_k_collection(tmp_path):
 
 def test_ids_ending_in_digits_are_not_siblings_unless_told(tmp_path):
     d = _doc_k_collection(tmp_path)
-    run(Options(d, tmp_path / "out", num_hard_negatives=4, num_shards=1))
+    run(Options(d, tmp_path / "out", num_hard_negatives=4))
     negs = _negatives(tmp_path / "out")[0]
     assert len(negs) == 4 and "doc-3" not in negs and all(n.startswith("doc-") for n in negs)
     assert not (tmp_path / "out" / "collection_meta.json").exists()
-    run(Options(d, tmp_path / "told", num_hard_negatives=4, num_shards=1, sibling_ids=True))
+    run(Options(d, tmp_path / "told", num_hard_negatives=4, sibling_ids=True))
     assert _negatives(tmp_path / "told")[0] == []  # every doc-k is a sibling of doc-3
 
 
@@ -200,7 +199,7 @@ def test_sibling_rule_from_the_record_or_the_flag(release, tmp_path, how):
     out = tmp_path / "out"
     out.mkdir()
     (out / "collection_meta.json").write_text(json.dumps({"id_scheme": "paragraph-k", "made_by": "an older run"}))
-    run(Options(release, out, num_hard_negatives=3, num_shards=1, sibling_ids=how == "flag"))
+    run(Options(release, out, num_hard_negatives=3, sibling_ids=how == "flag"))
     q1, q2 = (set(n) for n in _negatives(out))
     if how == "neither":
         assert "fa-1" in q1 and not {"fa-0"} & q1 and not {"fb-1"} & q2
@@ -217,7 +216,7 @@ def test_negative_with_a_positives_text_under_another_id_is_dropped(release, tmp
     dup = {"paragraph_id": "copy", "paragraph_text": dict(COLLECTION)["fa-0"]}
     coll.write_text(coll.read_text(encoding="utf-8") + json.dumps(dup, ensure_ascii=False) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    report = run(Options(release, out, num_hard_negatives=3, num_shards=1))
+    report = run(Options(release, out, num_hard_negatives=3))
     q1 = read_dpr_json(out / "retrieval_train_data" / "dual_train.json")[0]
     assert "copy" not in [c["passage_id"] for c in q1["hard_negative_ctxs"]]
     assert len(q1["hard_negative_ctxs"]) == 3  # refilled from further down the ranking
@@ -232,7 +231,7 @@ def test_dev_topk_skips_a_passage_with_the_gold_text(release, tmp_path):
     topk = tmp_path / "topk.json"
     topk.write_text(json.dumps({"d1": ["p2", "copy", "fa-1", "p3"]}))
     out = tmp_path / "out"
-    run(Options(release, out, num_hard_negatives=2, num_shards=1, dev_topk=topk, bm25=False))
+    run(Options(release, out, num_hard_negatives=2, dev_topk=topk, bm25=False))
     assert _negatives(out, "dev_with_hn.json")[0] == ["fa-1", "p3"]
 
 
@@ -241,7 +240,7 @@ def test_baseline_negative_equal_to_a_later_rows_positive_is_dropped(baseline, t
     rows = [("故宫在哪", texts[0], texts[1]), ("故宫在哪", texts[1], texts[3]), ("故宫在哪", texts[0], texts[4])]
     (baseline / "train" / "dual.train.tsv").write_text(
         "".join(f"{q}\tnull\t{p}\tnull\t{n}\t0\n" for q, p, n in rows), encoding="utf-8")
-    run(Options(baseline, tmp_path / "out", num_shards=1, bm25=False))
+    run(Options(baseline, tmp_path / "out", bm25=False))
     train = read_dpr_json(tmp_path / "out" / "retrieval_train_data" / "dual_train.json")
     assert [c["passage_id"] for c in train[0]["positive_ctxs"]] == ["id0", "id1"]
     assert [c["passage_id"] for c in train[0]["hard_negative_ctxs"]] == ["id3", "id4"]
@@ -251,7 +250,7 @@ def test_a_malformed_record_names_its_file_and_writes_nothing(release, tmp_path)
     (release / "collection_meta.json").write_text('{"id_scheme": "md5-k"}')
     out = tmp_path / "out"
     with pytest.raises(InputError, match=r"release/collection_meta.json: expected a JSON object whose \"id_scheme\""):
-        run(Options(release, out, num_shards=1, bm25=False))
+        run(Options(release, out, bm25=False))
     assert not out.exists() or list(out.iterdir()) == []
 
 

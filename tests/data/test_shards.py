@@ -1,19 +1,25 @@
-from dpr.data.formats import read_passages_tsv
-from dpr.data.shards import shard_path, write_shards
-from dpr.utils.io import atomic_write
+from dpr.data.shards import shard_range
+from dpr.training.data import split_for_rank
+
+import numpy as np
+import pytest
 
 
-def test_shards_split_contiguously_with_headers(tmp_path):
-    p = tmp_path / "passages.tsv"
-    rows = [(str(i), f"文本{i}", "") for i in range(10)]
-    with atomic_write(p) as f:
-        f.write("id\ttext\ttitle\n" + "".join("\t".join(r) + "\n" for r in rows))
-    paths = write_shards(p, 4, len(rows))
-    assert [x.name for x in paths] == [f"passages_shard{k}_of4.tsv" for k in range(4)]
-    assert paths[2] == shard_path(p, 2, 4)
-    parts = [list(read_passages_tsv(x)) for x in paths]
-    assert [len(x) for x in parts] == [3, 3, 2, 2]
-    assert sum(parts, []) == rows
-    more = write_shards(p, 12, len(rows))  # more shards than passages: the tail shards hold only the header
-    assert sum((list(read_passages_tsv(x)) for x in more), []) == rows
-    assert more[-1].read_text() == "id\ttext\ttitle\n"
+def test_shard_range_is_contiguous_larger_first_and_covers_everything():
+    assert [shard_range(10, k, 4) for k in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert [shard_range(2, k, 3) for k in range(3)] == [(0, 1), (1, 2), (2, 2)]  # more shards than rows
+    for total in range(0, 30):
+        for n in range(1, 7):
+            parts = [shard_range(total, k, n) for k in range(n)]
+            assert parts[0][0] == 0 and parts[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            sizes = [b - a for a, b in parts]
+            assert sizes == sorted(sizes, reverse=True) and max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError):
+        shard_range(10, 4, 4)
+
+
+def test_the_training_batch_splits_over_ranks_by_the_same_rule():
+    batch = np.arange(100, 107)
+    assert [split_for_rank(batch, r, 3).tolist() for r in range(3)] == [
+        batch[a:b].tolist() for a, b in (shard_range(7, r, 3) for r in range(3))]

@@ -63,7 +63,7 @@ def test_preprocess_bad_release_file_names_file_line_and_writes_nothing(tmp_path
     src = _release(tmp_path / "in", PASSAGES, **{name.split(".")[0].replace("passage_", ""): data})
     out = tmp_path / "out"
     with pytest.raises(InputError, match=message) as e:
-        run(Options(src, out, num_shards=2, bm25=False))
+        run(Options(src, out, bm25=False))
     assert e.value.path == str(src / name)
     assert visible_files(out) == [] and list(out.iterdir()) == []  # no output, no temp file
 
@@ -76,7 +76,7 @@ def test_preprocess_empty_and_nan_passages_are_dropped_and_counted(tmp_path):
                              {"paragraph_id": "n4", "paragraph_text": "null"},
                              {"paragraph_id": "p0000", "paragraph_text": "duplicate id: the first is kept"}])])
     src = _release(tmp_path / "in", [], collection=rows)
-    report = run(Options(src, tmp_path / "out", num_shards=1, bm25=False))
+    report = run(Options(src, tmp_path / "out", bm25=False))
     assert report["counts"]["passages_dropped_empty"] == 4 and report["counts"]["passages_duplicate_id"] == 1
     assert list(read_passages_tsv(tmp_path / "out" / "passages.tsv")) == [("p0000", PASSAGES[0][1], "")]
 
@@ -84,7 +84,7 @@ def test_preprocess_empty_and_nan_passages_are_dropped_and_counted(tmp_path):
 def test_preprocess_question_without_positive_is_counted_not_written(tmp_path):
     train = _jsonl([GOOD_Q, {**GOOD_Q, "question_id": "q2", "answer_paragraphs": []}])
     src = _release(tmp_path / "in", PASSAGES, train=train)
-    report = run(Options(src, tmp_path / "out", num_shards=1, bm25=False))
+    report = run(Options(src, tmp_path / "out", bm25=False))
     assert report["counts"]["train_questions_without_positives"] == 1
     train_out = json.loads((tmp_path / "out" / "retrieval_train_data" / "dual_train.json").read_text())
     assert [q["question"] for q in train_out] == ["北京在哪"]
@@ -94,7 +94,7 @@ def test_preprocess_empty_collection_is_an_error(tmp_path):
     src = _release(tmp_path / "in", [], collection=b"")
     out = tmp_path / "out"
     with pytest.raises(InputError, match="passage_collection.json: no passages"):
-        run(Options(src, out, num_shards=2, bm25=False))
+        run(Options(src, out, bm25=False))
     assert visible_files(out) == []
 
 

@@ -103,7 +103,7 @@ def test_preprocess_disk_full_while_writing_passages(tmp_path, monkeypatch):
     src, out = _release(tmp_path / "in", PASSAGES), tmp_path / "out"
     monkeypatch.setattr(PassagesWriter, "write", _fail_after(3, PassagesWriter.write))
     with pytest.raises(OSError, match="No space left"):
-        run(Options(src, out, num_shards=2, bm25=False))
+        run(Options(src, out, bm25=False))
     assert list(out.iterdir()) == []
 
 
@@ -111,10 +111,9 @@ def test_preprocess_disk_full_while_writing_train_file(tmp_path, monkeypatch):
     src, out = _release(tmp_path / "in", PASSAGES), tmp_path / "out"
     monkeypatch.setattr(DPRJsonWriter, "write", _enospc)
     with pytest.raises(OSError, match="No space left"):
-        run(Options(src, out, num_shards=2, bm25=False))
+        run(Options(src, out, bm25=False))
     # what was finished before is complete; the train file is absent, not truncated
-    assert [p.name for p in visible_files(out)] == ["passages.tsv", "passages_shard0_of2.tsv",
-                                                    "passages_shard1_of2.tsv", "retrieval_train_data"]
+    assert [p.name for p in visible_files(out)] == ["passages.tsv", "retrieval_train_data"]
     assert len(list(read_passages_tsv(out / "passages.tsv"))) == len(PASSAGES)
     assert temp_leftovers(out) == []
 

@@ -156,12 +156,12 @@ def _check_complete(out: Path, n_passages: int) -> None:
             json.loads(p.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("kill_on", ["passages.tsv", "passages_shard2_of4.tsv"])
+@pytest.mark.parametrize("kill_on", ["passages.tsv"])
 def test_preprocessing_killed_leaves_only_complete_files(tmp_path, kill_on):
     n = 60000
     src, out = tmp_path / "in", tmp_path / "out"
     _release_input(src, n)
-    args = ["--input_dir", src, "--output_dir", out, "--no_bm25", "--num_shards", "4"]
+    args = ["--input_dir", src, "--output_dir", out, "--no_bm25"]
     code = kill_when(script("data/preprocess_dureader.py", *args),
                      lambda _: out.is_dir() and any(out.glob(f".{kill_on}.*")), tmp_path / "log")
     assert code == -9, "preprocessing finished before it could be killed"
