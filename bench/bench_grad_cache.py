@@ -31,7 +31,8 @@ import torch  # noqa: E402
 from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
 from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
-from dpr.training.data import chunked, iter_json_array, passage_text, sorted_chunks  # noqa: E402
+from dpr.training.data import chunked, passage_text, sorted_chunks  # noqa: E402
+from dpr.utils.io import iter_json_array  # noqa: E402
 from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import biencoder_nll  # noqa: E402
 

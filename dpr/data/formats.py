@@ -8,7 +8,7 @@ from itertools import islice
 from typing import IO, Any, Iterable, Iterator
 
 from dpr.data.cleaning import clean_text
-from dpr.utils.io import InputError, atomic_write, count_lines, iter_jsonl, iter_lines, read_json
+from dpr.utils.io import InputError, atomic_write, count_lines, iter_json_array, iter_jsonl, iter_lines
 
 PASSAGES_HEADER = "id\ttext\ttitle"
 QuestionRow = tuple[str, str, list[str] | None]
@@ -96,15 +96,18 @@ def write_dpr_json(path: str | os.PathLike, entries: Iterable[dict[str, Any]]) -
     return w.count
 
 
+def iter_dpr_json(path: str | os.PathLike) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Stream (entry number, line, entry) from a DPR JSON list of {"question", "positive_ctxs", ...} without loading
+    it whole; anything else names the file, line and entry. The one reader of DPR JSON."""
+    for n, line, entry in iter_json_array(path):
+        if not isinstance(entry, dict) or not isinstance(entry.get("question"), str):
+            raise InputError(path, f"entry {n} is not an object with a 'question' string", line=line)
+        yield n, line, entry
+
+
 def read_dpr_json(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a DPR JSON list of {"question", "positive_ctxs", ...}; anything else names the file and entry."""
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise InputError(path, f"expected a JSON list of questions (DPR format), got {type(data).__name__}")
-    for i, entry in enumerate(data):
-        if not isinstance(entry, dict) or "question" not in entry:
-            raise InputError(path, f"entry {i} is not an object with a 'question' key")
-    return data
+    """A DPR JSON list, whole (see iter_dpr_json)."""
+    return [entry for _, _, entry in iter_dpr_json(path)]
 
 
 def passage_input(text: str, title: str | None = "") -> str:

@@ -8,81 +8,18 @@ the UTF-8 size of the distinct passages plus the questions, not the size of the 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from dpr.data.shards import shard_range
-from dpr.data.formats import passage_input
+from dpr.data.formats import iter_dpr_json, passage_input
 from dpr.models.encoder import EncoderSettings
 from dpr.utils.io import InputError
-
-
-def iter_json_array(path: str | os.PathLike, read_size: int = 1 << 22) -> Iterator[tuple[int, int, object]]:
-    """Yield (item number, line, item) from a file holding one JSON array, without loading it whole."""
-    decoder = json.JSONDecoder()
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    with f:
-        buf, pos, line, eof = "", 0, 1, False
-
-        def more(size: int) -> bool:
-            nonlocal buf, pos, eof
-            if eof:
-                return False
-            try:
-                data = f.read(size)
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not valid UTF-8 ({e.reason})") from None
-            if not data:
-                eof = True
-                return False
-            buf, pos = buf[pos:] + data, 0
-            return True
-
-        def skip_ws() -> str:
-            nonlocal pos, line
-            while True:
-                while pos < len(buf) and buf[pos] in " \t\r\n":
-                    line += buf[pos] == "\n"
-                    pos += 1
-                if pos < len(buf) or not more(read_size):
-                    return buf[pos] if pos < len(buf) else ""
-
-        if skip_ws() != "[":
-            raise InputError(path, "expected a JSON list of questions (DPR format)", line=line)
-        pos += 1
-        n = 0
-        if skip_ws() == "]":
-            return
-        while True:
-            size = read_size
-            while True:
-                try:
-                    obj, end = decoder.raw_decode(buf, pos)
-                    break
-                except json.JSONDecodeError as e:
-                    if not more(size):
-                        raise InputError(path, f"malformed JSON: {e.msg}", line=line + buf.count("\n", pos, e.pos)) from None
-                    size *= 2
-            yield n, line, obj
-            n += 1
-            line += buf.count("\n", pos, end)
-            pos = end
-            c = skip_ws()
-            pos += 1
-            if c == "]":
-                return
-            if c != ",":
-                raise InputError(path, "expected ',' or ']' between list items", line=line)
-            skip_ws()
 
 
 def passage_text(ctx: dict) -> str:
@@ -172,11 +109,9 @@ class BiEncoderData:
         self.passages = PassageStore()
         self.positives, self.hard, self.other = _Ragged(), _Ragged(), _Ragged()
         skipped = 0
-        for n, line, item in iter_json_array(path):
+        for n, line, item in iter_dpr_json(path):
             if limit and len(self.questions) == limit:
                 break
-            if not isinstance(item, dict) or not isinstance(item.get("question"), str):
-                raise InputError(path, f"item {n}: expected an object with a 'question' string", line=line)
             pos = _contexts(path, item, "positive_ctxs", line)
             if not pos:
                 skipped += 1

@@ -229,3 +229,65 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as e:
         raise InputError(path, f"output directory is not writable: {e.strerror or e}") from None
     return path
+
+
+def iter_json_array(path: str | os.PathLike, read_size: int = 1 << 22) -> Iterator[tuple[int, int, object]]:
+    """Yield (item number, line, item) from a file holding one JSON array, without loading it whole."""
+    decoder = json.JSONDecoder()
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    with f:
+        buf, pos, line, eof = "", 0, 1, False
+
+        def more(size: int) -> bool:
+            nonlocal buf, pos, eof
+            if eof:
+                return False
+            try:
+                data = f.read(size)
+            except UnicodeDecodeError as e:
+                raise InputError(path, f"not valid UTF-8 ({e.reason})") from None
+            if not data:
+                eof = True
+                return False
+            buf, pos = buf[pos:] + data, 0
+            return True
+
+        def skip_ws() -> str:
+            nonlocal pos, line
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    line += buf[pos] == "\n"
+                    pos += 1
+                if pos < len(buf) or not more(read_size):
+                    return buf[pos] if pos < len(buf) else ""
+
+        if skip_ws() != "[":
+            raise InputError(path, "expected a JSON list of questions (DPR format)", line=line)
+        pos += 1
+        n = 0
+        if skip_ws() == "]":
+            return
+        while True:
+            size = read_size
+            while True:
+                try:
+                    obj, end = decoder.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError as e:
+                    if not more(size):
+                        raise InputError(path, f"malformed JSON: {e.msg}", line=line + buf.count("\n", pos, e.pos)) from None
+                    size *= 2
+            yield n, line, obj
+            n += 1
+            line += buf.count("\n", pos, end)
+            pos = end
+            c = skip_ws()
+            pos += 1
+            if c == "]":
+                return
+            if c != ",":
+                raise InputError(path, "expected ',' or ']' between list items", line=line)
+            skip_ws()

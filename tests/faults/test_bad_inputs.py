@@ -131,7 +131,7 @@ def test_training_bad_train_file_names_it_and_writes_no_checkpoint(tmp_path, cas
 QUESTION_CASES = {
     "TSV with 3 columns": ("q.tsv", "1\t北京在哪\n2\t上海\t多一列\n", r"q.tsv:2: expected 2 tab-separated columns"),
     "release line without question_id": ("q.json", '{"question": "北京"}\n', r"q.json:1: missing key 'question_id'"),
-    "DPR JSON that is not a list": ("q.json", '[{"no_question": 1}]', r"q.json: entry 0 is not an object with a 'question'"),
+    "DPR JSON that is not a list": ("q.json", '[{"no_question": 1}]', r"q.json:1: entry 0 is not an object with a 'question'"),
     "empty file": ("q.tsv", "\n\n", r"q.tsv: no questions in this file"),
 }
 

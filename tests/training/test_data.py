@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dpr.training.data import BiEncoderData, chunked, epoch_batches, iter_json_array, split_for_rank
+from dpr.training.data import BiEncoderData, chunked, epoch_batches, split_for_rank
+from dpr.utils.io import iter_json_array
 from dpr.utils.io import InputError
 
 
