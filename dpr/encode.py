@@ -19,31 +19,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from dpr.models.encoder import Encoder, Kind
+from dpr.models.tokens import pad_batch, padding_of, tokenize_ids  # noqa: F401 (tokenize_ids: re-exported)
 from dpr.utils.precision import autocast
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_SIZE = 8192
-
-
-def tokenize_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids (special tokens included, truncated to max_length), unpadded."""
-    if not texts:
-        return []
-    return tokenizer(texts, max_length=max_length, truncation=True, add_special_tokens=True,
-                     return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) int64 tensors padded to the longest sequence of `seqs`."""
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for row, seq in enumerate(seqs):
-        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, cols] = seq
-        mask[row, cols] = 1
-    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 class _BatchRunner:
@@ -56,8 +37,7 @@ class _BatchRunner:
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
         self.on_done = on_done
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        self.pad_id, self.left = padding_of(tokenizer)
 
     def _forward(self, seqs: list[list[int]]) -> np.ndarray:
         ids, mask = pad_batch(seqs, self.pad_id, self.left)

@@ -77,8 +77,9 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, settings: EncoderSe
     """Pool [B, T, H] token states to [B, H] (fp32), then L2-normalise when asked."""
     hidden = hidden.float()
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    if settings.pooling == "cls":
-        out = hidden[:, 0]
+    if settings.pooling == "cls":  # the first real token, whichever side the padding is on
+        first = attention_mask.argmax(1)
+        out = hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
     elif settings.pooling == "mean":
         out = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
     elif settings.pooling == "max":
@@ -196,8 +197,3 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     from dpr.models.sentence_transformers_dir import transformer_dir
 
     return AutoTokenizer.from_pretrained(str(transformer_dir(path)))
-
-
-def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Tokenize and pad to the longest text of this list (max_length is a cap, not a target)."""
-    return tokenizer(texts, max_length=max_length, truncation=True, padding="longest", return_tensors="pt")

@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from dpr.data.shards import shard_range
 from dpr.data.formats import iter_dpr_json, passage_input
 from dpr.models.encoder import EncoderSettings
+from dpr.models.tokens import pad_batch, padding_of, tokenize_ids
 from dpr.utils.io import InputError
 
 
@@ -209,30 +210,26 @@ def split_for_rank(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     return batch[start:stop]
 
 
-def pad_chunk(ids: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad token id lists to the longest of them."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for r, x in enumerate(ids):
-        input_ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[r, : len(x)] = 1
+def pad_chunk(ids: list[list[int]], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
+    """Pad token id lists to the longest of them (dpr.models.tokens.pad_batch, the one padding rule)."""
+    input_ids, mask = pad_batch(ids, pad_id, left)
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def chunked(ids: list[list[int]], chunk_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
+def chunked(ids: list[list[int]], chunk_size: int, pad_id: int, left: bool = False) -> list[dict[str, torch.Tensor]]:
     """Split into chunks of `chunk_size`, each padded only to its own longest member."""
-    return [pad_chunk(ids[s : s + chunk_size], pad_id) for s in range(0, len(ids), chunk_size)]
+    return [pad_chunk(ids[s : s + chunk_size], pad_id, left) for s in range(0, len(ids), chunk_size)]
 
 
-def sorted_chunks(ids: list[list[int]], chunk_size: int, pad_id: int) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor | None]:
+def sorted_chunks(ids: list[list[int]], chunk_size: int, pad_id: int, left: bool = False
+                  ) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor | None]:
     """Chunks of the texts sorted longest first (little padding in each), and the order (row k = text order[k]).
 
     With one chunk the order changes nothing, so it is left as is (order None)."""
     if len(ids) <= chunk_size:
-        return chunked(ids, chunk_size, pad_id), None
+        return chunked(ids, chunk_size, pad_id, left), None
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    return chunked([ids[i] for i in order], chunk_size, pad_id), torch.tensor(order, dtype=torch.long)
+    return chunked([ids[i] for i in order], chunk_size, pad_id, left), torch.tensor(order, dtype=torch.long)
 
 
 @dataclass(frozen=True)
@@ -314,11 +311,11 @@ class BatchBuilder:
         local = global_passages[offset * ppq : (offset + len(indices)) * ppq]
         questions = [self.data.questions[int(i)] for i in indices]
         passages = [self.data.passages[j] for j in local]
-        pad = self.tokenizer.pad_token_id or 0
-        q_ids = self.tokenizer(self.settings.prepare(questions, "query"), max_length=self.q_len, truncation=True)["input_ids"]
-        p_ids = self.tokenizer(self.settings.prepare(passages, "passage"), max_length=self.p_len, truncation=True)["input_ids"]
-        q_chunks, q_order = sorted_chunks(q_ids, self.q_chunk, pad)
-        p_chunks, p_order = sorted_chunks(p_ids, self.p_chunk, pad)
+        pad, left = padding_of(self.tokenizer)
+        q_ids = tokenize_ids(self.tokenizer, self.settings.prepare(questions, "query"), self.q_len)
+        p_ids = tokenize_ids(self.tokenizer, self.settings.prepare(passages, "passage"), self.p_len)
+        q_chunks, q_order = sorted_chunks(q_ids, self.q_chunk, pad, left)
+        p_chunks, p_order = sorted_chunks(p_ids, self.p_chunk, pad, left)
         return {"q": pack_chunks(q_chunks), "p": pack_chunks(p_chunks), "q_order": q_order, "p_order": p_order,
                 "masked": false_negative_pairs(self.data, global_indices, global_passages, ppq),
                 "n_questions": len(questions)}

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from dpr.models.encoder import SETTINGS_FILE, Encoder, EncoderSettings, load_tokenizer, pool, tokenize
+from dpr.models.encoder import SETTINGS_FILE, Encoder, EncoderSettings, load_tokenizer, pool
+from dpr.models.tokens import tokenize
 from dpr.utils.io import InputError
 from tests.models.conftest import make_bert_dir
 
