@@ -20,7 +20,7 @@ SEARCH_SHARD_SIZE=${SEARCH_SHARD_SIZE:-}              # e.g. 2000000: search tha
 PRECISION=${PRECISION-auto}                           # auto, fp16, bf16, fp32; empty = fp32
 HYBRID_ALPHA=${HYBRID_ALPHA:-}                        # e.g. 0.5: dense + BM25 (over CTX_FILE) fused, A = dense weight;
                                                       # empty = dense only (EXTRA="--fusion rrf" for rank fusion)
-EXTRA=${EXTRA:-}                                      # e.g. "--faiss_fp16", or the seed's two-step way:
+EXTRA=${EXTRA:-}                                      # e.g. "--faiss_fp16", or the reference setup's two-step way:
 # encode on a GPU machine: EXTRA="--q_encoding_path q.npy --encode_q_and_save"; then search on a CPU machine
 # with EXTRA="--q_encoding_path q.npy" (the model is not loaded when the saved vectors match the questions).
 

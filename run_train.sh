@@ -1,5 +1,5 @@
 #!/bin/sh
-# Step 2: train the bi-encoder (the seed's command; every value can be overridden from the environment,
+# Step 2: train the bi-encoder (the reference command; every value can be overridden from the environment,
 # e.g. `BATCH_SIZE=256 sh run_train.sh`). Multi-GPU: NPROC=4 sh run_train.sh (torchrun; BATCH_SIZE stays global).
 # Several nodes: on every node NNODES=2 NODE_RANK=<0|1> MASTER_ADDR=<node 0's address> NPROC=8 sh run_train.sh.
 set -e

@@ -1,4 +1,4 @@
-"""GPU check at the seed's shapes, nothing downloaded: a randomly initialised BERT-base-sized encoder.
+"""GPU check at the reference command's shapes, nothing downloaded: a randomly initialised BERT-base-sized encoder.
 
 Reports: cached vs uncached gradients on the same chunks (dropout on, so the cached path's replay of the CUDA RNG is
 checked too) in fp16 with GradScaler and in bf16, as a relative error; seconds per grad-cache training step (global
@@ -188,7 +188,7 @@ def main() -> None:
         print(json.dumps(r), flush=True)
         report.setdefault("grad_agreement", []).append(r)
     batch = 16 if tiny else 1024
-    for dt in dtypes:  # the seed's shapes: grad cache, global batch 1024, chunks 512 / 64
+    for dt in dtypes:  # the reference command's shapes: grad cache, global batch 1024, chunks 512 / 64
         r = time_steps(enc, batch, q_len, p_len, min(512, batch), 8 if tiny else 64, dt, True, args.steps, device)
         print(json.dumps(r), flush=True)
         report.setdefault("seed_shape_steps", []).append(r)

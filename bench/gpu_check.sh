@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU check at the seed's shapes (see bench/gpu_check.py), cut off at 5 minutes so a rerun fits the 15 device
+# One GPU check at the reference command's shapes (see bench/gpu_check.py), cut off at 5 minutes so a rerun fits the 15 device
 # minutes. Usage: bash bench/gpu_check.sh [--tiny]     (writes $OUT/gpu_check.json when $OUT is set)
 # faiss-gpu is optional: without it the FAISS part is one "skipped" line. The device image has no faiss; a wheel
 # only helps if it and its CUDA libraries travel in the call's carry (64 MiB in all), e.g. PYTHONPATH=wheels/faiss.

@@ -1,4 +1,4 @@
-"""The seed's --encode_q_and_save / --q_encoding_path: question vectors saved as .npy (never a pickle) with the
+"""The reference setup's --encode_q_and_save / --q_encoding_path: question vectors saved as .npy (never a pickle) with the
 question ids beside them (`<path>.qids.txt`) and the record of what made them (`<path>.meta.json`, see
 dpr/index/records.py), so encoding (GPU) and search (CPU) can run on different machines."""
 from __future__ import annotations

@@ -39,7 +39,7 @@ def resolve_amp_dtype(device: torch.device | str, mode: str = "auto") -> torch.d
 
     auto: fp16 on CUDA, bf16 on a CPU that runs it fast (AMX/AVX512-BF16), fp32 otherwise. fp16/bf16/fp32 force one;
     `fp16` on a machine without CUDA falls back (one warning) to bf16 where the CPU runs it fast, else fp32, so the
-    seed's `--fp16` command runs anywhere.
+    reference command's `--fp16` runs anywhere.
     """
     if mode not in PRECISION_MODES:
         raise ValueError(f"precision must be one of {PRECISION_MODES}, not {mode!r}")
