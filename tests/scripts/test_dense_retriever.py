@@ -39,6 +39,13 @@ def world(tmp_path_factory):
             "questions": [texts[i][:12] for i in golds], "emb": str(root / "emb_shard*.npy")}
 
 
+def error_line(capsys) -> str:
+    """The one `error: ...` line a failed run printed on stderr (the scripts' exit convention)."""
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
 def expected_ranking(world):
     """Brute force with the two towers, independent of faiss and the script."""
     tok = tiny_tokenizer()
@@ -130,14 +137,15 @@ def test_encode_q_and_save_then_search_without_the_model(world, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text()) == {f"q{n}": r for n, r in enumerate(ranking)}
 
 
-def test_saved_question_vectors_for_other_questions_are_refused(world, tmp_path, caplog):
+def test_saved_question_vectors_for_other_questions_are_refused(world, tmp_path, capsys):
     qpath = tmp_path / "q.npy"
     qa = tmp_path / "q.tsv"
     qa.write_text("x1\t中国\nx2\t北京\n", encoding="utf-8")
     assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(qa), "--q_encoding_path", str(qpath),
                     "--encode_q_and_save"]) == 0
+    capsys.readouterr()
     assert retrieve(world, tmp_path / "r.json", "--q_encoding_path", str(qpath)) == 2
-    assert "q.npy.qids.txt: saved for 2 other questions than the 6 in --qa_file" in caplog.text
+    assert "q.npy.qids.txt: saved for 2 other questions than the 6 in --qa_file" in error_line(capsys)
     assert not (tmp_path / "r.json").exists()
 
 
@@ -149,30 +157,31 @@ def test_tsv_questions_without_labels_write_no_metrics(world, tmp_path):
     assert not (tmp_path / "r.metrics.json").exists()
 
 
-def test_no_questions_is_an_error_and_writes_nothing(world, tmp_path, caplog):
+def test_no_questions_is_an_error_and_writes_nothing(world, tmp_path, capsys):
     qa = tmp_path / "empty.json"
     qa.write_text("\n")
     assert retrieve(world, tmp_path / "r.json", qa=qa) == 2
-    assert "empty.json" in caplog.text and "no questions" in caplog.text
+    line = error_line(capsys)
+    assert "empty.json" in line and "no questions" in line
     assert {p.name for p in tmp_path.iterdir()} == {"empty.json"}
 
 
-def test_model_and_index_dimension_mismatch(world, tmp_path, caplog):
+def test_model_and_index_dimension_mismatch(world, tmp_path, capsys):
     save_shard(tmp_path / "wide_shard0", [p for p, _ in world["passages"]], np.zeros((30, 48), np.float32))
     code = dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                     "--encoded_ctx_file", str(tmp_path / "wide_shard*.npy"), "--out_file", str(tmp_path / "r.json"),
                     "--allow_mismatched_vectors"])
     assert code == 2
-    assert "wide_shard0.npy: embeddings have dimension 48 but the question encoder" in caplog.text
+    assert "wide_shard0.npy: embeddings have dimension 48 but the question encoder" in error_line(capsys)
     assert not (tmp_path / "r.json").exists()
 
 
-def test_embeddings_from_another_collection(world, tmp_path, caplog):
+def test_embeddings_from_another_collection(world, tmp_path, capsys):
     save_shard(tmp_path / "other_shard0", ["zz-0", "zz-1"], np.ones((2, 32), np.float32))
     code = dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                     "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", str(tmp_path / "other_shard0.npy"),
                     "--out_file", str(tmp_path / "r.json"), "--allow_mismatched_vectors"])
-    assert code == 2 and "passages.tsv: 2 retrieved passage ids are not in this file" in caplog.text
+    assert code == 2 and "passages.tsv: 2 retrieved passage ids are not in this file" in error_line(capsys)
     assert not (tmp_path / "r.json").exists()
 
 
@@ -278,39 +287,41 @@ def b_vectors(world, tmp_path_factory):
     return model_b, str(root / "emb_shard*.npy")
 
 
-def test_model_a_over_model_b_vectors_stops_naming_both(world, b_vectors, tmp_path, caplog):
+def test_model_a_over_model_b_vectors_stops_naming_both(world, b_vectors, tmp_path, caplog, capsys):
     model_b, emb_b = b_vectors
     argv = ["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
             "--encoded_ctx_file", emb_b, "--out_file", str(tmp_path / "r.json")]
     assert dr.main(argv) == 2
-    assert f"passage vectors made by {model_b} (" in caplog.text
-    assert f"do not pair with the question tower of {world['model']} (" in caplog.text
+    line = error_line(capsys)
+    assert f"passage vectors made by {model_b} (" in line
+    assert f"do not pair with the question tower of {world['model']} (" in line
     assert not (tmp_path / "r.json").exists()
     caplog.clear()
     assert dr.main(argv + ["--allow_mismatched_vectors"]) == 0
     assert "searching anyway" in caplog.text and (tmp_path / "r.json").exists()
 
 
-def test_saved_question_vectors_of_model_a_over_model_b_vectors_stop(world, b_vectors, tmp_path, caplog):
+def test_saved_question_vectors_of_model_a_over_model_b_vectors_stop(world, b_vectors, tmp_path, capsys):
     _, emb_b = b_vectors
     qpath = tmp_path / "q.npy"
     assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                     "--q_encoding_path", str(qpath), "--encode_q_and_save"]) == 0
     argv = ["--qa_file", str(world["root"] / "dev.json"), "--q_encoding_path", str(qpath), "--encoded_ctx_file",
             emb_b, "--out_file", str(tmp_path / "r.json")]
+    capsys.readouterr()
     assert dr.main(argv) == 2
-    assert f"do not pair with the saved question vectors {qpath} made by {world['model']}" in caplog.text
+    assert f"do not pair with the saved question vectors {qpath} made by {world['model']}" in error_line(capsys)
     assert dr.main(argv[:-4] + ["--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json")]) == 0
 
 
-def test_shards_of_two_models_are_refused(world, b_vectors, tmp_path, caplog):
+def test_shards_of_two_models_are_refused(world, b_vectors, tmp_path, capsys):
     _, emb_b = b_vectors
     for name in ("emb_shard0.npy", "emb_shard0.ids.txt", "emb_shard0.meta.json"):
         shutil.copy(world["root"] / name, tmp_path / name)
     for name in ("emb_shard0.npy", "emb_shard0.ids.txt", "emb_shard0.meta.json"):
         shutil.copy(Path(emb_b).parent / name, tmp_path / name.replace("shard0", "shard1"))
     assert retrieve(dict(world, emb=str(tmp_path / "emb_shard*.npy")), tmp_path / "r.json") == 2
-    assert "emb_shard1.npy: passage vectors made by" in caplog.text
+    assert "emb_shard1.npy: passage vectors made by" in error_line(capsys)
 
 
 # ----- a trained index is saved beside the embeddings and reused -----
