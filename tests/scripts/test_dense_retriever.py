@@ -446,3 +446,73 @@ def test_hybrid_needs_the_passage_texts(world, tmp_path, capsys):
         dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                  "--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json"), "--hybrid_alpha", "0.5"])
     assert "--hybrid_alpha needs --ctx_file" in capsys.readouterr().err
+
+
+# ----- one question from the shell: --query, the prompt, --index_dir -----
+
+def ask(world, *extra, index_dir=None):
+    return dr.main(["--model_file", str(world["model"]), "--index_dir", str(index_dir or world["root"]),
+                    "--ctx_file", str(world["ctx"]), "--fp32", *extra])
+
+
+def printed(out: str) -> list[list[str]]:
+    """[rank, score, id, text] per printed line."""
+    return [line.split(maxsplit=3) for line in out.splitlines()]
+
+
+def test_query_prints_the_top_passages_with_scores(world, capsys):
+    ranking, scores = expected_ranking(world)
+    assert ask(world, "--query", world["questions"][2], "--n_docs", "3") == 0
+    rows = printed(capsys.readouterr().out)
+    assert [r[0] for r in rows] == ["1", "2", "3"] and [r[2] for r in rows] == ranking[2][:3]
+    np.testing.assert_allclose([float(r[1]) for r in rows], scores[2][:3], atol=1e-4)
+    texts = dict(world["passages"])
+    assert rows[0][3] == texts[ranking[2][0]]  # short enough to print whole, on one line
+
+
+def test_query_with_hybrid_prints_the_fused_ranking(world, capsys):
+    from dpr import Retriever
+
+    assert ask(world, "--query", world["questions"][0], "--n_docs", "4", "--hybrid_alpha", "0.2",
+               "--hybrid_depth", "6") == 0
+    rows = printed(capsys.readouterr().out)
+    hits = Retriever.load(world["model"], world["root"], world["ctx"], precision="fp32").search(
+        world["questions"][0], 4, hybrid_alpha=0.2, hybrid_depth=6)
+    assert [r[2] for r in rows] == [h.pid for h in hits] != expected_ranking(world)[0][0][:4]
+
+
+def test_prompt_answers_each_line_until_an_empty_one(world, capsys, monkeypatch):
+    import io
+
+    ranking, _ = expected_ranking(world)
+    q = world["questions"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{q[0]}\n{q[1]}\n\n{q[3]}\n"))
+    assert ask(world, "--interactive", "--n_docs", "2") == 0
+    rows = printed(capsys.readouterr().out)
+    assert [r[2] for r in rows] == ranking[0][:2] + ranking[1][:2]  # the line after the empty one is not asked
+    with pytest.raises(SystemExit):  # stdin is no terminal here: without --interactive, --qa_file is required
+        dr.parse_args(["--index_dir", str(world["root"])])
+
+
+def test_query_over_vectors_of_another_model_is_one_error_line(world, b_vectors, capsys):
+    _, emb_b = b_vectors
+    assert ask(world, "--query", "北京", index_dir=Path(emb_b).parent) == 2
+    captured = capsys.readouterr()
+    assert "do not pair with the question tower of" in error_line_of(captured.err) and captured.out == ""
+
+
+def error_line_of(err: str) -> str:
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def test_index_dir_is_the_embeddings_glob_inside_it(world, tmp_path):
+    assert retrieve(world, tmp_path / "a.json") == 0
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+                    "--index_dir", str(world["root"]), "--out_file", str(tmp_path / "b.json"), "--n_docs",
+                    str(N_DOCS), "--fp32"]) == 0
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    for bad in (["--query", "x", "--out_file", "o"], ["--encoded_ctx_file", "e"], ["--query", " "]):
+        with pytest.raises(SystemExit):
+            dr.parse_args(["--index_dir", str(world["root"]), *bad])

@@ -43,6 +43,8 @@ CASES = {
     "data/bm25_retriever.py": (lambda f, o: ["--qa_file", f["json"], "--ctx_file", f["good_tsv"], "--out_file",
                                              f"{o}/bm25.json", "--no_cache"], "bad.json:2"),
     "data/evaluate_dureader.py": (lambda f, o: [f["json"], f["json"]], "bad.json:1"),
+    "dense_retriever.py": (lambda f, o: ["--qa_file", f["json"], "--index_dir", o, "--out_file", f"{o}/r.json"],
+                           "bad.json:2"),
     "data/subset_passages.py": (lambda f, o: ["--ctx_file", f["tsv"], "--qa_file", f["json"], "--out_file",
                                               f"{o}/s.tsv", "--sibling_ids"], "bad."),
 }
