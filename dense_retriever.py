@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--n_docs", "--n-docs", dest="n_docs", type=positive_int, default=50,
                    help="Passages kept per question (the official metric reads the top 50).")
     g.add_argument("--batch_size", type=positive_int, default=128, help="Questions per forward pass.")
+    g.add_argument("--num_threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: 1 with --query / the prompt, where one short question per "
+                        "forward pass is fastest single-threaded on a busy machine; torch's default otherwise).")
     g.add_argument("--dureader_test", action="store_true",
                    help=f"{NO_EFFECT}: the seed's switch for DuReader questions and the official submission plus "
                         f"rerank file, which this tool always writes, for every question format.")
@@ -366,6 +369,10 @@ def output_dirs(args: argparse.Namespace) -> set[Path]:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
     for d in output_dirs(args):  # before encoding and searching, not after
         check_writable_dir(d)
     questions, entries = load_questions(args)
@@ -422,7 +429,8 @@ def open_retriever(args: argparse.Namespace) -> Retriever:
                           pooling=args.pooling, lowercase=args.do_lower_case, query_prefix=args.query_prefix,
                           passage_prefix=args.passage_prefix, query_max_length=args.q_sequence_length,
                           batch_size=args.batch_size, index_spec=index_spec(args), rebuild_index=args.rebuild_index,
-                          allow_mismatched_vectors=args.allow_mismatched_vectors)
+                          allow_mismatched_vectors=args.allow_mismatched_vectors,
+                          num_threads=args.num_threads or 1)
 
 
 def format_hits(hits: list[Hit], width: int = 100) -> str:

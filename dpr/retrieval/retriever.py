@@ -62,6 +62,7 @@ class RetrieverOptions:
     index_spec: IndexSpec = field(default_factory=lambda: IndexSpec(use_gpu=gpu_available()))
     rebuild_index: bool = False
     allow_mismatched_vectors: bool = False
+    num_threads: int | None = None
 
 
 def index_pattern(index_dir: str | os.PathLike) -> str:
@@ -82,7 +83,12 @@ class Retriever:
         self._index: DenseIndex | None = None
         self._bm25: BM25Side | None = None
         self._built: tuple[list[str], np.ndarray] | None = None  # vectors encoded here (not read from disk)
+        import torch
+
         from dpr.utils.precision import default_device, resolve_amp_dtype
+
+        if options.num_threads:
+            torch.set_num_threads(options.num_threads)
 
         self.device = default_device()
         self.amp_dtype = resolve_amp_dtype(self.device, options.precision)
@@ -93,7 +99,7 @@ class Retriever:
              lowercase: bool = False, query_prefix: str | None = None, passage_prefix: str | None = None,
              query_max_length: int = 32, passage_max_length: int = 384, batch_size: int = 64,
              index_spec: IndexSpec | None = None, rebuild_index: bool = False,
-             allow_mismatched_vectors: bool = False) -> "Retriever":
+             allow_mismatched_vectors: bool = False, num_threads: int | None = None) -> "Retriever":
         """A ready Retriever.
 
         model: a training checkpoint (dpr_biencoder.E.I), an exported encoder directory, a sentence-transformers
@@ -108,10 +114,13 @@ class Retriever:
         pooling, lowercase, query_prefix, passage_prefix: override what the model stores (as the scripts' flags).
         query_max_length / passage_max_length: token caps; batch_size: texts per forward pass.
         index_spec: the faiss index (default flat, exact; a trained one is saved beside the embeddings and reused).
+        num_threads: torch's CPU threads for the whole process (torch.set_num_threads; None leaves them). One
+            question at a time is fastest with 1 on a busy machine: on 2 shared cores, 2 threads took 1.4 s per
+            e5-small question against 0.05 s with 1 (bench/query_latency.py).
         """
         options = RetrieverOptions(precision, pooling, lowercase, query_prefix, passage_prefix, query_max_length,
                                    passage_max_length, batch_size, index_spec or IndexSpec(use_gpu=gpu_available()),
-                                   rebuild_index, allow_mismatched_vectors)
+                                   rebuild_index, allow_mismatched_vectors, num_threads)
         if index_dir is None and passages is None:
             raise ValueError("give index_dir (saved embeddings), passages (a passages.tsv to encode), or both")
         build = index_dir is None or (passages is not None and Path(index_dir).is_dir()

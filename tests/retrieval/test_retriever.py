@@ -153,3 +153,16 @@ def test_load_needs_an_index_or_passages(world):
         load(world).search("x", k=0)
     with pytest.raises(ValueError, match="passages="):
         Retriever.load(world["model"], world["index"]).search("x", hybrid_alpha=0.5)
+
+
+def test_import_dpr_stays_cheap():
+    import subprocess
+    import sys
+
+    code = ("import sys, dpr; assert 'torch' not in sys.modules and 'faiss' not in sys.modules; "
+            "from dpr import Retriever, Hit; assert 'torch' not in sys.modules; print(Retriever.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "dpr.retrieval.retriever", r.stderr[-2000:]
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        import dpr
+        dpr.Nope

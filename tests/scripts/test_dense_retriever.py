@@ -516,3 +516,17 @@ def test_index_dir_is_the_embeddings_glob_inside_it(world, tmp_path):
     for bad in (["--query", "x", "--out_file", "o"], ["--encoded_ctx_file", "e"], ["--query", " "]):
         with pytest.raises(SystemExit):
             dr.parse_args(["--index_dir", str(world["root"]), *bad])
+
+
+def test_num_threads_one_for_questions_from_the_shell_torchs_default_in_batch(world, tmp_path, monkeypatch, capsys):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    assert ask(world, "--query", world["questions"][0], "--n_docs", "1") == 0
+    assert ask(world, "--query", world["questions"][0], "--n_docs", "1", "--num_threads", "3") == 0
+    assert calls == [1, 3]
+    assert retrieve(world, tmp_path / "a.json") == 0
+    assert calls == [1, 3]
+    assert retrieve(world, tmp_path / "b.json", "--num_threads", "2") == 0
+    assert calls == [1, 3, 2]
