@@ -13,11 +13,15 @@ Outputs (each written atomically):
                     passage's dense_score and bm25_score as well (null when outside that side's --hybrid_depth)
   --mine_hard_negatives OUT   a copy of the DPR training file --qa_file whose hard_negative_ctxs are the retrieved
                     non-positives after the first --skip_top ranks
+
+One question from the shell (no --qa_file): --query "..." prints the top --n_docs passages (rank, score, id, text on
+one line; texts need --ctx_file); with no --query and stdin a terminal, a prompt asks one question per line (an
+empty line or EOF ends). --index_dir D stands for --encoded_ctx_file "D/emb_shard*.npy" (what run_gen_emb.sh writes).
+Bad input: one `error: FILE[:LINE]: what` line on stderr, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -32,17 +36,19 @@ from dpr.data.formats import read_dpr_json, read_questions
 from dpr.encode import encode_texts
 from dpr.index.embeddings import Shard, expand_shards, open_shards
 from dpr.index.faiss_index import INDEX_TYPES, IndexBuildError, IndexSpec, gpu_available
-from dpr.index.search import SavedIndexPolicy, search_shards
+from dpr.index.search import SavedIndexPolicy
 from dpr.models.loading import TowerOptions, load_towers
 from dpr.options import (NO_EFFECT, add_length_args, add_model_args, add_precision_args, positive_int,
                          setup_logging)
-from dpr.retrieval.hybrid import DEFAULT_ALPHA, FUSIONS, FusionConfig, fuse
+from dpr.retrieval.dense import BM25Side, check_model_pairs, hybrid_rankings, model_side, search_dense
+from dpr.retrieval.hybrid import DEFAULT_ALPHA, FUSIONS, FusionConfig
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
 from dpr.index.records import FORMAT, check_pairing, describe_model, read_record, settings_dict
-from dpr.models.fingerprint import model_fingerprint
 from dpr.retrieval.query_cache import load_question_vectors, save_question_vectors
 from dpr.retrieval.results import Retrieved, write_rerank_file, write_submission, write_trec_file
+from dpr.retrieval.retriever import SHARD_GLOB, Hit, Retriever, answer_lines
+from dpr.utils.cli import InputErrorExit, input_errors_exit
 from dpr.utils.io import InputError, check_writable_dir, write_json
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
@@ -55,12 +61,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_precision_args(p)
     add_length_args(p, used=("q",))
     g = p.add_argument_group("inputs and outputs")
-    g.add_argument("--qa_file", required=True,
-                   help="Questions: release JSON lines (dev/test), a DPR JSON file, or a TSV (qid\\tquestion).")
+    g.add_argument("--qa_file", default=None,
+                   help="Questions: release JSON lines (dev/test), a DPR JSON file, or a TSV (qid\\tquestion). "
+                        "Without it: --query, or the interactive prompt.")
+    g.add_argument("--query", default=None,
+                   help="One question: print its top --n_docs passages (rank, score, id, text) and stop.")
+    g.add_argument("--interactive", action="store_true",
+                   help="Read questions from stdin one per line even when it is not a terminal (the prompt's loop; "
+                        "an empty line or EOF ends).")
     g.add_argument("--ctx_file", default=None,
                    help="passages.tsv: passage texts for the rerank file (required for --mine_hard_negatives).")
     g.add_argument("--encoded_ctx_file", default=None,
                    help="Glob of embedding files from generate_dense_embeddings.py, e.g. 'outputs/emb_shard*.npy'.")
+    g.add_argument("--index_dir", default=None,
+                   help="A directory of embeddings as run_gen_emb.sh writes: the same as --encoded_ctx_file "
+                        "'DIR/emb_shard*.npy'.")
     g.add_argument("--out_file", "--out_file_or_path", dest="out_file", default=None,
                    help="Submission JSON {qid: [pids]}; a directory gets top{n_docs}_res.json inside it.")
     g.add_argument("--rerank_file", default=None, help="Default: the submission path with .rerank.jsonl.")
@@ -71,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--n_docs", "--n-docs", dest="n_docs", type=positive_int, default=50,
                    help="Passages kept per question (the official metric reads the top 50).")
     g.add_argument("--batch_size", type=positive_int, default=128, help="Questions per forward pass.")
+    g.add_argument("--num_threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: 1 with --query / the prompt, where one short question per "
+                        "forward pass is fastest single-threaded on a busy machine; torch's default otherwise).")
     g.add_argument("--dureader_test", action="store_true",
                    help=f"{NO_EFFECT}: the seed's switch for DuReader questions and the official submission plus "
                         f"rerank file, which this tool always writes, for every question format.")
@@ -141,14 +159,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--hybrid_depth", type=positive_int, default=None,
                    help="Passages taken from each side before fusing (default 100).")
     args = p.parse_args(argv)
+    if args.index_dir and args.encoded_ctx_file:
+        p.error("give --index_dir or --encoded_ctx_file, not both")
+    if args.index_dir:
+        args.encoded_ctx_file = str(Path(args.index_dir) / SHARD_GLOB)
     _check_hybrid_args(p, args)
     if args.hnsw_index:
         args.index_type = "hnsw"
+    if query_mode(args):
+        _check_query_args(p, args)
+        return args
+    if not args.qa_file:
+        p.error("--qa_file is required (or --query / the interactive prompt, which needs stdin to be a terminal "
+                "or --interactive)")
     if args.encode_q_and_save and not args.q_encoding_path:
         p.error("--encode_q_and_save needs --q_encoding_path")
     if not args.encode_q_and_save:
         if not args.encoded_ctx_file:
-            p.error("--encoded_ctx_file is required (unless --encode_q_and_save)")
+            p.error("--encoded_ctx_file (or --index_dir) is required (unless --encode_q_and_save)")
         if args.mine_hard_negatives:
             if not args.ctx_file:
                 p.error("--mine_hard_negatives needs --ctx_file (the negatives carry their texts)")
@@ -164,6 +192,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.refine_k_factor is not None and args.refine_k_factor < 1:
         p.error("--refine_k_factor must be >= 1")
     return args
+
+
+def query_mode(args: argparse.Namespace) -> bool:
+    """True for one-question search: --query, or no --qa_file with stdin a terminal (or --interactive)."""
+    return args.query is not None or args.interactive or (not args.qa_file and sys.stdin.isatty())
+
+
+def _check_query_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.qa_file:
+        p.error("--query / --interactive ask questions from the shell: not with --qa_file")
+    if args.query is not None and not args.query.strip():
+        p.error("--query is empty")
+    if not args.encoded_ctx_file:
+        p.error("one-question search needs --index_dir (or --encoded_ctx_file)")
+    batch_only = [f for f, on in (("--out_file", args.out_file), ("--rerank_file", args.rerank_file),
+                                  ("--metrics_file", args.metrics_file), ("--trec_file", args.trec_file),
+                                  ("--mine_hard_negatives", args.mine_hard_negatives),
+                                  ("--q_encoding_path", args.q_encoding_path),
+                                  ("--encode_q_and_save", args.encode_q_and_save),
+                                  ("--search_shard_size", args.search_shard_size)) if on]
+    if batch_only:
+        p.error(f"{', '.join(batch_only)}: batch-mode flags (with --qa_file), no effect with --query / the prompt")
 
 
 def _check_hybrid_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -186,30 +236,16 @@ def fusion_config(args: argparse.Namespace) -> FusionConfig:
 def hybrid_retrieve(shards: list[Shard], questions: list[tuple[str, str, list[str] | None]], vectors: np.ndarray,
                     args: argparse.Namespace) -> list[Retrieved]:
     """Dense and BM25 top-depth lists per question, fused; the first --n_docs kept, with both raw scores."""
-    from dpr.data.bm25 import index_passages
-
     config = fusion_config(args)
     if config.depth < args.n_docs:
         logger.warning("--hybrid_depth %d < --n_docs %d: a question may get fewer than %d passages", config.depth,
                        args.n_docs, args.n_docs)
-    dense_args = copy.copy(args)
-    dense_args.n_docs = max(args.n_docs, config.depth)
-    dense = retrieve(shards, questions, vectors, dense_args)
-    t0 = time.time()
-    index, pids = index_passages(args.ctx_file)
-    bm25 = index.search([text for _, text, _ in questions], config.depth)
-    logger.info("BM25 over %d passages of %s: %.1fs", len(pids), args.ctx_file, time.time() - t0)
-    results = []
-    for d, b in zip(dense, bm25):
-        hits = fuse(list(zip(d.pids, d.scores)), [(pids[i], s) for i, s in b], config)[:args.n_docs]
-        parts = [{"dense_score": _round(h.dense_score), "bm25_score": _round(h.bm25_score)} for h in hits]
-        results.append(Retrieved(d.qid, d.question, [h.pid for h in hits], [h.score for h in hits], parts))
+    dense = search_dense(shards, vectors, max(args.n_docs, config.depth), index_spec(args),
+                         args.search_shard_size, SavedIndexPolicy(rebuild=args.rebuild_index), model_name(args))
+    bm25 = BM25Side(args.ctx_file).search([text for _, text, _ in questions], config.depth)
+    fused = hybrid_rankings(dense, bm25, config, args.n_docs)
     logger.info("fused (%s, alpha %.2f, depth %d)", config.method, config.alpha, config.depth)
-    return results
-
-
-def _round(score: float | None) -> float | None:
-    return None if score is None else round(score, 6)
+    return [Retrieved(qid, text, r.pids, r.scores, r.parts) for (qid, text, _), r in zip(questions, fused)]
 
 
 def output_paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -241,19 +277,13 @@ def use_saved_questions(args: argparse.Namespace) -> bool:
                 and not args.encode_q_and_save)
 
 
-def model_side(args: argparse.Namespace) -> dict:
-    """The question tower's model fingerprint, record-shaped (for pairing and for saved question vectors)."""
-    model = str(args.model_file or args.pretrained_model_cfg)
-    fp = model_fingerprint(model)
-    if fp is None:
-        raise InputError(model, "the model's files are not on this disk: cannot check which vectors it pairs with")
-    return {"model": {"question_tower": fp.question_tower, "passage_tower": fp.passage_tower,
-                      "tokenizer": fp.tokenizer}, "info": {"model": model}}
+def model_name(args: argparse.Namespace) -> str:
+    return str(args.model_file or args.pretrained_model_cfg)
 
 
 def question_record(args: argparse.Namespace, settings) -> dict:
     """The record saved beside --q_encoding_path: the model, the question side's settings and length cap."""
-    side = model_side(args)
+    side = model_side(model_name(args))
     return {"format": FORMAT, "kind": "question_vectors", "model": side["model"],
             "settings": settings_dict(settings, "query"), "max_length": args.q_sequence_length, "dtype": "float32",
             "info": {**side["info"], "questions": str(args.qa_file)}}
@@ -267,11 +297,10 @@ def check_passage_vectors(args: argparse.Namespace, paths: list[Path]) -> None:
         label = (f"the saved question vectors {args.q_encoding_path} made by {describe_model(side)}" if side else
                  f"the saved question vectors {args.q_encoding_path}, which have no record (re-encode them with "
                  f"--re_encode_q)")
+        check_pairing([(p, read_record(p)) for p in paths], side and side.get("model"), label,
+                      args.allow_mismatched_vectors)
     else:
-        side = model_side(args)
-        label = f"the question tower of {describe_model(side)}"
-    check_pairing([(p, read_record(p)) for p in paths], side and side.get("model"), label,
-                  args.allow_mismatched_vectors)
+        check_model_pairs(paths, model_name(args), args.allow_mismatched_vectors)
 
 
 def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]) -> np.ndarray:
@@ -305,22 +334,9 @@ def index_spec(args: argparse.Namespace) -> IndexSpec:
 
 def retrieve(shards: list[Shard], questions: list[tuple[str, str, list[str] | None]], vectors: np.ndarray,
              args: argparse.Namespace) -> list[Retrieved]:
-    dim = shards[0].dim
-    if vectors.shape[1] != dim:
-        raise InputError(shards[0].path, f"embeddings have dimension {dim} but the question encoder "
-                                         f"({args.model_file or args.pretrained_model_cfg}) gives {vectors.shape[1]}")
-    all_ids = [pid for shard in shards for pid in shard.ids]
-    t0 = time.time()
-    if args.search_shard_size:
-        logger.info("--search_shard_size: an index per window, built and dropped (no saved index is used or written)")
-    scores, rows = search_shards(shards, vectors, args.n_docs, index_spec(args), args.search_shard_size,
-                                 SavedIndexPolicy(rebuild=args.rebuild_index))
-    logger.info("searched %d questions over %d passages in %.1fs", len(vectors), len(all_ids), time.time() - t0)
-    results = []
-    for (qid, text, _), s, r in zip(questions, scores, rows):
-        keep = r >= 0
-        results.append(Retrieved(qid, text, [all_ids[i] for i in r[keep]], s[keep].tolist()))
-    return results
+    ranked = search_dense(shards, vectors, args.n_docs, index_spec(args), args.search_shard_size,
+                          SavedIndexPolicy(rebuild=args.rebuild_index), model_name(args))
+    return [Retrieved(qid, text, r.pids, r.scores) for (qid, text, _), r in zip(questions, ranked)]
 
 
 def report_metrics(questions, results: list[Retrieved], path: Path, n_docs: int) -> dict | None:
@@ -353,6 +369,10 @@ def output_dirs(args: argparse.Namespace) -> set[Path]:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
     for d in output_dirs(args):  # before encoding and searching, not after
         check_writable_dir(d)
     questions, entries = load_questions(args)
@@ -402,14 +422,72 @@ def _check_found(ctx_file: str, passages: dict, results: list[Retrieved]) -> Non
                                    f"{sorted(missing)[0]!r}): embeddings from another collection?")
 
 
+def open_retriever(args: argparse.Namespace) -> Retriever:
+    """The Retriever API over --index_dir / --encoded_ctx_file (and --ctx_file for texts and BM25) with the flags'
+    model and index options: the index is built or loaded once, only the question tower is loaded."""
+    return Retriever.load(model_name(args), args.encoded_ctx_file, args.ctx_file, precision=args.precision,
+                          pooling=args.pooling, lowercase=args.do_lower_case, query_prefix=args.query_prefix,
+                          passage_prefix=args.passage_prefix, query_max_length=args.q_sequence_length,
+                          batch_size=args.batch_size, index_spec=index_spec(args), rebuild_index=args.rebuild_index,
+                          allow_mismatched_vectors=args.allow_mismatched_vectors,
+                          num_threads=args.num_threads or 1)
+
+
+def format_hits(hits: list[Hit], width: int = 100) -> str:
+    """One line per passage: rank, score, id, the text (title first) cut to one line of about `width` characters."""
+    lines = []
+    for rank, h in enumerate(hits, 1):
+        text = " ".join(" ".join(t for t in (h.title, h.text) if t).split())
+        if len(text) > width:
+            text = text[: width - 1] + "…"
+        lines.append(f"{rank:>3}  {h.score:8.4f}  {h.pid}  {text}".rstrip())
+    return "\n".join(lines) if lines else "(no passages)"
+
+
+def search_kwargs(args: argparse.Namespace) -> dict:
+    if args.hybrid_alpha is None:
+        return {}
+    config = fusion_config(args)
+    return {"fusion": config.method, "hybrid_depth": config.depth}
+
+
+def run_queries(args: argparse.Namespace, stdin=None, out=None) -> None:
+    """--query: answer it; else the prompt: one question per line from stdin until an empty line or EOF."""
+    stdin, out = stdin or sys.stdin, out or sys.stdout
+    retriever = open_retriever(args)
+    if args.query is not None:
+        hits = retriever.search(args.query, args.n_docs, args.hybrid_alpha, **search_kwargs(args))
+        print(format_hits(hits), file=out, flush=True)
+        return
+    tty = stdin.isatty()
+
+    def lines():
+        while True:
+            if tty:
+                print("question> ", end="", file=sys.stderr, flush=True)
+            line = stdin.readline()
+            if not line:
+                return
+            yield line
+
+    if tty:
+        print(f"{len(retriever)} passages; one question a line, an empty line or Ctrl-D ends.", file=sys.stderr)
+    for _, hits in answer_lines(retriever, lines(), args.n_docs, args.hybrid_alpha, **search_kwargs(args)):
+        print(format_hits(hits), file=out, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
+    """Exit status: 0, or 2 after one `error: FILE[:LINE]: what` line on stderr for bad input."""
     args = parse_args(argv)
+    setup_logging(logging.WARNING if query_mode(args) else logging.INFO)
     try:
-        run(args)
-    except (InputError, IndexBuildError) as e:
-        logger.error("%s", e)
-        return 2
+        with input_errors_exit(IndexBuildError):
+            if query_mode(args):
+                run_queries(args)
+            else:
+                run(args)
+    except InputErrorExit as e:
+        return e.code
     return 0
 
 

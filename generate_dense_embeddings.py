@@ -23,8 +23,8 @@ from dpr.data.formats import count_passages_tsv, passage_input, read_passages_ts
 from dpr.data.shards import shard_range
 from dpr.encode import DEFAULT_BLOCK_SIZE, encode_stream
 from dpr.index.embeddings import shard_is_complete, shard_paths, write_ids
-from dpr.index.records import FORMAT, differences, read_record, record_path, settings_dict, source_fingerprint, \
-    write_record
+from dpr.index import records
+from dpr.index.records import differences, read_record, record_path, source_fingerprint, write_record
 from dpr.models.encoder import Encoder, EncoderSettings, stored_settings
 from dpr.models.fingerprint import ModelFingerprint, model_fingerprint, tower_directories
 from dpr.models.loading import TowerOptions, apply_settings_options, load_towers
@@ -82,14 +82,10 @@ def load_passage_encoder(args: argparse.Namespace) -> tuple[Encoder, object]:
 def passage_record(args: argparse.Namespace, fingerprint: ModelFingerprint, settings: EncoderSettings,
                    source: dict, start: int, stop: int) -> dict:
     """The record of what makes this shard (see records.py); `dim` is filled in once the model is loaded."""
-    return {"format": FORMAT, "kind": "passage_vectors",
-            "model": {"question_tower": fingerprint.question_tower, "passage_tower": fingerprint.passage_tower,
-                      "tokenizer": fingerprint.tokenizer},
-            "settings": settings_dict(settings, "passage"), "max_length": args.p_sequence_length,
-            "source": source, "rows": {"shard_id": args.shard_id, "num_shards": args.num_shards, "start": start,
-                                       "stop": stop},
-            "dtype": "float16" if args.save_fp16 else "float32",
-            "info": {"model": str(args.model_file or args.pretrained_model_cfg), "source": str(args.ctx_file)}}
+    rows = {"shard_id": args.shard_id, "num_shards": args.num_shards, "start": start, "stop": stop}
+    info = {"model": str(args.model_file or args.pretrained_model_cfg), "source": str(args.ctx_file)}
+    return records.passage_record(fingerprint, settings, args.p_sequence_length, source, rows,
+                                  "float16" if args.save_fp16 else "float32", info)
 
 
 def expected_settings(args: argparse.Namespace, passage_dir: str) -> EncoderSettings:

@@ -91,4 +91,5 @@ for name, path in rows:
     m = json.load(open(path))
     print(f"| {name:<34}| {m['MRR@10']:.4f} | {m['recall@1']:.4f}   | {m['recall@50']:.4f}    |")
 PY
+echo "ask the fine-tuned model (one question; leave out --query for a prompt): python dense_retriever.py --model_file $final --index_dir $DEMO_DIR/emb_finetuned --ctx_file $data/search.tsv --precision ${PRECISION:-fp32} --n_docs 5 --query '北京大学是哪一年成立的？'" | tee -a "$log"
 step "7/7 done in $(( $(date +%s) - start ))s; training plot: $(ls "$ckp"/*.png 2>/dev/null | head -n 1); submission: $DEMO_DIR/finetuned_test.json; log: $log"

@@ -16,6 +16,7 @@ import importlib.metadata as md, json, sys
 import dpr
 from dpr.models.encoder import Encoder
 from dpr.eval.ranking import ndcg_at_k
+from dpr import Hit, Retriever  # the API, lazily from dpr/__init__.py
 requires = md.requires("dureader-dpr")
 print(json.dumps({"file": dpr.__file__, "version": md.version("dureader-dpr"), "requires": requires,
                   "ndcg": ndcg_at_k({"q": {"a"}}, {"q": ["a"]})}))

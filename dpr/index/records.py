@@ -90,6 +90,18 @@ def settings_dict(settings, kind: str) -> dict[str, Any]:
     return d
 
 
+def passage_record(fingerprint, settings, max_length: int, source: dict[str, Any], rows: dict[str, int],
+                   dtype: str, info: dict[str, Any]) -> dict[str, Any]:
+    """The record of a passage-vectors file (what generate_dense_embeddings.py and the Retriever API write):
+    `fingerprint` a ModelFingerprint, `settings` the passage tower's EncoderSettings, `rows` shard_id, num_shards,
+    start, stop of the source's passage rows; `dim` is added once the model is loaded."""
+    return {"format": FORMAT, "kind": "passage_vectors",
+            "model": {"question_tower": fingerprint.question_tower, "passage_tower": fingerprint.passage_tower,
+                      "tokenizer": fingerprint.tokenizer},
+            "settings": settings_dict(settings, "passage"), "max_length": max_length, "source": source,
+            "rows": rows, "dtype": dtype, "info": info}
+
+
 def describe_model(record: dict[str, Any]) -> str:
     """'MODEL (question tower 1a2b3c4d5e6f, passage tower ...)' from a record, for messages."""
     m = record.get("model") or {}

@@ -77,12 +77,13 @@ def test_encoding_unwritable(tmp_path, blocked, monkeypatch, capsys):
 @pytest.mark.parametrize("mode", [["--out_file", "{d}/res.json"], ["--out_file", "{d}/"],
                                   ["--encode_q_and_save", "--q_encoding_path", "{d}/q.npy"],
                                   ["--mine_hard_negatives", "{d}/mined.json", "--ctx_file", "p.tsv"]])
-def test_retrieval_unwritable(blocked, monkeypatch, caplog, mode):
+def test_retrieval_unwritable(blocked, monkeypatch, capsys, mode):
     monkeypatch.setattr(dense_retriever, "load_questions", _no_work)
     monkeypatch.setattr(dense_retriever, "load_towers", _no_work)
     argv = ["--qa_file", "q.tsv", "--encoded_ctx_file", "e*.npy"] + [a.format(d=blocked) for a in mode]
     assert dense_retriever.main(argv) == 2
-    assert f"{blocked}: output directory is not writable" in caplog.text
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{blocked}: output directory is not writable" in errors[0]
 
 
 def test_bm25_and_cmrc_builder_unwritable(tmp_path, blocked, monkeypatch):

@@ -39,6 +39,13 @@ def world(tmp_path_factory):
             "questions": [texts[i][:12] for i in golds], "emb": str(root / "emb_shard*.npy")}
 
 
+def error_line(capsys) -> str:
+    """The one `error: ...` line a failed run printed on stderr (the scripts' exit convention)."""
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
 def expected_ranking(world):
     """Brute force with the two towers, independent of faiss and the script."""
     tok = tiny_tokenizer()
@@ -130,14 +137,15 @@ def test_encode_q_and_save_then_search_without_the_model(world, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text()) == {f"q{n}": r for n, r in enumerate(ranking)}
 
 
-def test_saved_question_vectors_for_other_questions_are_refused(world, tmp_path, caplog):
+def test_saved_question_vectors_for_other_questions_are_refused(world, tmp_path, capsys):
     qpath = tmp_path / "q.npy"
     qa = tmp_path / "q.tsv"
     qa.write_text("x1\t中国\nx2\t北京\n", encoding="utf-8")
     assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(qa), "--q_encoding_path", str(qpath),
                     "--encode_q_and_save"]) == 0
+    capsys.readouterr()
     assert retrieve(world, tmp_path / "r.json", "--q_encoding_path", str(qpath)) == 2
-    assert "q.npy.qids.txt: saved for 2 other questions than the 6 in --qa_file" in caplog.text
+    assert "q.npy.qids.txt: saved for 2 other questions than the 6 in --qa_file" in error_line(capsys)
     assert not (tmp_path / "r.json").exists()
 
 
@@ -149,30 +157,31 @@ def test_tsv_questions_without_labels_write_no_metrics(world, tmp_path):
     assert not (tmp_path / "r.metrics.json").exists()
 
 
-def test_no_questions_is_an_error_and_writes_nothing(world, tmp_path, caplog):
+def test_no_questions_is_an_error_and_writes_nothing(world, tmp_path, capsys):
     qa = tmp_path / "empty.json"
     qa.write_text("\n")
     assert retrieve(world, tmp_path / "r.json", qa=qa) == 2
-    assert "empty.json" in caplog.text and "no questions" in caplog.text
+    line = error_line(capsys)
+    assert "empty.json" in line and "no questions" in line
     assert {p.name for p in tmp_path.iterdir()} == {"empty.json"}
 
 
-def test_model_and_index_dimension_mismatch(world, tmp_path, caplog):
+def test_model_and_index_dimension_mismatch(world, tmp_path, capsys):
     save_shard(tmp_path / "wide_shard0", [p for p, _ in world["passages"]], np.zeros((30, 48), np.float32))
     code = dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                     "--encoded_ctx_file", str(tmp_path / "wide_shard*.npy"), "--out_file", str(tmp_path / "r.json"),
                     "--allow_mismatched_vectors"])
     assert code == 2
-    assert "wide_shard0.npy: embeddings have dimension 48 but the question encoder" in caplog.text
+    assert "wide_shard0.npy: embeddings have dimension 48 but the question encoder" in error_line(capsys)
     assert not (tmp_path / "r.json").exists()
 
 
-def test_embeddings_from_another_collection(world, tmp_path, caplog):
+def test_embeddings_from_another_collection(world, tmp_path, capsys):
     save_shard(tmp_path / "other_shard0", ["zz-0", "zz-1"], np.ones((2, 32), np.float32))
     code = dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                     "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", str(tmp_path / "other_shard0.npy"),
                     "--out_file", str(tmp_path / "r.json"), "--allow_mismatched_vectors"])
-    assert code == 2 and "passages.tsv: 2 retrieved passage ids are not in this file" in caplog.text
+    assert code == 2 and "passages.tsv: 2 retrieved passage ids are not in this file" in error_line(capsys)
     assert not (tmp_path / "r.json").exists()
 
 
@@ -278,39 +287,41 @@ def b_vectors(world, tmp_path_factory):
     return model_b, str(root / "emb_shard*.npy")
 
 
-def test_model_a_over_model_b_vectors_stops_naming_both(world, b_vectors, tmp_path, caplog):
+def test_model_a_over_model_b_vectors_stops_naming_both(world, b_vectors, tmp_path, caplog, capsys):
     model_b, emb_b = b_vectors
     argv = ["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
             "--encoded_ctx_file", emb_b, "--out_file", str(tmp_path / "r.json")]
     assert dr.main(argv) == 2
-    assert f"passage vectors made by {model_b} (" in caplog.text
-    assert f"do not pair with the question tower of {world['model']} (" in caplog.text
+    line = error_line(capsys)
+    assert f"passage vectors made by {model_b} (" in line
+    assert f"do not pair with the question tower of {world['model']} (" in line
     assert not (tmp_path / "r.json").exists()
     caplog.clear()
     assert dr.main(argv + ["--allow_mismatched_vectors"]) == 0
     assert "searching anyway" in caplog.text and (tmp_path / "r.json").exists()
 
 
-def test_saved_question_vectors_of_model_a_over_model_b_vectors_stop(world, b_vectors, tmp_path, caplog):
+def test_saved_question_vectors_of_model_a_over_model_b_vectors_stop(world, b_vectors, tmp_path, capsys):
     _, emb_b = b_vectors
     qpath = tmp_path / "q.npy"
     assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                     "--q_encoding_path", str(qpath), "--encode_q_and_save"]) == 0
     argv = ["--qa_file", str(world["root"] / "dev.json"), "--q_encoding_path", str(qpath), "--encoded_ctx_file",
             emb_b, "--out_file", str(tmp_path / "r.json")]
+    capsys.readouterr()
     assert dr.main(argv) == 2
-    assert f"do not pair with the saved question vectors {qpath} made by {world['model']}" in caplog.text
+    assert f"do not pair with the saved question vectors {qpath} made by {world['model']}" in error_line(capsys)
     assert dr.main(argv[:-4] + ["--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json")]) == 0
 
 
-def test_shards_of_two_models_are_refused(world, b_vectors, tmp_path, caplog):
+def test_shards_of_two_models_are_refused(world, b_vectors, tmp_path, capsys):
     _, emb_b = b_vectors
     for name in ("emb_shard0.npy", "emb_shard0.ids.txt", "emb_shard0.meta.json"):
         shutil.copy(world["root"] / name, tmp_path / name)
     for name in ("emb_shard0.npy", "emb_shard0.ids.txt", "emb_shard0.meta.json"):
         shutil.copy(Path(emb_b).parent / name, tmp_path / name.replace("shard0", "shard1"))
     assert retrieve(dict(world, emb=str(tmp_path / "emb_shard*.npy")), tmp_path / "r.json") == 2
-    assert "emb_shard1.npy: passage vectors made by" in caplog.text
+    assert "emb_shard1.npy: passage vectors made by" in error_line(capsys)
 
 
 # ----- a trained index is saved beside the embeddings and reused -----
@@ -435,3 +446,87 @@ def test_hybrid_needs_the_passage_texts(world, tmp_path, capsys):
         dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                  "--encoded_ctx_file", world["emb"], "--out_file", str(tmp_path / "r.json"), "--hybrid_alpha", "0.5"])
     assert "--hybrid_alpha needs --ctx_file" in capsys.readouterr().err
+
+
+# ----- one question from the shell: --query, the prompt, --index_dir -----
+
+def ask(world, *extra, index_dir=None):
+    return dr.main(["--model_file", str(world["model"]), "--index_dir", str(index_dir or world["root"]),
+                    "--ctx_file", str(world["ctx"]), "--fp32", *extra])
+
+
+def printed(out: str) -> list[list[str]]:
+    """[rank, score, id, text] per printed line."""
+    return [line.split(maxsplit=3) for line in out.splitlines()]
+
+
+def test_query_prints_the_top_passages_with_scores(world, capsys):
+    ranking, scores = expected_ranking(world)
+    assert ask(world, "--query", world["questions"][2], "--n_docs", "3") == 0
+    rows = printed(capsys.readouterr().out)
+    assert [r[0] for r in rows] == ["1", "2", "3"] and [r[2] for r in rows] == ranking[2][:3]
+    np.testing.assert_allclose([float(r[1]) for r in rows], scores[2][:3], atol=1e-4)
+    texts = dict(world["passages"])
+    assert rows[0][3] == texts[ranking[2][0]]  # short enough to print whole, on one line
+
+
+def test_query_with_hybrid_prints_the_fused_ranking(world, capsys):
+    from dpr import Retriever
+
+    assert ask(world, "--query", world["questions"][0], "--n_docs", "4", "--hybrid_alpha", "0.2",
+               "--hybrid_depth", "6") == 0
+    rows = printed(capsys.readouterr().out)
+    hits = Retriever.load(world["model"], world["root"], world["ctx"], precision="fp32").search(
+        world["questions"][0], 4, hybrid_alpha=0.2, hybrid_depth=6)
+    assert [r[2] for r in rows] == [h.pid for h in hits] != expected_ranking(world)[0][0][:4]
+
+
+def test_prompt_answers_each_line_until_an_empty_one(world, capsys, monkeypatch):
+    import io
+
+    ranking, _ = expected_ranking(world)
+    q = world["questions"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{q[0]}\n{q[1]}\n\n{q[3]}\n"))
+    assert ask(world, "--interactive", "--n_docs", "2") == 0
+    rows = printed(capsys.readouterr().out)
+    assert [r[2] for r in rows] == ranking[0][:2] + ranking[1][:2]  # the line after the empty one is not asked
+    with pytest.raises(SystemExit):  # stdin is no terminal here: without --interactive, --qa_file is required
+        dr.parse_args(["--index_dir", str(world["root"])])
+
+
+def test_query_over_vectors_of_another_model_is_one_error_line(world, b_vectors, capsys):
+    _, emb_b = b_vectors
+    assert ask(world, "--query", "北京", index_dir=Path(emb_b).parent) == 2
+    captured = capsys.readouterr()
+    assert "do not pair with the question tower of" in error_line_of(captured.err) and captured.out == ""
+
+
+def error_line_of(err: str) -> str:
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def test_index_dir_is_the_embeddings_glob_inside_it(world, tmp_path):
+    assert retrieve(world, tmp_path / "a.json") == 0
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
+                    "--index_dir", str(world["root"]), "--out_file", str(tmp_path / "b.json"), "--n_docs",
+                    str(N_DOCS), "--fp32"]) == 0
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    for bad in (["--query", "x", "--out_file", "o"], ["--encoded_ctx_file", "e"], ["--query", " "]):
+        with pytest.raises(SystemExit):
+            dr.parse_args(["--index_dir", str(world["root"]), *bad])
+
+
+def test_num_threads_one_for_questions_from_the_shell_torchs_default_in_batch(world, tmp_path, monkeypatch, capsys):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    assert ask(world, "--query", world["questions"][0], "--n_docs", "1") == 0
+    assert ask(world, "--query", world["questions"][0], "--n_docs", "1", "--num_threads", "3") == 0
+    assert calls == [1, 3]
+    assert retrieve(world, tmp_path / "a.json") == 0
+    assert calls == [1, 3]
+    assert retrieve(world, tmp_path / "b.json", "--num_threads", "2") == 0
+    assert calls == [1, 3, 2]

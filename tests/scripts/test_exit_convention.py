@@ -51,6 +51,8 @@ CASES = {
                                "bad_dpr.json:1"),
     "generate_dense_embeddings.py": (lambda f, o: ["--model_file", f["model"], "--ctx_file", f["tsv"], "--out_file",
                                                    f"{o}/emb"], "bad.tsv:2"),
+    "dense_retriever.py": (lambda f, o: ["--qa_file", f["json"], "--index_dir", o, "--out_file", f"{o}/r.json"],
+                           "bad.json:2"),
     "data/subset_passages.py": (lambda f, o: ["--ctx_file", f["tsv"], "--qa_file", f["json"], "--out_file",
                                               f"{o}/s.tsv", "--sibling_ids"], "bad."),
 }

@@ -1,7 +1,9 @@
 """run_demo.sh end to end at toy size (tiny random model, a few dozen questions), so the quick start cannot rot."""
 import json
 import os
+import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -36,3 +38,16 @@ def test_demo_at_toy_size(tmp_path):
     hybrid = json.loads((demo / "hybrid_test.json").read_text())
     assert len(hybrid) == 1000 and all(len(v) == 50 for v in hybrid.values()) and hybrid != submission
     assert list((demo / "checkpoints").glob("*.png")), "the training plot is missing"
+
+    # the one-question command the demo prints answers a held-out question as the batch run ranked it
+    ask = next(line for line in run.stdout.splitlines() if line.startswith("ask the fine-tuned model"))
+    argv = shlex.split(ask.split(": ", 1)[1])
+    first = json.loads((demo / "finetuned_test.rerank.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    argv[argv.index("--query") + 1] = first["question"]
+    r = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split(maxsplit=3) for line in r.stdout.splitlines()]
+    assert [row[0] for row in rows] == ["1", "2", "3", "4", "5"] and all(len(row) == 4 for row in rows)
+    top = first["passages"][0]["score"]
+    assert float(rows[0][1]) == pytest.approx(top, abs=1e-4)
+    assert rows[0][2] in {p["passage_id"] for p in first["passages"] if p["score"] > top - 1e-4}

@@ -1,0 +1,132 @@
+"""Dense (and hybrid) retrieval over embedding shards: the one path of dense_retriever.py and the Retriever API.
+
+Which passage vectors pair with a model (`check_model_pairs`), the search (`DenseIndex`: one index over every shard,
+built or loaded once and searched many times; `search_dense` also searches window by window), and the fusion of its
+lists with BM25 over the passage texts (`BM25Side`, `hybrid_rankings`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dpr.index.embeddings import Shard
+from dpr.index.faiss_index import IndexSpec
+from dpr.index.records import check_pairing, describe_model, read_record
+from dpr.index.search import SavedIndexPolicy, build_full_index, search_index, search_shards
+from dpr.retrieval.hybrid import FusionConfig, fuse
+from dpr.utils.io import InputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Ranking:
+    """One question's passages, best first; `parts` holds per-passage extras (hybrid: both raw scores)."""
+
+    pids: list[str]
+    scores: list[float]
+    parts: list[dict] | None = None
+
+
+def model_side(model: str) -> dict:
+    """The question tower's model fingerprint, record-shaped (for pairing and for saved question vectors)."""
+    from dpr.models.fingerprint import model_fingerprint
+
+    fp = model_fingerprint(str(model))
+    if fp is None:
+        raise InputError(model, "the model's files are not on this disk: cannot check which vectors it pairs with")
+    return {"model": {"question_tower": fp.question_tower, "passage_tower": fp.passage_tower,
+                      "tokenizer": fp.tokenizer}, "info": {"model": str(model)}}
+
+
+def check_model_pairs(paths: list[Path], model: str, allow: bool = False) -> None:
+    """Refuse passage vectors whose records say another model (or none) made them than `model`'s question tower
+    (with `allow`: log a warning instead)."""
+    side = model_side(model)
+    check_pairing([(p, read_record(p)) for p in paths], side["model"], f"the question tower of {describe_model(side)}",
+                  allow)
+
+
+def _check_dim(shards: list[Shard], vectors: np.ndarray, model: str) -> None:
+    dim = shards[0].dim
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise InputError(shards[0].path, f"embeddings have dimension {dim} but the question encoder ({model}) gives "
+                                         f"{vectors.shape[-1]}")
+
+
+def rankings(all_ids: list[str], scores: np.ndarray, rows: np.ndarray) -> list[Ranking]:
+    """faiss results (global rows, -1 for none) as passage ids and scores per question."""
+    out = []
+    for s, r in zip(scores, rows):
+        keep = r >= 0
+        out.append(Ranking([all_ids[i] for i in r[keep]], s[keep].tolist()))
+    return out
+
+
+class DenseIndex:
+    """One faiss index over every shard (a trained one reused from / saved beside the embeddings, see
+    dpr/index/search.py), built once and searched any number of times."""
+
+    def __init__(self, shards: list[Shard], spec: IndexSpec, policy: SavedIndexPolicy = SavedIndexPolicy()):
+        self.shards = shards
+        self.ids = [pid for shard in shards for pid in shard.ids]
+        self.built = build_full_index(shards, spec, policy)
+
+    def search(self, vectors: np.ndarray, k: int, model: str = "the model") -> list[Ranking]:
+        _check_dim(self.shards, vectors, model)
+        return rankings(self.ids, *search_index(self.built.index, vectors, k))
+
+
+def search_dense(shards: list[Shard], vectors: np.ndarray, k: int, spec: IndexSpec,
+                 search_shard_size: int | None = None, policy: SavedIndexPolicy = SavedIndexPolicy(),
+                 model: str = "the model") -> list[Ranking]:
+    """Top-k passages per question vector: one index over everything (DenseIndex), or with `search_shard_size` an
+    index per window of that many vectors, built and dropped, with a running top-k merge."""
+    _check_dim(shards, vectors, model)
+    t0 = time.time()
+    if search_shard_size:
+        logger.info("--search_shard_size: an index per window, built and dropped (no saved index is used or written)")
+        all_ids = [pid for shard in shards for pid in shard.ids]
+        result = rankings(all_ids, *search_shards(shards, vectors, k, spec, search_shard_size, policy))
+    else:
+        result = DenseIndex(shards, spec, policy).search(vectors, k, model)
+    logger.info("searched %d questions over %d passages in %.1fs", len(vectors), sum(len(s.ids) for s in shards),
+                time.time() - t0)
+    return result
+
+
+class BM25Side:
+    """BM25 (jieba + bm25s) over a passages.tsv, its index built (or loaded from the cache beside it) once."""
+
+    def __init__(self, ctx_file: str | os.PathLike):
+        from dpr.data.bm25 import index_passages
+
+        t0 = time.time()
+        self.ctx_file = str(ctx_file)
+        self.index, self.pids = index_passages(ctx_file)
+        logger.info("BM25 over %d passages of %s ready in %.1fs", len(self.pids), ctx_file, time.time() - t0)
+
+    def search(self, questions: list[str], k: int) -> list[list[tuple[str, float]]]:
+        """Top-k (passage id, BM25 score) per question, best first (only passages sharing a token)."""
+        return [[(self.pids[i], s) for i, s in hits] for hits in self.index.search(questions, k)]
+
+
+def _round(score: float | None) -> float | None:
+    return None if score is None else round(score, 6)
+
+
+def hybrid_rankings(dense: list[Ranking], bm25: list[list[tuple[str, float]]], config: FusionConfig,
+                    n_docs: int) -> list[Ranking]:
+    """Each question's dense and BM25 lists fused (dpr/retrieval/hybrid.py), the first n_docs kept, with both raw
+    scores (None where a passage is outside that side's first config.depth) in `parts`."""
+    out = []
+    for d, b in zip(dense, bm25, strict=True):
+        hits = fuse(list(zip(d.pids, d.scores)), b, config)[:n_docs]
+        parts = [{"dense_score": _round(h.dense_score), "bm25_score": _round(h.bm25_score)} for h in hits]
+        out.append(Ranking([h.pid for h in hits], [h.score for h in hits], parts))
+    return out

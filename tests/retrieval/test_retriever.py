@@ -1,0 +1,168 @@
+"""The Python API ranks as dense_retriever.py does (dense and hybrid), keeps its index, loads one tower over a saved
+index, refuses vectors of another model, and builds (and saves) an index from a passages.tsv."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import dense_retriever as dr
+import generate_dense_embeddings as gen
+from dpr import Hit, Retriever
+from dpr.encode import encode_texts
+from dpr.index.records import VectorsMismatchError, identity, read_record
+from dpr.models.encoder import Encoder, EncoderSettings
+from dpr.retrieval import dense, retriever as api
+from dpr.utils.io import InputError
+from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_bert, tiny_tokenizer, write_passages_tsv
+
+K = 5
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny model, 24 passages in two shards under emb/, and four questions cut from passages."""
+    root = tmp_path_factory.mktemp("api")
+    model = save_tiny_biencoder(root / "model")
+    passages = [(f"p{i}", t) for i, (_, t) in enumerate(random_passages(24, seed=3))]
+    ctx = write_passages_tsv(root / "passages.tsv", passages)
+    for k in range(2):
+        assert gen.main(["--model_file", str(model), "--ctx_file", str(ctx), "--out_file", str(root / "emb" / "emb"),
+                         "--shard_id", str(k), "--num_shards", "2", "--p_sequence_length", "64", "--fp32"]) == 0
+    questions = [passages[i][1][:10] for i in (1, 7, 12, 20)]
+    qa = root / "q.tsv"
+    qa.write_text("".join(f"q{n}\t{q}\n" for n, q in enumerate(questions)), encoding="utf-8")
+    return {"root": root, "model": model, "ctx": ctx, "passages": dict(passages), "questions": questions, "qa": qa,
+            "index": root / "emb"}
+
+
+def script_rerank(world, out, *extra):
+    """dense_retriever.py batch mode over --index_dir: the rerank file's passages per question."""
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["qa"]), "--ctx_file",
+                    str(world["ctx"]), "--index_dir", str(world["index"]), "--out_file", str(out / "r.json"),
+                    "--n_docs", str(K), "--fp32", *extra]) == 0
+    return [json.loads(line)["passages"] for line in (out / "r.rerank.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def load(world, **kw):
+    return Retriever.load(world["model"], world["index"], world["ctx"], precision="fp32", **kw)
+
+
+def test_api_ranks_as_dense_retriever(world, tmp_path):
+    expected = script_rerank(world, tmp_path)
+    got = load(world).search(world["questions"], k=K)
+    assert len(got) == 4
+    for hits, exp in zip(got, expected):
+        assert all(isinstance(h, Hit) for h in hits)
+        assert [h.pid for h in hits] == [p["passage_id"] for p in exp]
+        np.testing.assert_allclose([h.score for h in hits], [p["score"] for p in exp], atol=1e-5)
+        assert [h.text for h in hits] == [world["passages"][h.pid] for h in hits] == [p["text"] for p in exp]
+    one = load(world).search(world["questions"][0], k=K)  # one question: a list of hits, not a list of lists
+    assert [h.pid for h in one] == [h.pid for h in got[0]]
+
+
+def test_api_hybrid_equals_dense_retriever_hybrid(world, tmp_path):
+    expected = script_rerank(world, tmp_path, "--hybrid_alpha", "0.3", "--hybrid_depth", "8")
+    got = load(world).search(world["questions"], k=K, hybrid_alpha=0.3, hybrid_depth=8)
+    dense_only = load(world).search(world["questions"], k=K)
+    assert [[h.pid for h in hits] for hits in got] != [[h.pid for h in hits] for hits in dense_only]
+    for hits, exp in zip(got, expected):
+        assert [h.pid for h in hits] == [p["passage_id"] for p in exp]
+        np.testing.assert_allclose([h.score for h in hits], [p["score"] for p in exp], atol=1e-5)
+        assert [h.bm25_score for h in hits] == [p["bm25_score"] for p in exp]
+        assert [h.dense_score is None for h in hits] == [p["dense_score"] is None for p in exp]
+
+
+def test_repeated_questions_build_the_index_once_and_load_only_the_question_tower(world, monkeypatch):
+    builds, needs = [], []
+    real_build = dense.build_full_index
+    monkeypatch.setattr(dense, "build_full_index", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    import dpr.models.loading as loading
+    real_load = loading.load_towers
+    monkeypatch.setattr(loading, "load_towers", lambda options, need="both": needs.append(need) or
+                        real_load(options, need))
+    r = load(world)
+    for q in world["questions"] * 2:
+        r.search(q, k=3)
+    assert builds == [1] and needs == ["question"]
+    assert r.encode_queries(world["questions"]).shape == (4, 32)
+    assert needs == ["question"]
+    vectors = r.encode_passages(["北京", "上海"], titles=["", "城市"])
+    assert needs == ["question", "passage"] and vectors.shape == (2, 32)
+    tower = Encoder.from_pretrained(world["model"] / "passage_encoder")
+    np.testing.assert_allclose(vectors, encode_texts(tower, tiny_tokenizer(), ["北京", "城市 上海"], "passage", 384),
+                               atol=1e-5)
+
+
+def test_index_of_another_model_is_refused(world, tmp_path):
+    other = tmp_path / "other"
+    settings = EncoderSettings(pooling="mean", normalize=True, query_prefix="问", passage_prefix="文")
+    for seed, name in ((5, "question_encoder"), (6, "passage_encoder")):
+        Encoder(tiny_bert(seed), settings).save_pretrained(other / name, tiny_tokenizer())
+    with pytest.raises(VectorsMismatchError, match="do not pair with the question tower of"):
+        Retriever.load(other, world["index"], world["ctx"])
+    assert len(Retriever.load(other, world["index"], allow_mismatched_vectors=True)) == 24
+    bare = tmp_path / "bare"  # vectors without their records cannot be checked: refused too
+    bare.mkdir()
+    for f in world["index"].glob("emb_shard*"):
+        if not f.name.endswith(".meta.json"):
+            shutil.copy(f, bare / f.name)
+    with pytest.raises(VectorsMismatchError, match="has no record"):
+        Retriever.load(world["model"], bare)
+
+
+def test_passages_of_another_collection_are_refused(world, tmp_path):
+    other = write_passages_tsv(tmp_path / "other.tsv", [("p0", "甲"), ("x1", "乙")])
+    with pytest.raises(InputError, match="other.tsv: passage id 'p1' .* is not in this file"):
+        load(dict(world, ctx=other))
+
+
+def test_index_built_from_passages_ranks_alike_and_saves_what_generate_dense_embeddings_writes(world, tmp_path):
+    in_memory = Retriever.load(world["model"], passages=world["ctx"], precision="fp32", passage_max_length=64)
+    saved_dir = tmp_path / "built"
+    saved_dir.mkdir()
+    saving = Retriever.load(world["model"], saved_dir, world["ctx"], precision="fp32", passage_max_length=64)
+    expected = load(world).search(world["questions"], k=K)
+    for r in (in_memory, saving):
+        got = r.search(world["questions"], k=K)
+        assert [[h.pid for h in hits] for hits in got] == [[h.pid for h in hits] for hits in expected]
+        np.testing.assert_allclose([[h.score for h in hits] for hits in got],
+                                   [[h.score for h in hits] for hits in expected], atol=1e-5)
+    assert sorted(p.name for p in saved_dir.iterdir()) == ["emb_shard0.ids.txt", "emb_shard0.meta.json",
+                                                          "emb_shard0.npy"]
+    ref = tmp_path / "ref"  # the script's record for the same collection in one shard
+    assert gen.main(["--model_file", str(world["model"]), "--ctx_file", str(world["ctx"]), "--out_file",
+                     str(ref / "emb"), "--p_sequence_length", "64", "--fp32"]) == 0
+    assert identity(read_record(saved_dir / "emb_shard0.npy")) == identity(read_record(ref / "emb_shard0.npy"))
+    reloaded = Retriever.load(world["model"], saved_dir, world["ctx"], precision="fp32")  # now a saved index
+    assert reloaded._built is None and [h.pid for h in reloaded.search(world["questions"][1], k=K)] == [
+        h.pid for h in expected[1]]
+
+
+def test_answer_lines_stop_at_an_empty_line(world):
+    r = load(world)
+    answered = list(api.answer_lines(r, [world["questions"][0] + "\n", "  " + world["questions"][1], "\n",
+                                         world["questions"][2]], k=2))
+    assert [q for q, _ in answered] == world["questions"][:2] and all(len(h) == 2 for _, h in answered)
+
+
+def test_load_needs_an_index_or_passages(world):
+    with pytest.raises(ValueError, match="index_dir"):
+        Retriever.load(world["model"])
+    with pytest.raises(ValueError, match="k must be"):
+        load(world).search("x", k=0)
+    with pytest.raises(ValueError, match="passages="):
+        Retriever.load(world["model"], world["index"]).search("x", hybrid_alpha=0.5)
+
+
+def test_import_dpr_stays_cheap():
+    import subprocess
+    import sys
+
+    code = ("import sys, dpr; assert 'torch' not in sys.modules and 'faiss' not in sys.modules; "
+            "from dpr import Retriever, Hit; assert 'torch' not in sys.modules; print(Retriever.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "dpr.retrieval.retriever", r.stderr[-2000:]
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        import dpr
+        dpr.Nope
