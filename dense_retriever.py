@@ -3,7 +3,7 @@ official metrics (when the questions carry labels); or mine hard negatives for a
 
 Outputs (each written atomically):
   --out_file        the official submission {question_id: [n_docs passage ids, best first]}; a directory (the
-                    seed's --out_file_or_path) gets top{n_docs}_res.json inside it
+                    reference setup's --out_file_or_path) gets top{n_docs}_res.json inside it
   --rerank_file     JSON lines {question_id, question, passages: [{rank, passage_id, score, text, title}]}
                     (default: beside the submission, *.rerank.jsonl; texts need --ctx_file)
   --metrics_file    MRR@10, recall@1, recall@50 from the official evaluator (default: *.metrics.json), and apart
@@ -56,11 +56,11 @@ logger = logging.getLogger("dense_retriever")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(p)
-    add_precision_args(p)
-    add_length_args(p, used=("q",))
-    g = p.add_argument_group("inputs and outputs")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    add_precision_args(parser)
+    add_length_args(parser, used=("q",))
+    g = parser.add_argument_group("inputs and outputs")
     g.add_argument("--qa_file", default=None,
                    help="Questions: release JSON lines (dev/test), a DPR JSON file, or a TSV (qid\\tquestion). "
                         "Without it: --query, or the interactive prompt.")
@@ -90,14 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch CPU threads (default: 1 with --query / the prompt, where one short question per "
                         "forward pass is fastest single-threaded on a busy machine; torch's default otherwise).")
     g.add_argument("--dureader_test", action="store_true",
-                   help=f"{NO_EFFECT}: the seed's switch for DuReader questions and the official submission plus "
+                   help=f"{NO_EFFECT}: the reference setup's switch for DuReader questions and the official submission plus "
                         f"rerank file, which this tool always writes, for every question format.")
     g.add_argument("--validation_workers", type=int, default=None,
-                   help=f"{NO_EFFECT} (a seed flag; encoding runs in this process).")
+                   help=f"{NO_EFFECT} (a DPR flag; encoding runs in this process).")
     g.add_argument("--index_buffer", type=int, default=None,
-                   help=f"{NO_EFFECT} (a seed flag; vectors are added in chunks of 65,536).")
+                   help=f"{NO_EFFECT} (a DPR flag; vectors are added in chunks of 65,536).")
 
-    g = p.add_argument_group("question encodings (encode on a GPU machine, search on a CPU machine)")
+    g = parser.add_argument_group("question encodings (encode on a GPU machine, search on a CPU machine)")
     g.add_argument("--q_encoding_path", default=None,
                    help="Question vectors file (.npy content, ids in PATH.qids.txt): loaded when it exists (unless "
                         "--re_encode_q), written with --encode_q_and_save.")
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "than the question tower (or the saved question vectors), or has no record: a warning "
                         "instead of an error.")
 
-    g = p.add_argument_group("index (inner product everywhere)")
+    g = parser.add_argument_group("index (inner product everywhere)")
     g.add_argument("--index_type", choices=INDEX_TYPES, default="flat",
                    help="flat: exact (default); hnsw: graph, fast and approximate; ivfpq: compressed, for RAM-bound "
                         "collections.")
@@ -138,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Split a GPU index over every visible GPU (each holds 1/N) instead of putting it all on "
                         "GPU 0.")
 
-    g = p.add_argument_group("hard-negative mining")
+    g = parser.add_argument_group("hard-negative mining")
     g.add_argument("--mine_hard_negatives", default=None, metavar="OUT",
                    help="--qa_file is a DPR training file: write OUT with hard_negative_ctxs replaced by retrieved "
                         "non-positives.")
@@ -149,7 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Passage ids follow `<paragraph>-<k>`: never mine a passage cut from a positive's paragraph. "
                         "Also on when collection_meta.json beside --ctx_file says id_scheme paragraph-k.")
 
-    g = p.add_argument_group("hybrid retrieval: dense + BM25 (jieba + bm25s over --ctx_file, index cached beside it)")
+    g = parser.add_argument_group("hybrid retrieval: dense + BM25 (jieba + bm25s over --ctx_file, index cached beside it)")
     g.add_argument("--hybrid_alpha", type=float, nargs="?", const=DEFAULT_ALPHA, default=None, metavar="A",
                    help=f"Fuse the dense and BM25 rankings; A in [0, 1] is the weight of the dense side (alone: "
                         f"{DEFAULT_ALPHA}, chosen on held-out CMRC train questions, see README).")
@@ -158,39 +158,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "rrf: reciprocal-rank fusion (k=60) weighted 2A / 2(1 - A), plain RRF at A=0.5.")
     g.add_argument("--hybrid_depth", type=positive_int, default=None,
                    help="Passages taken from each side before fusing (default 100).")
-    args = p.parse_args(argv)
+    args = parser.parse_args(argv)
     if args.index_dir and args.encoded_ctx_file:
-        p.error("give --index_dir or --encoded_ctx_file, not both")
+        parser.error("give --index_dir or --encoded_ctx_file, not both")
     if args.index_dir:
         args.encoded_ctx_file = str(Path(args.index_dir) / SHARD_GLOB)
-    _check_hybrid_args(p, args)
+    _check_hybrid_args(parser, args)
     if args.hnsw_index:
         args.index_type = "hnsw"
     if query_mode(args):
-        _check_query_args(p, args)
+        _check_query_args(parser, args)
         return args
     if not args.qa_file:
-        p.error("--qa_file is required (or --query / the interactive prompt, which needs stdin to be a terminal "
+        parser.error("--qa_file is required (or --query / the interactive prompt, which needs stdin to be a terminal "
                 "or --interactive)")
     if args.encode_q_and_save and not args.q_encoding_path:
-        p.error("--encode_q_and_save needs --q_encoding_path")
+        parser.error("--encode_q_and_save needs --q_encoding_path")
     if not args.encode_q_and_save:
         if not args.encoded_ctx_file:
-            p.error("--encoded_ctx_file (or --index_dir) is required (unless --encode_q_and_save)")
+            parser.error("--encoded_ctx_file (or --index_dir) is required (unless --encode_q_and_save)")
         if args.mine_hard_negatives:
             if not args.ctx_file:
-                p.error("--mine_hard_negatives needs --ctx_file (the negatives carry their texts)")
+                parser.error("--mine_hard_negatives needs --ctx_file (the negatives carry their texts)")
         elif not args.out_file:
-            p.error("--out_file is required (unless --encode_q_and_save or --mine_hard_negatives)")
+            parser.error("--out_file is required (unless --encode_q_and_save or --mine_hard_negatives)")
     if args.skip_top < 0:
-        p.error("--skip_top must be >= 0")
+        parser.error("--skip_top must be >= 0")
     if not args.trec_tag or any(c.isspace() for c in args.trec_tag):
-        p.error("--trec_tag must be one word (no spaces)")
+        parser.error("--trec_tag must be one word (no spaces)")
     if args.rebuild_index and args.search_shard_size:
-        p.error("--rebuild_index has no effect with --search_shard_size: windowed search builds a fresh index per "
+        parser.error("--rebuild_index has no effect with --search_shard_size: windowed search builds a fresh index per "
                 "window and never saves one")
     if args.refine_k_factor is not None and args.refine_k_factor < 1:
-        p.error("--refine_k_factor must be >= 1")
+        parser.error("--refine_k_factor must be >= 1")
     return args
 
 
@@ -199,13 +199,13 @@ def query_mode(args: argparse.Namespace) -> bool:
     return args.query is not None or args.interactive or (not args.qa_file and sys.stdin.isatty())
 
 
-def _check_query_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _check_query_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.qa_file:
-        p.error("--query / --interactive ask questions from the shell: not with --qa_file")
+        parser.error("--query / --interactive ask questions from the shell: not with --qa_file")
     if args.query is not None and not args.query.strip():
-        p.error("--query is empty")
+        parser.error("--query is empty")
     if not args.encoded_ctx_file:
-        p.error("one-question search needs --index_dir (or --encoded_ctx_file)")
+        parser.error("one-question search needs --index_dir (or --encoded_ctx_file)")
     batch_only = [f for f, on in (("--out_file", args.out_file), ("--rerank_file", args.rerank_file),
                                   ("--metrics_file", args.metrics_file), ("--trec_file", args.trec_file),
                                   ("--mine_hard_negatives", args.mine_hard_negatives),
@@ -213,20 +213,20 @@ def _check_query_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
                                   ("--encode_q_and_save", args.encode_q_and_save),
                                   ("--search_shard_size", args.search_shard_size)) if on]
     if batch_only:
-        p.error(f"{', '.join(batch_only)}: batch-mode flags (with --qa_file), no effect with --query / the prompt")
+        parser.error(f"{', '.join(batch_only)}: batch-mode flags (with --qa_file), no effect with --query / the prompt")
 
 
-def _check_hybrid_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _check_hybrid_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.hybrid_alpha is None:
         if args.fusion or args.hybrid_depth:
-            p.error("--fusion and --hybrid_depth need --hybrid_alpha")
+            parser.error("--fusion and --hybrid_depth need --hybrid_alpha")
         return
     if not 0.0 <= args.hybrid_alpha <= 1.0:
-        p.error(f"--hybrid_alpha must be within [0, 1], got {args.hybrid_alpha}")
+        parser.error(f"--hybrid_alpha must be within [0, 1], got {args.hybrid_alpha}")
     if args.encode_q_and_save or args.mine_hard_negatives:
-        p.error("--hybrid_alpha fuses retrieval results: not with --encode_q_and_save or --mine_hard_negatives")
+        parser.error("--hybrid_alpha fuses retrieval results: not with --encode_q_and_save or --mine_hard_negatives")
     if not args.ctx_file:
-        p.error("--hybrid_alpha needs --ctx_file (BM25 searches the passage texts)")
+        parser.error("--hybrid_alpha needs --ctx_file (BM25 searches the passage texts)")
 
 
 def fusion_config(args: argparse.Namespace) -> FusionConfig:

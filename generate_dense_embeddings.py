@@ -37,11 +37,11 @@ logger = logging.getLogger("generate_dense_embeddings")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(p)
-    add_precision_args(p)
-    add_length_args(p, used=("p",))
-    g = p.add_argument_group("encoding")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    add_precision_args(parser)
+    add_length_args(parser, used=("p",))
+    g = parser.add_argument_group("encoding")
     g.add_argument("--ctx_file", required=True, help="passages.tsv (header id\\ttext\\ttitle) or one of its shards.")
     g.add_argument("--out_file", required=True,
                    help="Output prefix: writes {out_file}_shard{k}.npy and {out_file}_shard{k}.ids.txt.")
@@ -58,9 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--overwrite", action="store_true",
                    help="Re-encode even when the shard's files are complete and its record matches this run.")
     g.add_argument("--num_threads", type=positive_int, default=None, help="torch CPU threads (default: torch's).")
-    args = p.parse_args(argv)
+    args = parser.parse_args(argv)
     if not 0 <= args.shard_id < args.num_shards:
-        p.error(f"--shard_id must be in [0, {args.num_shards}), got {args.shard_id}")
+        parser.error(f"--shard_id must be in [0, {args.num_shards}), got {args.shard_id}")
     return args
 
 

@@ -42,11 +42,11 @@ def positive_float(value: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_args(p)
-    add_precision_args(p)
-    add_length_args(p)
-    d = p.add_argument_group("data")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(parser)
+    add_precision_args(parser)
+    add_length_args(parser)
+    d = parser.add_argument_group("data")
     d.add_argument("--train_file", required=True, help="DPR JSON training file (e.g. dual_train.json).")
     d.add_argument("--dev_file", default=None, help="DPR JSON dev file with negatives (e.g. dev_with_hn.json).")
     d.add_argument("--hard_negatives", type=non_negative_int, default=1,
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Use only the first N questions of --dev_file (0: all).")
     d.add_argument("--num_workers", type=non_negative_int, default=2,
                    help="DataLoader workers that sample, tokenize and pad batches.")
-    t = p.add_argument_group("training")
+    t = parser.add_argument_group("training")
     t.add_argument("--output_dir", required=True, help="Checkpoints, train_log.jsonl and training_curves.png go here.")
     t.add_argument("--batch_size", type=positive_int, default=2,
                    help="GLOBAL batch: questions per optimizer step over all ranks; with torchrun each rank takes "
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze_embeddings", action="store_true",
                    help="Keep the word-embedding matrix fixed (e5-small: 96M of its 118M parameters). Much faster "
                         "steps on CPU and a smaller checkpoint; useful when fine-tuning on little data.")
-    g = p.add_argument_group("gradient cache")
+    g = parser.add_argument_group("gradient cache")
     g.add_argument("--grad_cache", action="store_true",
                    help="Exact gradient caching: encode in chunks without a graph, then re-encode chunk by chunk "
                         "(same dropout) to backpropagate. Same gradients as without, memory of one chunk.")
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--global_loss_buf_sz", type=int, default=None,
                    help="Accepted for compatibility, no effect (DPR/GC-DPR's pickle buffer size; representations are "
                         "gathered with all_gather here).")
-    v = p.add_argument_group("validation")
+    v = parser.add_argument_group("validation")
     v.add_argument("--dev_batch_size", type=positive_int, default=4, help="Questions per in-batch NLL dev batch.")
     v.add_argument("--val_av_rank_start_epoch", type=non_negative_int, default=10000,
                    help="From this (0-based) epoch on, validate with DPR's average rank instead of in-batch NLL.")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--val_av_rank_hard_neg", type=non_negative_int, default=30, help="Hard negatives per question.")
     v.add_argument("--val_av_rank_other_neg", type=non_negative_int, default=30, help="Other negatives per question.")
     v.add_argument("--val_av_rank_bsz", type=positive_int, default=128, help="Encoding batch for average rank.")
-    c = p.add_argument_group("checkpoints and logging")
+    c = parser.add_argument_group("checkpoints and logging")
     c.add_argument("--checkpoint_file_name", default=ckpt.PREFIX, help="Checkpoint prefix: PREFIX.EPOCH.ITER.")
     c.add_argument("--resume", action="store_true",
                    help="Continue from the latest checkpoint in --output_dir (model, optimizer, scheduler, scaler, RNG, "
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dist_timeout_minutes", type=positive_float, default=30.0,
                    help="torchrun: a collective that waits longer than this fails the job (e.g. every other rank "
                         "waiting for a rank 0 that died in validation); NCCL also aborts on that error.")
-    return p
+    return parser
 
 
 def init_distributed(timeout_minutes: float = 30.0) -> tuple[DistInfo, torch.device]:

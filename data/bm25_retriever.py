@@ -27,15 +27,15 @@ logger = logging.getLogger("bm25_retriever")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--qa_file", required=True, help="Questions: release JSON lines, DPR JSON or qid<TAB>question.")
-    p.add_argument("--ctx_file", required=True, help="passages.tsv (id, text, title).")
-    p.add_argument("--out_file", required=True, help="Ranked output, official format {qid: [pid, ...]}.")
-    p.add_argument("--n_docs", type=positive_int, default=50, help="Passages per question.")
-    p.add_argument("--num_workers", type=positive_int, default=1,
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--qa_file", required=True, help="Questions: release JSON lines, DPR JSON or qid<TAB>question.")
+    parser.add_argument("--ctx_file", required=True, help="passages.tsv (id, text, title).")
+    parser.add_argument("--out_file", required=True, help="Ranked output, official format {qid: [pid, ...]}.")
+    parser.add_argument("--n_docs", type=positive_int, default=50, help="Passages per question.")
+    parser.add_argument("--num_workers", type=positive_int, default=1,
                    help="Processes for jieba tokenization and threads for search.")
-    p.add_argument("--no_cache", action="store_true", help="Neither read nor write the token cache.")
-    args = p.parse_args(argv)
+    parser.add_argument("--no_cache", action="store_true", help="Neither read nor write the token cache.")
+    args = parser.parse_args(argv)
     setup_logging()
     try:
         check_writable_dir(Path(args.out_file).parent)

@@ -24,14 +24,14 @@ from dpr.utils.cli import fail  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cmrc_dir", type=Path, default=default_cmrc_dir(ROOT),
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cmrc_dir", type=Path, default=default_cmrc_dir(ROOT),
                    help="Folder with cmrc2018_{train,dev,trial}.json. Default: $CMRC2018_DIR, else "
                         "../shared/data/cmrc2018 beside the repo, else data/cmrc2018 (first that exists).")
-    p.add_argument("--output_dir", type=Path, default=ROOT / "data" / "cmrc2018_retrieval",
+    parser.add_argument("--output_dir", type=Path, default=ROOT / "data" / "cmrc2018_retrieval",
                    help="Default: data/cmrc2018_retrieval")
-    p.add_argument("--max_chars", type=positive_int, default=200, help="Longest passage, in characters.")
-    args = p.parse_args(argv)
+    parser.add_argument("--max_chars", type=positive_int, default=200, help="Longest passage, in characters.")
+    args = parser.parse_args(argv)
     setup_logging()
     try:
         report = build(args.cmrc_dir, args.output_dir, args.max_chars)

@@ -19,11 +19,11 @@ from dpr.utils.cli import fail  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("reference", help="dev.json-style JSON lines with question_id and answer_paragraphs")
-    p.add_argument("prediction", help="JSON {question_id: [paragraph_id, ...]} in rank order (first 50 used)")
-    p.add_argument("--strict", action="store_true", help="A pid ranked twice for one query is an error.")
-    args = p.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reference", help="dev.json-style JSON lines with question_id and answer_paragraphs")
+    parser.add_argument("prediction", help="JSON {question_id: [paragraph_id, ...]} in rank order (first 50 used)")
+    parser.add_argument("--strict", action="store_true", help="A pid ranked twice for one query is an error.")
+    args = parser.parse_args(argv)
     setup_logging()
     try:
         metrics = evaluate(load_reference(args.reference), load_predictions(args.prediction), strict=args.strict)

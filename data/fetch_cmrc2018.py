@@ -72,9 +72,9 @@ def locate(allow_download: bool = True) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--no_download", action="store_true", help="Only look locally.")
-    print(locate(allow_download=not p.parse_args().no_download))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no_download", action="store_true", help="Only look locally.")
+    print(locate(allow_download=not parser.parse_args().no_download))
 
 
 if __name__ == "__main__":

@@ -24,35 +24,35 @@ from dpr.utils.cli import fail  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input_dir", type=Path, default=ROOT / "data" / "dureader_data",
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input_dir", type=Path, default=ROOT / "data" / "dureader_data",
                    help="The release files, or the baseline dataset (also found in its "
                         "dureader-retrieval-baseline-dataset/ subfolder). Default: data/dureader_data")
-    p.add_argument("--output_dir", type=Path, default=ROOT / "data" / "dureader_data",
+    parser.add_argument("--output_dir", type=Path, default=ROOT / "data" / "dureader_data",
                    help="Where retrieval_train_data/, passages.tsv and the shards go. Default: data/dureader_data")
-    p.add_argument("--layout", choices=["auto", "release", "baseline"], default="auto")
-    p.add_argument("--num_hard_negatives", type=positive_int, default=30,
+    parser.add_argument("--layout", choices=["auto", "release", "baseline"], default="auto")
+    parser.add_argument("--num_hard_negatives", type=positive_int, default=30,
                    help="Size of each question's hard-negative pool (the baseline file's own negatives when it has "
                         "them, else BM25-mined): never a positive by id or text, nor (with the sibling rule) a "
                         "passage cut from the same paragraph as one.")
-    p.add_argument("--sibling_ids", action="store_true",
+    parser.add_argument("--sibling_ids", action="store_true",
                    help="Passage ids follow `<paragraph>-<k>` (passages cut from one paragraph): a positive's "
                         "siblings are never its negatives. Also on when the input has a collection_meta.json saying "
                         "id_scheme paragraph-k (the CMRC builder writes one); the record is copied beside "
                         "passages.tsv for the later steps. Off otherwise: ids like doc-0, doc-1 stay independent.")
-    p.add_argument("--num_shards", type=positive_int, default=None,
+    parser.add_argument("--num_shards", type=positive_int, default=None,
                    help=f"{NO_EFFECT} (shard files were written here once and read by no step: step 3 reads its own "
                         "rows of passages.tsv).")
-    p.add_argument("--dev_topk", type=Path, default=None,
+    parser.add_argument("--dev_topk", type=Path, default=None,
                    help="A retriever's ranked dev output {qid: [pids]}: also write dev_with_hn.json whose hard "
                         "negatives are the first --num_hard_negatives non-gold passages.")
-    p.add_argument("--skip_bad_lines", action="store_true",
+    parser.add_argument("--skip_bad_lines", action="store_true",
                    help="Skip and count malformed lines instead of stopping at the first (file and line named).")
-    p.add_argument("--no_bm25", action="store_true",
+    parser.add_argument("--no_bm25", action="store_true",
                    help="Do not mine BM25 negatives (questions without given negatives get none).")
-    p.add_argument("--num_workers", type=positive_int, default=1,
+    parser.add_argument("--num_workers", type=positive_int, default=1,
                    help="Processes for jieba tokenization and threads for BM25 search.")
-    args = p.parse_args(argv)
+    args = parser.parse_args(argv)
     setup_logging()
     try:
         report = run(Options(args.input_dir, args.output_dir, args.layout, args.num_hard_negatives,

@@ -43,14 +43,14 @@ def subset(ctx_file: str, qa_files: list[str], out_file: str, sibling_ids: bool 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ctx_file", required=True, help="passages.tsv")
-    p.add_argument("--qa_file", required=True, nargs="+", help="Labelled question files (release JSON or DPR JSON).")
-    p.add_argument("--out_file", required=True)
-    p.add_argument("--sibling_ids", action="store_true",
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ctx_file", required=True, help="passages.tsv")
+    parser.add_argument("--qa_file", required=True, nargs="+", help="Labelled question files (release JSON or DPR JSON).")
+    parser.add_argument("--out_file", required=True)
+    parser.add_argument("--sibling_ids", action="store_true",
                    help="The ids follow `<paragraph>-<k>` (needed when no collection_meta.json beside --ctx_file "
                         "says id_scheme paragraph-k).")
-    a = p.parse_args(argv)
+    a = parser.parse_args(argv)
     try:
         n = subset(a.ctx_file, a.qa_file, a.out_file, a.sibling_ids)
     except InputError as e:

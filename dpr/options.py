@@ -1,4 +1,6 @@
-"""Flags shared by the top-level scripts, so one name means one thing everywhere."""
+"""Flags shared by the top-level scripts, so one name means one thing everywhere. The exception kept for the reference
+command's sake is --batch_size, whose --help in each script says what it counts: questions per optimizer step over all
+ranks (training), passages per forward pass (encoding), questions per forward pass (retrieval)."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +12,8 @@ DEFAULT_MODEL = "multilingual-e5-small"
 NO_EFFECT = "accepted for compatibility, no effect"
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
     g.add_argument("--encoder_model_type", default="hf_bert",
                    help=f"{NO_EFFECT} (DPR's model type: any Hugging Face AutoModel encoder is used, hf_bert "
                         "included).")
@@ -31,9 +33,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "prompts store; '' for none).")
 
 
-def add_precision_args(p: argparse.ArgumentParser) -> None:
+def add_precision_args(parser: argparse.ArgumentParser) -> None:
     """--precision {auto,fp16,bf16,fp32} and the shorthands --fp16/--bf16/--fp32, all into `precision`."""
-    g = p.add_argument_group("precision (one of)").add_mutually_exclusive_group()
+    g = parser.add_argument_group("precision (one of)").add_mutually_exclusive_group()
     g.add_argument("--precision", choices=PRECISION_MODES, default="auto",
                    help="auto: fp16 autocast on CUDA, bf16 on a CPU with fast bf16 (AMX/AVX512-BF16), fp32 otherwise. "
                         "fp16/bf16/fp32 force one (fp16 without CUDA falls back, with one warning, to bf16 where the "
@@ -43,10 +45,10 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="Same as --precision fp32.")
 
 
-def add_length_args(p: argparse.ArgumentParser, used: tuple[str, ...] = ("q", "p")) -> None:
+def add_length_args(parser: argparse.ArgumentParser, used: tuple[str, ...] = ("q", "p")) -> None:
     """--q_sequence_length / --p_sequence_length; a script that encodes only one side marks the other as a no-op
     (the reference command passes both to every script)."""
-    g = p.add_argument_group("lengths (caps: batches are padded only to their longest member)")
+    g = parser.add_argument_group("lengths (caps: batches are padded only to their longest member)")
     unused = f"{NO_EFFECT} in this script (the reference command passes it)."
     g.add_argument("--q_sequence_length", type=int, default=32,
                    help="Max question tokens." if "q" in used else unused)
@@ -54,9 +56,9 @@ def add_length_args(p: argparse.ArgumentParser, used: tuple[str, ...] = ("q", "p
                    help="Max passage tokens." if "p" in used else unused)
 
 
-def mark_no_effect(p: argparse.ArgumentParser, flag: str, why: str = NO_EFFECT) -> None:
+def mark_no_effect(parser: argparse.ArgumentParser, flag: str, why: str = NO_EFFECT) -> None:
     """Rewrite a shared flag's --help in a script that does not use it (the text starts with NO_EFFECT)."""
-    for action in p._actions:
+    for action in parser._actions:
         if flag in action.option_strings:
             action.help = why if why.startswith(NO_EFFECT) else f"{NO_EFFECT}: {why}"
             return

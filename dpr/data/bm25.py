@@ -230,8 +230,8 @@ class BM25Index:
 def default_cache_dir(passages_tsv: str | os.PathLike) -> Path:
     """`passages.jieba/` beside `passages.tsv`: the token cache that preprocessing and bm25_retriever.py share
     (and the BM25 index built from it, in its `index/` subfolder)."""
-    p = Path(passages_tsv)
-    return p.with_name(p.stem + ".jieba")
+    path = Path(passages_tsv)
+    return path.with_name(path.stem + ".jieba")
 
 
 def index_passages(passages_tsv: str | os.PathLike, cache_dir: str | os.PathLike | None = "default",

@@ -18,8 +18,8 @@ ID_SCHEMES = (PARAGRAPH_K, "opaque")
 
 def meta_path(beside: str | os.PathLike) -> Path:
     """The record for a directory, or for a file (passages.tsv, a shard): collection_meta.json in its directory."""
-    p = Path(beside)
-    return (p if p.is_dir() else p.parent) / META_NAME
+    path = Path(beside)
+    return (path if path.is_dir() else path.parent) / META_NAME
 
 
 def read_meta(beside: str | os.PathLike) -> dict[str, Any] | None:

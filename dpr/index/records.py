@@ -31,10 +31,10 @@ class VectorsMismatchError(InputError):
 
 def record_path(vectors_path: str | os.PathLike) -> Path:
     """`emb_shard0.npy` -> `emb_shard0.meta.json`; any other file (`q.npy` written by name) -> `q.npy.meta.json`."""
-    p = Path(vectors_path)
-    if p.suffix == ".npy" and "_shard" in p.stem:
-        return p.with_name(p.stem + RECORD_SUFFIX)
-    return Path(str(p) + RECORD_SUFFIX)
+    path = Path(vectors_path)
+    if path.suffix == ".npy" and "_shard" in path.stem:
+        return path.with_name(path.stem + RECORD_SUFFIX)
+    return Path(str(path) + RECORD_SUFFIX)
 
 
 def source_fingerprint(path: str | os.PathLike) -> dict[str, Any]:

@@ -45,8 +45,9 @@ class Towers:
 
 def encoder_dirs(path: str | os.PathLike) -> tuple[str, str] | None:
     """(question dir, passage dir) for a training checkpoint file or a dir holding both towers; None otherwise."""
-    p = Path(path)
-    for q, c in ((Path(str(p) + Q_SUFFIX), Path(str(p) + P_SUFFIX)), (p / "question_encoder", p / "passage_encoder")):
+    base = Path(path)
+    for q, c in ((Path(str(base) + Q_SUFFIX), Path(str(base) + P_SUFFIX)),
+                 (base / "question_encoder", base / "passage_encoder")):
         if q.is_dir() and c.is_dir():
             return str(q), str(c)
     return None

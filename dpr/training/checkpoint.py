@@ -114,8 +114,8 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    p = state["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
     if not torch.cuda.is_available():
         return
     device = torch.cuda.current_device()

@@ -67,10 +67,10 @@ def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
     """Trainable parameters of all modules in a fixed order, each once (a shared encoder appears once)."""
     seen, out = set(), []
     for m in modules:
-        for p in m.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                out.append(p)
+        for param in m.parameters():
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                out.append(param)
     return out
 
 
@@ -78,11 +78,11 @@ def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, ep
     """AdamW; biases and LayerNorm weights get no weight decay."""
     decay, no_decay, seen = [], [], set()
     for m in modules:
-        for name, p in m.named_parameters():
-            if not p.requires_grad or id(p) in seen:
+        for name, param in m.named_parameters():
+            if not param.requires_grad or id(param) in seen:
                 continue
-            seen.add(id(p))
-            (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+            seen.add(id(param))
+            (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     try:  # the fused kernel: on CPU the default per-tensor loop is many times slower for 100M+ parameters
         return torch.optim.AdamW(groups, lr=lr, eps=eps, fused=True)
@@ -102,13 +102,13 @@ def sync_gradients(params: list[nn.Parameter]) -> None:
     """Sum gradients over ranks (each rank holds the global loss's gradient w.r.t. its own representations)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    grads = [param.grad if param.grad is not None else torch.zeros_like(param) for param in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     offset = 0
-    for p, g in zip(params, grads):
+    for param, g in zip(params, grads):
         n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(p)
+        param.grad = flat[offset : offset + n].view_as(param)
         offset += n
 
 
@@ -172,9 +172,9 @@ class Trainer:
             dist.all_gather_object(all_rng, rng)
         else:
             all_rng = [rng]
-        p = self.progress
-        return {"epoch": p.epoch, "iteration": p.iteration, "global_step": p.global_step,
-                "skipped_steps": p.skipped_steps, "masked_negatives": p.masked_negatives, "best": p.best, "log": p.log,
+        prog = self.progress
+        return {"epoch": prog.epoch, "iteration": prog.iteration, "global_step": prog.global_step,
+                "skipped_steps": prog.skipped_steps, "masked_negatives": prog.masked_negatives, "best": prog.best, "log": prog.log,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": all_rng, "world_size": self.dist.world_size,
                 "config": dataclasses.asdict(self.config)}
@@ -243,7 +243,7 @@ class Trainer:
                                            prefetch_factor=2 if workers > 0 else None)
 
     def fit(self) -> dict:
-        a, p = self.config, self.progress
+        a, prog = self.config, self.progress
         if self.dist.is_main:
             for name in (LOG_FILE, PLOT_FILE, BEST_FILE):  # temp files of a killed run
                 remove_stale_temps(self.output_dir / name)
@@ -254,46 +254,46 @@ class Trainer:
                         "%d passages per question, %d epochs, %d steps", len(self.train_data), self.batches_per_epoch,
                         a.batch_size, a.per_rank_batch(self.dist.world_size), self.dist.world_size,
                         self.sampling.passages_per_question, a.num_train_epochs, self.total_steps)
-        bar = tqdm(total=self.total_steps, initial=p.global_step, disable=not self.dist.is_main or not a.progress_bar,
+        bar = tqdm(total=self.total_steps, initial=prog.global_step, disable=not self.dist.is_main or not a.progress_bar,
                    unit="step", desc="train", dynamic_ncols=True)
-        while p.epoch < a.num_train_epochs:
-            epoch = p.epoch
+        while prog.epoch < a.num_train_epochs:
+            epoch = prog.epoch
             t0 = time.time()
             seen = 0
-            for batch in self._loader(epoch, p.iteration):
+            for batch in self._loader(epoch, prog.iteration):
                 loss, correct, skipped, norm = self.train_step(batch)
-                p.iteration += 1
-                p.global_step += 1
-                p.skipped_steps += int(skipped)
+                prog.iteration += 1
+                prog.global_step += 1
+                prog.skipped_steps += int(skipped)
                 n_q = sum(batch["global_sizes"])
                 masked = int(batch["masked"].shape[0])
-                p.masked_negatives += masked
+                prog.masked_negatives += masked
                 seen += n_q
                 lr = self.scheduler.get_last_lr()[0]
                 rate = seen / max(time.time() - t0, 1e-9)
-                p.log.append({"type": "step", "epoch": epoch, "iteration": p.iteration, "step": p.global_step,
+                prog.log.append({"type": "step", "epoch": epoch, "iteration": prog.iteration, "step": prog.global_step,
                               "loss": loss, "accuracy": correct / n_q, "lr": lr, "grad_norm": norm,
                               "skipped": bool(skipped), "masked_negatives": masked, "questions_per_s": rate})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", qps=f"{rate:.1f}")
-                if self.dist.is_main and (p.global_step % a.log_batch_step == 0):
+                if self.dist.is_main and (prog.global_step % a.log_batch_step == 0):
                     logger.info("epoch %d step %d/%d loss %.4f acc %.3f lr %.3e grad_norm %.3f skipped %d masked "
-                                "false negatives %d (this step %d) %.1f q/s", epoch, p.iteration,
-                                self.batches_per_epoch, loss, correct / n_q, lr, norm, p.skipped_steps,
-                                p.masked_negatives, masked, rate)
+                                "false negatives %d (this step %d) %.1f q/s", epoch, prog.iteration,
+                                self.batches_per_epoch, loss, correct / n_q, lr, norm, prog.skipped_steps,
+                                prog.masked_negatives, masked, rate)
                     self._write_log()
-                if a.save_every_steps and p.iteration % a.save_every_steps == 0 and p.iteration < self.batches_per_epoch:
-                    self.save(epoch, p.iteration)
+                if a.save_every_steps and prog.iteration % a.save_every_steps == 0 and prog.iteration < self.batches_per_epoch:
+                    self.save(epoch, prog.iteration)
             self.validate(epoch)
-            self.save(epoch, p.iteration)
-            p.epoch, p.iteration = epoch + 1, 0
+            self.save(epoch, prog.iteration)
+            prog.epoch, prog.iteration = epoch + 1, 0
         bar.close()
         if self.dist.is_main:
             self._write_log()
             self.plot()
             logger.info("done: %d steps, %d skipped (inf/nan), %d false-negative scores masked; best %s",
-                        p.global_step, p.skipped_steps, p.masked_negatives, p.best)
-        return p.best
+                        prog.global_step, prog.skipped_steps, prog.masked_negatives, prog.best)
+        return prog.best
 
     def save(self, epoch: int, iteration: int) -> None:
         path = ckpt.checkpoint_path(self.output_dir, epoch, iteration, self.config.checkpoint_file_name)
