@@ -25,7 +25,7 @@ ENC_BATCH=${ENC_BATCH:-64}
 PRECISION=${PRECISION:-}                     # --bf16 on CPUs with AMX; empty = fp32
 TRAIN_EXTRA=${TRAIN_EXTRA---freeze_embeddings}  # word embeddings fixed: faster CPU steps, less overfitting
 SEARCH_SPLITS=${SEARCH_SPLITS:-test}         # whose paragraphs form the searched collection
-HYBRID_ALPHA=${HYBRID_ALPHA:-0.5}            # hybrid row: weight of the fine-tuned dense score against BM25
+HYBRID_ALPHA=${HYBRID_ALPHA:-0.3}            # hybrid row: weight of the fine-tuned dense score against BM25
 
 data=$DEMO_DIR/data
 ckp=$DEMO_DIR/checkpoints

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 FUSIONS = ("convex", "rrf")
-DEFAULT_ALPHA = 0.5  # weight of the dense side, chosen on held-out CMRC train questions (README: hybrid retrieval)
+DEFAULT_ALPHA = 0.3  # weight of the dense side: best MRR@10 of zero-shot e5 on held-out CMRC train questions (README)
 
 
 @dataclass(frozen=True)

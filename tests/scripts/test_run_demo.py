@@ -29,7 +29,7 @@ def test_demo_at_toy_size(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (demo / "demo.log").read_text()[-3000:]
     rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "retriever" not in line]
     assert [r.split("|")[1].strip() for r in rows] == [
-        "BM25 (jieba + bm25s)", "tiny zero-shot", "fine-tuned (gradient cache)", "hybrid: fine-tuned + BM25 (0.5)"]
+        "BM25 (jieba + bm25s)", "tiny zero-shot", "fine-tuned (gradient cache)", "hybrid: fine-tuned + BM25 (0.3)"]
     for name in ("bm25_test", "zeroshot_test", "finetuned_test", "hybrid_test"):
         metrics = json.loads((demo / f"{name}.metrics.json").read_text())
         assert metrics["QueriesRanked"] == 1000 and 0 <= metrics["MRR@10"] <= 1
