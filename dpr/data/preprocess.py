@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Optional, Iterable, Iterator
 
 from dpr.data.bm25 import default_cache_dir, index_passages
 from dpr.data.cleaning import clean_text, is_empty
@@ -45,13 +45,16 @@ class Options:
     sibling_ids: bool = False  # ids are `<paragraph>-<k>` (also turned on by the input's collection_meta.json)
 
 
+Ctx = tuple[Optional[str], Optional[str]]  # (passage id, text): a passage as a question holds it, never changed in place
+
+
 @dataclass
 class Question:
     qid: str | None
     question: str
     answers: list[str]
-    positives: list[list[Any]]  # [pid, text | None]; None = text to be fetched from the collection
-    negatives: list[list[Any]] = field(default_factory=list)  # [pid, text]
+    positives: list[Ctx]  # (pid, text | None); None = text to be fetched from the collection
+    negatives: list[Ctx] = field(default_factory=list)
     mined: list[int] = field(default_factory=list)  # doc indices in passages.tsv
 
     def exclusion(self, sibling_ids: bool) -> Exclusion:
@@ -132,7 +135,7 @@ def read_release_questions(path: Path, bad: BadLines, stats: Counter, split: str
         positives = []
         for p in paras or []:
             text = p.get("paragraph_text")
-            positives.append([str(p["paragraph_id"]), None if is_empty(text) else clean_text(str(text))])
+            positives.append((str(p["paragraph_id"]), None if is_empty(text) else clean_text(str(text))))
         if paras is not None and not positives:
             stats[f"{split}_questions_without_positives"] += 1
             continue
@@ -247,25 +250,25 @@ def group_baseline_train(path: Path, bad: BadLines, max_negatives: int,
                 yield done(current)
             current = Question(None, query, [], [])
         if all(t != pos for _, t in current.positives):
-            current.positives.append([None, pos])
+            current.positives.append((None, pos))
         # a negative can only be dropped for equalling a positive: keep that many spares
         if neg and len(current.negatives) < max_negatives + len(current.positives) and \
                 all(t != neg for _, t in current.negatives):
-            current.negatives.append([None, neg])
+            current.negatives.append((None, neg))
     if current is not None:
         yield done(current)
 
 
-def _allowed(q: Question, negatives: Iterable[list[Any]], sibling_ids: bool, stats: Counter | None,
-             limit: int | None = None) -> list[list[Any]]:
-    """The first `limit` [pid, text] negatives that q's Exclusion lets through; drops are counted by cause."""
+def _allowed(q: Question, negatives: Iterable[Ctx], sibling_ids: bool, stats: Counter | None,
+             limit: int | None = None) -> list[Ctx]:
+    """The first `limit` (pid, text) negatives that q's Exclusion lets through; drops are counted by cause."""
     excl = q.exclusion(sibling_ids)
-    kept: list[list[Any]] = []
+    kept: list[Ctx] = []
     for pid, text in negatives:
         if limit is not None and len(kept) == limit:
             break
         if not excl.rejects(pid, text):
-            kept.append([pid, text])
+            kept.append((pid, text))
         elif stats is not None:
             stats["negatives_dropped_positive_or_sibling_id" if excl.rejects_id(pid) else
                   "negatives_dropped_identical_text"] += 1
@@ -348,7 +351,7 @@ def fetch_texts(passages_tsv: Path, doc_indices: set[int], pids: set[str]) -> tu
 def with_topk_negatives(q: Question, ranked: list[str], by_pid: dict[str, str], k: int, sibling_ids: bool,
                         stats: Counter) -> Question:
     """A copy of q whose hard negatives are the first k ranked passages its Exclusion lets through."""
-    negs = _allowed(q, ([p, by_pid[p]] for p in ranked if p in by_pid), sibling_ids, stats, k)
+    negs = _allowed(q, ((p, by_pid[p]) for p in ranked if p in by_pid), sibling_ids, stats, k)
     return Question(q.qid, q.question, q.answers, q.positives, negs)
 
 
@@ -416,9 +419,9 @@ def _read_baseline(r: _Run) -> tuple[dict[str, list[Question]], Collection]:
     r.timer.lap("collection_s")
     with DPRJsonWriter(r.train_dir / "dual_train.json") as w:
         for q in group_baseline_train(train_tsv, r.bad, r.opts.num_hard_negatives, r.stats):
-            for item in q.positives + q.negatives:
-                item[0] = coll.by_text_hash.get(hash(item[1]))
-                r.stats["train_passages_without_id"] += item[0] is None
+            q.positives = [(coll.by_text_hash.get(hash(t)), t) for _, t in q.positives]
+            q.negatives = [(coll.by_text_hash.get(hash(t)), t) for _, t in q.negatives]
+            r.stats["train_passages_without_id"] += sum(p is None for p, _ in q.positives + q.negatives)
             if r.sibling_ids:  # ids are known only now
                 q.negatives = _allowed(q, q.negatives, r.sibling_ids, r.stats)
             w.write(q.to_dpr(keep_qid=False))
@@ -439,10 +442,9 @@ def _mine_and_fill(r: _Run, labelled: list[Question], coll: Collection, topk: di
     need_pids = {p for q in labelled for p, t in q.positives if t is None} | {p for v in topk.values() for p in v}
     by_doc, by_pid = fetch_texts(r.passages_tsv, {d for q in todo for d in q.mined}, need_pids)
     for q in labelled:
-        for item in q.positives:
-            if item[1] is None:
-                item[1] = by_pid.get(item[0])
-                r.stats["positives_not_in_collection"] += item[1] is None
+        if any(t is None for _, t in q.positives):
+            q.positives = [(p, by_pid.get(p) if t is None else t) for p, t in q.positives]
+            r.stats["positives_not_in_collection"] += sum(t is None for _, t in q.positives)
     if miner is not None:
         again = miner.check_texts(todo, by_doc)
         while again:  # a question lost candidates to identical texts: rank deeper, read the new texts
@@ -450,7 +452,7 @@ def _mine_and_fill(r: _Run, labelled: list[Question], coll: Collection, topk: di
             by_doc.update(fetch_texts(r.passages_tsv, {d for q in again for d in q.mined} - by_doc.keys(), set())[0])
             again = miner.check_texts(again, by_doc)
         for q in todo:
-            q.negatives = [[coll.pids[d], by_doc[d]] for d in q.mined]
+            q.negatives = [(coll.pids[d], by_doc[d]) for d in q.mined]
             r.stats["bm25_questions_short_of_negatives"] += len(q.mined) < r.opts.num_hard_negatives
         r.stats["bm25_mined_questions"] = len(todo)
     return by_pid
