@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dpr.utils.precision import PRECISION_MODES
 
 DEFAULT_MODEL = "multilingual-e5-small"
 NO_EFFECT = "accepted for compatibility, no effect"
@@ -35,6 +34,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_precision_args(parser: argparse.ArgumentParser) -> None:
     """--precision {auto,fp16,bf16,fp32} and the shorthands --fp16/--bf16/--fp32, all into `precision`."""
+    from dpr.utils.precision import PRECISION_MODES  # here, not at import: data/ scripts use this module without torch
+
     g = parser.add_argument_group("precision (one of)").add_mutually_exclusive_group()
     g.add_argument("--precision", choices=PRECISION_MODES, default="auto",
                    help="auto: fp16 autocast on CUDA, bf16 on a CPU with fast bf16 (AMX/AVX512-BF16), fp32 otherwise. "

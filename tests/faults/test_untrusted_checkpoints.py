@@ -87,7 +87,7 @@ def test_pickled_tower_weights_are_refused(tmp_path, capsys):
     assert not list(tmp_path.glob("emb*"))
 
 
-def test_pickled_npy_embeddings_and_question_vectors_are_refused(tmp_path, caplog):
+def test_pickled_npy_embeddings_and_question_vectors_are_refused(tmp_path, capsys):
     marker = tmp_path / "PWNED"
     vectors = np.empty((1, 1), dtype=object)
     vectors[0, 0] = Payload(marker)
@@ -104,5 +104,5 @@ def test_pickled_npy_embeddings_and_question_vectors_are_refused(tmp_path, caplo
     assert dense_retriever.main(["--qa_file", str(qa), "--q_encoding_path", str(tmp_path / "q.npy"),
                                  "--encoded_ctx_file", str(tmp_path / "emb_shard*.npy"),
                                  "--out_file", str(tmp_path / "res.json")]) == 2
-    assert "not a .npy array file" in caplog.text
+    assert "not a .npy array file" in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / "res.json").exists()
