@@ -33,7 +33,7 @@ Q_LEN=${Q_LEN:-32}
 TRAIN_P_LEN=${TRAIN_P_LEN:-128}     # passage cap while training
 P_LEN=${P_LEN:-256}                 # passage cap while encoding the collection
 ENC_BATCH=${ENC_BATCH:-64}
-PRECISION=${PRECISION:---bf16}      # --bf16 where the CPU has AVX512-BF16 or AMX; empty = fp32
+PRECISION=${PRECISION-bf16}         # as measured (AVX512-BF16); auto, fp16, bf16, fp32; empty = fp32
 TRAIN_EXTRA=${TRAIN_EXTRA:-}        # more train_dense_encoder.py flags
 
 ckp=$OUT/checkpoints
@@ -46,7 +46,7 @@ if [ ! -f "$DATA/retrieval_train_data/dual_train.json" ]; then
   step "build the CMRC2018 mini corpus into $DATA (as run_demo.sh)"
   cmrc=$(python data/fetch_cmrc2018.py)
   python data/build_cmrc2018_retrieval.py --cmrc_dir "$cmrc" --output_dir "$DATA" >> "$log" 2>&1
-  python data/preprocess_dureader.py --input_dir "$DATA" --output_dir "$DATA" --num_shards 1 >> "$log" 2>&1
+  python data/preprocess_dureader.py --input_dir "$DATA" --output_dir "$DATA" >> "$log" 2>&1
 fi
 
 step "1/4 fine-tune $MODEL on $TRAIN_QS train questions (batch $BATCH_SIZE, lr $LR, temperature $TEMPERATURE, $HARD_NEGATIVES hard negative(s), $EPOCHS epoch(s))"
@@ -58,19 +58,19 @@ python train_dense_encoder.py --encoder_model_type hf_bert --pretrained_model_cf
   --batch_size "$BATCH_SIZE" --grad_cache --q_chunk_size "$Q_CHUNK" --ctx_chunk_size "$CTX_CHUNK" \
   --learning_rate "$LR" --warmup_steps "$WARMUP_STEPS" --num_train_epochs "$EPOCHS" --max_grad_norm 2.0 \
   --hard_negatives "$HARD_NEGATIVES" --other_negatives 0 --shared_encoder --similarity cosine \
-  --temperature "$TEMPERATURE" --freeze_embeddings $PRECISION --log_batch_step 4 --no_progress $TRAIN_EXTRA \
+  --temperature "$TEMPERATURE" --freeze_embeddings --precision "${PRECISION:-fp32}" --log_batch_step 4 --no_progress $TRAIN_EXTRA \
   >> "$log" 2>&1
 final=$(ls -d "$ckp"/dpr_biencoder.*.question_encoder | sed 's/\.question_encoder$//' | sort -t. -k2,2n -k3,3n | tail -n 1)
 step "   trained: $final"
 
 step "2/4 encode the $(( $(wc -l < "$DATA/passages.tsv") - 1 )) passages of $DATA/passages.tsv"
 python generate_dense_embeddings.py --model_file "$final" --ctx_file "$DATA/passages.tsv" --shard_id 0 --num_shards 1 \
-  --out_file "$OUT/emb/emb" --p_sequence_length "$P_LEN" --batch_size "$ENC_BATCH" $PRECISION >> "$log" 2>&1
+  --out_file "$OUT/emb/emb" --p_sequence_length "$P_LEN" --batch_size "$ENC_BATCH" --precision "${PRECISION:-fp32}" >> "$log" 2>&1
 
 step "3/4 retrieve the dev questions (dense)"
 python dense_retriever.py --model_file "$final" --qa_file "$DATA/dev.json" --ctx_file "$DATA/passages.tsv" \
   --encoded_ctx_file "$OUT/emb/emb_shard*.npy" --out_file "$OUT/dense_dev.json" --n_docs 50 \
-  --q_sequence_length "$Q_LEN" --batch_size 128 --index_type flat $PRECISION >> "$log" 2>&1
+  --q_sequence_length "$Q_LEN" --batch_size 128 --index_type flat --precision "${PRECISION:-fp32}" >> "$log" 2>&1
 
 step "4/4 BM25 on the same questions and collection (reference)"
 if [ ! -f "$OUT/bm25_dev.metrics.json" ]; then
