@@ -18,7 +18,6 @@ Usage: python bench/bench_bf16_step.py [--model multilingual-e5-small] [--data d
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import platform
@@ -35,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dpr.models.loading import load_encoder_pair  # noqa: E402
-from dpr.training.data import BatchBuilder, BiEncoderData, SamplingConfig  # noqa: E402
+from dpr.training.data import BatchBuilder, BiEncoderData, SamplingConfig, unpack_chunks  # noqa: E402
 from dpr.training.grad_cache import _unsort, cached_step, encode_no_grad, replay_backward  # noqa: E402
 from dpr.training.loss import biencoder_nll  # noqa: E402
 from dpr.training.trainer import build_optimizer, unique_parameters  # noqa: E402
@@ -57,6 +56,11 @@ def cpu_info() -> dict:
             "threads": torch.get_num_threads(), "mkldnn_bf16": torch.backends.mkldnn.is_available()}
 
 
+def _unpack(batch: dict) -> dict:
+    """The builder's packed sides as chunk lists (what the Trainer does in the main process)."""
+    return {**batch, "q_chunks": unpack_chunks(batch["q"]), "p_chunks": unpack_chunks(batch["p"])}
+
+
 class Bench:
     def __init__(self, a: argparse.Namespace):
         self.a = a
@@ -71,7 +75,7 @@ class Bench:
         self.builder = BatchBuilder(self.data, self.tokenizer, self.encoder.settings, self.sampling, a.q_len,
                                     a.p_len, a.q_chunk, a.ctx_chunk)
         self.indices = np.arange(min(a.questions, len(self.data)))
-        self.batch = self.builder(self.indices, 0)
+        self.batch = _unpack(self.builder(self.indices, 0))
         self.params = unique_parameters(self.encoder)
         self.optimizer = build_optimizer([self.encoder], 1e-7, 0.01, 1e-8)
         self.loss_fn = partial(biencoder_nll, passages_per_question=self.sampling.passages_per_question,
@@ -95,7 +99,7 @@ class Bench:
         """One training step, phase by phase (the body of cached_step + the optimizer part of Trainer.train_step)."""
         t = {}
         t0 = time.perf_counter()
-        batch = self.builder(self.indices, 1)
+        batch = _unpack(self.builder(self.indices, 1))
         t["data"] = time.perf_counter() - t0
         amp = self.amp(dtype)
         enc = self.encoder
