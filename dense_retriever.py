@@ -308,7 +308,7 @@ def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]
     if use_saved_questions(args):
         logger.info("question vectors from %s", args.q_encoding_path)
         return load_question_vectors(args.q_encoding_path, qids)
-    towers = load_towers(TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
+    towers = load_towers(TowerOptions(model_name(args), pooling=args.pooling,
                                       lowercase=args.do_lower_case, query_prefix=args.query_prefix,
                                       passage_prefix=args.passage_prefix), need="question")
     q_encoder, tokenizer = towers.question, towers.tokenizer
