@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dpr.data.formats import read_questions  # noqa: E402
 from dpr.eval.dureader import evaluate  # noqa: E402
+from dpr.utils.io import write_json  # noqa: E402
 from dpr.retrieval.hybrid import FUSIONS, FusionConfig, fuse  # noqa: E402
 
 KEYS = ("MRR@10", "recall@1", "recall@50")
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--alphas", type=float, nargs="+", default=[round(0.1 * i, 1) for i in range(11)])
     p.add_argument("--fusion", choices=FUSIONS, default="convex")
     p.add_argument("--depth", type=int, default=100, help="Passages of each side fused (<= the run's depth).")
+    p.add_argument("--json_out", default=None, help="Also write the rows and the best alpha as JSON here.")
     args = p.parse_args(argv)
     reference = {qid: set(gold) for qid, _, gold in read_questions(args.qa_file) if gold}
     lists = side_lists(args.rerank_file)
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"| {r['ranking']:<20} | " + " | ".join(f"{r[k]:.4f}".ljust(len(k)) for k in KEYS) + " |")
     best = max(rows[2:], key=lambda r: r["MRR@10"])
     print(f"best MRR@10: {best['ranking']} ({best['MRR@10']:.4f})")
+    if args.json_out:
+        best_alpha = args.alphas[rows.index(best) - 2]
+        write_json(args.json_out, {"rerank_file": args.rerank_file, "qa_file": args.qa_file, "fusion": args.fusion,
+                                   "depth": args.depth, "rows": rows, "best_alpha": best_alpha})
     return rows
 
 

@@ -35,6 +35,8 @@ P_LEN=${P_LEN:-256}                 # passage cap while encoding the collection
 ENC_BATCH=${ENC_BATCH:-64}
 PRECISION=${PRECISION-bf16}         # as measured (AVX512-BF16); auto, fp16, bf16, fp32; empty = fp32
 TRAIN_EXTRA=${TRAIN_EXTRA:-}        # more train_dense_encoder.py flags
+HELDOUT_QS=${HELDOUT_QS:-1000}      # the LAST N of dual_train.json, never trained on: they choose the hybrid weight
+ALPHAS=${ALPHAS:-"0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1"}   # hybrid weights tried on them (0 = skip the hybrid)
 
 ckp=$OUT/checkpoints
 log=$OUT/recipe.log
@@ -49,10 +51,29 @@ if [ ! -f "$DATA/retrieval_train_data/dual_train.json" ]; then
   python data/preprocess_dureader.py --input_dir "$DATA" --output_dir "$DATA" >> "$log" 2>&1
 fi
 
-step "1/4 fine-tune $MODEL on $TRAIN_QS train questions (batch $BATCH_SIZE, lr $LR, temperature $TEMPERATURE, $HARD_NEGATIVES hard negative(s), $EPOCHS epoch(s))"
+train_file=$DATA/retrieval_train_data/dual_train.json
+heldout=$OUT/heldout_train.json
+if [ "$HELDOUT_QS" -gt 0 ]; then
+  # the held-out questions as a DPR list: the last HELDOUT_QS of the training file, refused if training reaches them
+  python - "$train_file" "$TRAIN_QS" "$HELDOUT_QS" "$heldout" <<'PY'
+import json, sys
+from dpr.utils.io import write_json
+entries, n_train, n_held, out = json.load(open(sys.argv[1], encoding="utf-8")), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+n_train = n_train or len(entries)
+if n_train + n_held > len(entries):
+    sys.exit(f"error: {sys.argv[1]}: {len(entries)} questions; TRAIN_QS={n_train} + HELDOUT_QS={n_held} overlap "
+             f"(lower TRAIN_QS to {len(entries) - n_held} or set HELDOUT_QS=0 to skip the hybrid step)")
+held = entries[len(entries) - n_held:]
+for i, e in enumerate(held):
+    e.setdefault("question_id", f"heldout-{len(entries) - n_held + i}")
+write_json(out, held, indent=None)
+PY
+fi
+
+step "1/5 fine-tune $MODEL on $TRAIN_QS train questions (batch $BATCH_SIZE, lr $LR, temperature $TEMPERATURE, $HARD_NEGATIVES hard negative(s), $EPOCHS epoch(s))"
 rm -rf "$ckp"
 python train_dense_encoder.py --encoder_model_type hf_bert --pretrained_model_cfg "$MODEL" --seed "$SEED" \
-  --train_file "$DATA/retrieval_train_data/dual_train.json" --dev_file "$DATA/retrieval_train_data/dual_dev.json" \
+  --train_file "$train_file" --dev_file "$DATA/retrieval_train_data/dual_dev.json" \
   --max_train_questions "$TRAIN_QS" --max_dev_questions 64 --dev_batch_size 16 --output_dir "$ckp" \
   --q_sequence_length "$Q_LEN" --p_sequence_length "$TRAIN_P_LEN" --do_lower_case \
   --batch_size "$BATCH_SIZE" --grad_cache --q_chunk_size "$Q_CHUNK" --ctx_chunk_size "$CTX_CHUNK" \
@@ -63,29 +84,47 @@ python train_dense_encoder.py --encoder_model_type hf_bert --pretrained_model_cf
 final=$(ls -d "$ckp"/dpr_biencoder.*.question_encoder | sed 's/\.question_encoder$//' | sort -t. -k2,2n -k3,3n | tail -n 1)
 step "   trained: $final"
 
-step "2/4 encode the $(( $(wc -l < "$DATA/passages.tsv") - 1 )) passages of $DATA/passages.tsv"
+step "2/5 encode the $(( $(wc -l < "$DATA/passages.tsv") - 1 )) passages of $DATA/passages.tsv"
 python generate_dense_embeddings.py --model_file "$final" --ctx_file "$DATA/passages.tsv" --shard_id 0 --num_shards 1 \
   --out_file "$OUT/emb/emb" --p_sequence_length "$P_LEN" --batch_size "$ENC_BATCH" --precision "${PRECISION:-fp32}" >> "$log" 2>&1
 
-step "3/4 retrieve the dev questions (dense)"
+step "3/5 retrieve the dev questions (dense)"
 python dense_retriever.py --model_file "$final" --qa_file "$DATA/dev.json" --ctx_file "$DATA/passages.tsv" \
   --encoded_ctx_file "$OUT/emb/emb_shard*.npy" --out_file "$OUT/dense_dev.json" --n_docs 50 \
   --q_sequence_length "$Q_LEN" --batch_size 128 --index_type flat --precision "${PRECISION:-fp32}" >> "$log" 2>&1
 
-step "4/4 BM25 on the same questions and collection (reference)"
+step "4/5 BM25 on the same questions and collection (reference)"
 if [ ! -f "$OUT/bm25_dev.metrics.json" ]; then
   python data/bm25_retriever.py --qa_file "$DATA/dev.json" --ctx_file "$DATA/passages.tsv" \
     --out_file "$OUT/bm25_dev.json" >> "$log" 2>&1
   python data/evaluate_dureader.py "$DATA/dev.json" "$OUT/bm25_dev.json" > "$OUT/bm25_dev.metrics.json"
 fi
 
-python - "$OUT" <<'PY' | tee -a "$log"
+alpha=""
+if [ "$HELDOUT_QS" -gt 0 ] && [ -n "$ALPHAS" ]; then
+  step "5/5 hybrid: the weight that scores best on the $HELDOUT_QS held-out train questions, then dev with it"
+  python dense_retriever.py --model_file "$final" --qa_file "$heldout" --ctx_file "$DATA/passages.tsv" \
+    --encoded_ctx_file "$OUT/emb/emb_shard*.npy" --out_file "$OUT/heldout/res.json" --hybrid_alpha 0.5 --n_docs 200 \
+    --q_sequence_length "$Q_LEN" --batch_size 128 --index_type flat --precision "${PRECISION:-fp32}" >> "$log" 2>&1
+  python bench/hybrid_alpha_sweep.py --rerank_file "$OUT/heldout/res.rerank.jsonl" --qa_file "$heldout" \
+    --alphas $ALPHAS --json_out "$OUT/heldout_sweep.json" >> "$log"
+  alpha=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['best_alpha'])" "$OUT/heldout_sweep.json")
+  step "   best on the held-out questions: alpha $alpha (the sweep's table: $log)"
+  python dense_retriever.py --model_file "$final" --qa_file "$DATA/dev.json" --ctx_file "$DATA/passages.tsv" \
+    --encoded_ctx_file "$OUT/emb/emb_shard*.npy" --out_file "$OUT/hybrid_dev.json" --hybrid_alpha "$alpha" --n_docs 50 \
+    --q_sequence_length "$Q_LEN" --batch_size 128 --index_type flat --precision "${PRECISION:-fp32}" >> "$log" 2>&1
+fi
+
+python - "$OUT" "$alpha" <<'PY' | tee -a "$log"
 import json, sys
-d = sys.argv[1]
-print(f"| {'retriever':<28}| MRR@10 | recall@1 | recall@50 |")
-print(f"|{'-' * 29}|--------|----------|-----------|")
-for name, path in (("BM25 (jieba + bm25s)", f"{d}/bm25_dev.metrics.json"), ("fine-tuned (this recipe)", f"{d}/dense_dev.metrics.json")):
+d, alpha = sys.argv[1], sys.argv[2]
+rows = [("BM25 (jieba + bm25s)", f"{d}/bm25_dev.metrics.json"), ("fine-tuned (this recipe)", f"{d}/dense_dev.metrics.json")]
+if alpha:
+    rows.append((f"hybrid, alpha {alpha} (held-out)", f"{d}/hybrid_dev.metrics.json"))
+print(f"| {'retriever':<32}| MRR@10 | recall@1 | recall@50 |")
+print(f"|{'-' * 33}|--------|----------|-----------|")
+for name, path in rows:
     m = json.load(open(path))
-    print(f"| {name:<28}| {m['MRR@10']:.4f} | {m['recall@1']:.4f}   | {m['recall@50']:.4f}    |")
+    print(f"| {name:<32}| {m['MRR@10']:.4f} | {m['recall@1']:.4f}   | {m['recall@50']:.4f}    |")
 PY
 step "done in $(( $(date +%s) - start ))s; checkpoint $final; embeddings $OUT/emb; log $log"

@@ -39,6 +39,11 @@ def test_sweep_rows(tmp_path, capsys):
     # alpha 0.5, q1: g1 = .5*1 + .5*.5 = .75, x = .5*.875 + .5*1 = .9375 -> g1 second; q2: g2 = .5*.714 + .5*1 first
     assert rows["convex alpha 0.50"]["MRR@10"] == pytest.approx((1 / 2 + 1) / 2)
     assert "best MRR@10" in capsys.readouterr().out
+    main(["--rerank_file", str(rr), "--qa_file", str(qa), "--alphas", "0", "1", "--json_out",
+          str(tmp_path / "sweep.json")])
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["best_alpha"] == 1 and [r["ranking"] for r in saved["rows"]][2:] == [
+        "convex alpha 0.00", "convex alpha 1.00"]  # dense alone (0.75) beats BM25 alone (0.67)
     rrf = main(["--rerank_file", str(rr), "--qa_file", str(qa), "--alphas", "0.5", "--fusion", "rrf"])
     assert rrf[-1]["ranking"] == "rrf alpha 0.50"
     # q1: g1 1/61 + 1/63 < x 1/62 + 1/61 -> g1 second; q2: g2 1/62 + 1/61 ties u 1/61 + 1/62 -> u (higher dense)
