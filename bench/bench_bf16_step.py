@@ -11,6 +11,10 @@ For each precision, interleaved repeat by repeat (so load from other processes h
   step             pass1 + loss + pass2 + clip + optim + zero (what Trainer.train_step does), and with data
   cached_step      dpr.training.grad_cache.cached_step called as a whole (a check on the phase sum)
 and the bf16 speed-up (fp32 time / bf16 time) per phase. --profile adds the top ops of one cached step per precision.
+--variants adds columns that say where bf16's time goes (step and raw only):
+  bf16_res         bf16 with the residual stream in bf16 too (the embeddings' output cast), not fp32 between layers
+  fp32_flash / bf16_flash   attention dropout 0 for the measurement: torch's fused CPU attention kernel instead of
+                   the composite "math" one that any attention dropout forces (a modelling change; information only)
 
 Usage: python bench/bench_bf16_step.py [--model multilingual-e5-small] [--data dual_train.json] [--questions 32]
        [--freeze_embeddings] [--repeats 3] [--profile]
@@ -18,6 +22,7 @@ Usage: python bench/bench_bf16_step.py [--model multilingual-e5-small] [--data d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -81,6 +86,26 @@ class Bench:
         self.loss_fn = partial(biencoder_nll, passages_per_question=self.sampling.passages_per_question,
                                temperature=0.01)
         self.pure_bf16 = None
+
+    @contextlib.contextmanager
+    def variant(self, name: str):
+        """The model as column `name` runs it (see the module docstring); restored afterwards."""
+        hooks, drops = [], []
+        if name.endswith("_res"):
+            hooks.append(self.encoder.model.embeddings.register_forward_hook(
+                lambda m, i, o: o.to(torch.get_autocast_dtype("cpu")) if torch.is_autocast_enabled("cpu") else o))
+        if name.endswith("_flash"):
+            drops = [(m, m.p) for n, m in self.encoder.model.named_modules()
+                     if n.endswith("attention.self.dropout") and isinstance(m, torch.nn.Dropout)]
+            for m, _ in drops:
+                m.p = 0.0
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+            for m, prob in drops:
+                m.p = prob
 
     def amp(self, dtype):
         return partial(autocast, "cpu", dtype)
@@ -171,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
     p.add_argument("--no_pure_bf16", action="store_true", help="Skip the bf16-weights reference (saves memory).")
     p.add_argument("--profile", type=int, default=0, metavar="TOP", help="Also list the TOP ops of one step.")
+    p.add_argument("--variants", action="store_true", help="Also bf16_res, fp32_flash and bf16_flash (docstring).")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -181,7 +207,11 @@ def main(argv: list[str] | None = None) -> dict:
     for dtype in precisions.values():  # warm-up (allocator, oneDNN primitives)
         b.phases(dtype)
         b.raw(dtype)
-    runs: dict[str, list[dict]] = {k: [] for k in precisions}
+    variants = ("bf16_res", "fp32_flash", "bf16_flash") if a.variants else ()
+    for name in variants:  # warm-up
+        with b.variant(name):
+            b.phases(None if name.startswith("fp32") else torch.bfloat16)
+    runs: dict[str, list[dict]] = {k: [] for k in (*precisions, *variants)}
     for _ in range(a.repeats):
         for name, dtype in precisions.items():
             row = b.phases(dtype)
@@ -189,6 +219,12 @@ def main(argv: list[str] | None = None) -> dict:
             row["raw_fwd_bwd"] = b.raw(dtype)
             if pure is not None:
                 row["raw_pure_bf16"] = b.raw(None, pure) if name == "bf16" else row["raw_fwd_bwd"]
+            runs[name].append(row)
+        for name in variants:
+            dtype = None if name.startswith("fp32") else torch.bfloat16
+            with b.variant(name):
+                row = b.phases(dtype)
+                row["raw_fwd_bwd"] = b.raw(dtype)
             runs[name].append(row)
     med = median_table(runs)
     report = {"bench": "bf16_step", "cpu": cpu_info(), "model": a.model, "questions": a.questions,
@@ -198,8 +234,16 @@ def main(argv: list[str] | None = None) -> dict:
               "repeats": a.repeats, "timer": "wall (perf_counter), median",
               "median_s": med, "speedup_fp32_over_bf16": {k: round(med["fp32"][k] / max(med["bf16"][k], 1e-9), 2)
                                                           for k in med["fp32"]}}
+    for name in variants:
+        base = med["fp32_flash" if name == "bf16_flash" else "fp32"]
+        report[f"speedup_{'fp32_flash' if name == 'bf16_flash' else 'fp32'}_over_{name}"] = {
+            k: round(base[k] / max(v, 1e-9), 2) for k, v in med[name].items()}
     if a.profile:
         report["profile_top_ops"] = {name: b.profile(dtype, a.profile) for name, dtype in precisions.items()}
+        for name in variants:
+            with b.variant(name):
+                report["profile_top_ops"][name] = b.profile(None if name.startswith("fp32") else torch.bfloat16,
+                                                            a.profile)
     print(json.dumps(report, indent=1))
     return report
 
