@@ -19,7 +19,7 @@ from dpr.options import add_length_args, add_model_args, add_precision_args, pos
 from dpr.training import checkpoint as ckpt
 from dpr.training.config import TrainConfig, default_temperature
 from dpr.training.data import BiEncoderData
-from dpr.training.trainer import DistInfo, Trainer, enable_gradient_checkpointing
+from dpr.training.trainer import DistInfo, Trainer, enable_gradient_checkpointing, set_attention_dropout
 from dpr.utils.cli import fail
 from dpr.utils.io import InputError, check_writable_dir
 from dpr.utils.precision import dtype_name, resolve_amp_dtype
@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze_embeddings", action="store_true",
                    help="Keep the word-embedding matrix fixed (e5-small: 96M of its 118M parameters). Much faster "
                         "steps on CPU and a smaller checkpoint; useful when fine-tuning on little data.")
+    t.add_argument("--attention_dropout", type=float, default=None, metavar="P",
+                   help="Attention-probability dropout while training (default: the model's, 0.1 for BERT/e5). 0 lets "
+                        "torch use its fused attention kernel: on 2 CPU cores a 32-question e5-small step is 1.34x "
+                        "faster in fp32 and 1.14x in bf16 (README, bf16 section); its effect on accuracy is "
+                        "measured once there.")
     g = parser.add_argument_group("gradient cache")
     g.add_argument("--grad_cache", action="store_true",
                    help="Exact gradient caching: encode in chunks without a graph, then re-encode chunk by chunk "
@@ -150,6 +155,11 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
             enable_gradient_checkpointing(enc)
         if args.freeze_embeddings:
             enc.model.get_input_embeddings().weight.requires_grad_(False)
+        if args.attention_dropout is not None:
+            try:
+                set_attention_dropout(enc, args.attention_dropout)
+            except ValueError as e:
+                fail(f"--attention_dropout {args.attention_dropout}: {e}")
     return towers.question, towers.passage, towers.tokenizer
 
 

@@ -13,8 +13,8 @@ For each precision, interleaved repeat by repeat (so load from other processes h
 and the bf16 speed-up (fp32 time / bf16 time) per phase. --profile adds the top ops of one cached step per precision.
 --variants adds columns that say where bf16's time goes (step and raw only):
   bf16_res         bf16 with the residual stream in bf16 too (the embeddings' output cast), not fp32 between layers
-  fp32_flash / bf16_flash   attention dropout 0 for the measurement: torch's fused CPU attention kernel instead of
-                   the composite "math" one that any attention dropout forces (a modelling change; information only)
+  fp32_flash / bf16_flash   attention dropout 0 (train_dense_encoder.py --attention_dropout 0): torch's fused CPU
+                   attention kernel instead of the composite "math" one that any attention dropout forces
 
 Usage: python bench/bench_bf16_step.py [--model multilingual-e5-small] [--data dual_train.json] [--questions 32]
        [--freeze_embeddings] [--repeats 3] [--profile]
@@ -42,7 +42,7 @@ from dpr.models.loading import load_encoder_pair  # noqa: E402
 from dpr.training.data import BatchBuilder, BiEncoderData, SamplingConfig, unpack_chunks  # noqa: E402
 from dpr.training.grad_cache import _unsort, cached_step, encode_no_grad, replay_backward  # noqa: E402
 from dpr.training.loss import biencoder_nll  # noqa: E402
-from dpr.training.trainer import build_optimizer, unique_parameters  # noqa: E402
+from dpr.training.trainer import build_optimizer, set_attention_dropout, unique_parameters  # noqa: E402
 from dpr.utils.precision import autocast  # noqa: E402
 
 DEFAULT_DATA = ROOT / "data/cmrc2018_retrieval/retrieval_train_data/dual_train.json"
@@ -90,22 +90,20 @@ class Bench:
     @contextlib.contextmanager
     def variant(self, name: str):
         """The model as column `name` runs it (see the module docstring); restored afterwards."""
-        hooks, drops = [], []
+        hooks, attention_p = [], None
         if name.endswith("_res"):
             hooks.append(self.encoder.model.embeddings.register_forward_hook(
                 lambda m, i, o: o.to(torch.get_autocast_dtype("cpu")) if torch.is_autocast_enabled("cpu") else o))
-        if name.endswith("_flash"):
-            drops = [(m, m.p) for n, m in self.encoder.model.named_modules()
-                     if n.endswith("attention.self.dropout") and isinstance(m, torch.nn.Dropout)]
-            for m, _ in drops:
-                m.p = 0.0
+        if name.endswith("_flash"):  # what train_dense_encoder.py --attention_dropout 0 does
+            attention_p = self.encoder.model.config.attention_probs_dropout_prob
+            set_attention_dropout(self.encoder, 0.0)
         try:
             yield
         finally:
             for h in hooks:
                 h.remove()
-            for m, prob in drops:
-                m.p = prob
+            if attention_p is not None:
+                set_attention_dropout(self.encoder, attention_p)
 
     def amp(self, dtype):
         return partial(autocast, "cpu", dtype)

@@ -122,6 +122,25 @@ def enable_gradient_checkpointing(encoder: Encoder) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def set_attention_dropout(encoder: Encoder, p: float) -> int:
+    """Attention-probability dropout of a BERT-family backbone set to `p` (modules and config, so a saved checkpoint
+    says what it was trained with). At 0, torch runs its fused attention kernel in training too instead of the
+    composite one that any attention dropout forces (bench/bench_bf16_step.py --variants measures the difference).
+    Returns the number of modules changed; ValueError for a backbone without BERT-style attention dropout."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"attention dropout must be in [0, 1), not {p}")
+    model = encoder.model
+    modules = [m for name, m in model.named_modules()
+               if name.endswith("attention.self.dropout") and isinstance(m, torch.nn.Dropout)]
+    if not modules or not hasattr(model.config, "attention_probs_dropout_prob"):
+        raise ValueError(f"{type(model).__name__} has no BERT-style attention dropout (attention.self.dropout and "
+                         f"config.attention_probs_dropout_prob); --attention_dropout cannot be applied")
+    for m in modules:
+        m.p = p
+    model.config.attention_probs_dropout_prob = p
+    return len(modules)
+
+
 def _identity(x):
     return x
 

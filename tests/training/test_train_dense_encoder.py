@@ -153,6 +153,27 @@ def test_freeze_embeddings_keeps_word_embeddings_and_trains_the_rest(tiny_model_
     assert not torch.equal(after[f"question_encoder/{layer}"], before[layer])
 
 
+def test_attention_dropout_reaches_the_model_and_its_checkpoint(tiny_model_dir, tiny_train_file, tiny_dev_file,
+                                                                tmp_path):
+    out = tmp_path / "no_attn_dropout"
+    main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, out, "--num_train_epochs", "1",
+               "--attention_dropout", "0", "--num_workers", "0"))
+    for tower in ("question_encoder", "passage_encoder"):
+        saved = json.loads((out / f"dpr_biencoder.0.3.{tower}" / "config.json").read_text())
+        assert saved["attention_probs_dropout_prob"] == 0.0
+    default = json.loads((Path(tiny_model_dir) / "config.json").read_text())["attention_probs_dropout_prob"]
+    assert default > 0  # the flag changed something
+
+
+def test_attention_dropout_out_of_range_is_one_error_line(tiny_model_dir, tiny_train_file, tiny_dev_file, tmp_path,
+                                                          capsys):
+    with pytest.raises(SystemExit):
+        main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, tmp_path / "o", "--attention_dropout", "1.5",
+                   "--num_workers", "0"))
+    err = capsys.readouterr().err
+    assert "--attention_dropout 1.5" in err and "[0, 1)" in err
+
+
 # ----- flag audit: every flag reaches the typed config / tower options / the script's own steps, or says it is a
 # no-op; and every config field is read by the library -----
 
@@ -168,7 +189,8 @@ def _what_runs(argv: list[str]) -> tuple:
     a = build_parser().parse_args(argv)
     return (build_config(a, normalize=False, device=torch.device("cuda")),  # a CUDA device resolves precision as-is
             tower_options(a, a.model_file or a.pretrained_model_cfg),
-            (a.resume, a.model_file, a.gradient_checkpointing, a.freeze_embeddings, a.dist_timeout_minutes))
+            (a.resume, a.model_file, a.gradient_checkpointing, a.freeze_embeddings, a.dist_timeout_minutes,
+             a.attention_dropout))
 
 
 def _flags():
