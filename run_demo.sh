@@ -11,7 +11,7 @@ start=$(date +%s)
 
 DEMO_DIR=${DEMO_DIR:-./demo_outputs}
 MODEL=${MODEL:-multilingual-e5-small}        # the encoder to score zero-shot and to fine-tune
-TRAIN_QS=${TRAIN_QS:-1536}                   # CMRC train questions used for fine-tuning (48 steps of 32)
+TRAIN_QS=${TRAIN_QS:-1280}                   # CMRC train questions used for fine-tuning
 BATCH_SIZE=${BATCH_SIZE:-32}                 # global batch (questions per step)
 Q_CHUNK=${Q_CHUNK:-32}; CTX_CHUNK=${CTX_CHUNK:-32}   # gradient-cache chunks
 EPOCHS=${EPOCHS:-1}
