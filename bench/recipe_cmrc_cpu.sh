@@ -35,7 +35,7 @@ ENC_BATCH=${ENC_BATCH:-64}
 PRECISION=${PRECISION-bf16}         # as measured (AVX512-BF16); auto, fp16, bf16, fp32; empty = fp32
 TRAIN_EXTRA=${TRAIN_EXTRA:-}        # more train_dense_encoder.py flags
 HELDOUT_QS=${HELDOUT_QS:-1000}      # the LAST N of dual_train.json, never trained on: they choose the hybrid weight
-ALPHAS=${ALPHAS:-"0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1"}   # hybrid weights tried on them (0 = skip the hybrid)
+ALPHAS=${ALPHAS:-"0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1"}   # hybrid weights tried on them (HELDOUT_QS=0: no hybrid)
 
 ckp=$OUT/checkpoints
 log=$OUT/recipe.log
@@ -56,16 +56,18 @@ if [ "$HELDOUT_QS" -gt 0 ]; then
   # the held-out questions as a DPR list: the last HELDOUT_QS of the training file, refused if training reaches them
   python - "$train_file" "$TRAIN_QS" "$HELDOUT_QS" "$heldout" <<'PY'
 import json, sys
+from dpr.training.data import BiEncoderData
 from dpr.utils.io import write_json
-entries, n_train, n_held, out = json.load(open(sys.argv[1], encoding="utf-8")), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-n_train = n_train or len(entries)
-if n_train + n_held > len(entries):
-    sys.exit(f"error: {sys.argv[1]}: {len(entries)} questions; TRAIN_QS={n_train} + HELDOUT_QS={n_held} overlap "
-             f"(lower TRAIN_QS to {len(entries) - n_held} or set HELDOUT_QS=0 to skip the hybrid step)")
-held = entries[len(entries) - n_held:]
-for i, e in enumerate(held):
-    e.setdefault("question_id", f"heldout-{len(entries) - n_held + i}")
-write_json(out, held, indent=None)
+path, n_train, n_held, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+entries = json.load(open(path, encoding="utf-8"))
+usable = [i for i, e in enumerate(entries) if e.get("positive_ctxs")]  # training skips the others too
+held = usable[-n_held:] if n_held <= len(usable) else usable
+loaded = BiEncoderData(path, n_train)  # what training reads, by the loader's own rule
+read_upto = len(loaded.questions) + loaded.skipped_no_positive  # entries [0, read_upto) of the file
+if n_held > len(usable) or held[0] < read_upto:
+    sys.exit(f"error: {path}: {len(usable)} questions with a positive; TRAIN_QS={n_train} + HELDOUT_QS={n_held} "
+             f"overlap (lower TRAIN_QS to {max(len(usable) - n_held, 0)} or set HELDOUT_QS=0 to skip the hybrid step)")
+write_json(out, [{**entries[i], "question_id": entries[i].get("question_id", f"heldout-{i}")} for i in held], indent=None)
 PY
 fi
 
@@ -100,7 +102,7 @@ if [ ! -f "$OUT/bm25_dev.metrics.json" ]; then
 fi
 
 alpha=""
-if [ "$HELDOUT_QS" -gt 0 ] && [ -n "$ALPHAS" ]; then
+if [ "$HELDOUT_QS" -gt 0 ]; then
   step "5/5 hybrid: the weight that scores best on the $HELDOUT_QS held-out train questions, then dev with it"
   python dense_retriever.py --model_file "$final" --qa_file "$heldout" --ctx_file "$DATA/passages.tsv" \
     --encoded_ctx_file "$OUT/emb/emb_shard*.npy" --out_file "$OUT/heldout/res.json" --hybrid_alpha 0.5 --n_docs 200 \
