@@ -46,6 +46,9 @@ from dpr.training.trainer import build_optimizer, set_attention_dropout, unique_
 from dpr.utils.precision import autocast  # noqa: E402
 
 DEFAULT_DATA = ROOT / "data/cmrc2018_retrieval/retrieval_train_data/dual_train.json"
+# --variants: column -> (autocast dtype, the fp32 column its speed-up is taken against)
+VARIANTS = {"bf16_res": (torch.bfloat16, "fp32"), "fp32_flash": (None, "fp32"),
+            "bf16_flash": (torch.bfloat16, "fp32_flash")}
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
 
 
@@ -205,10 +208,10 @@ def main(argv: list[str] | None = None) -> dict:
     for dtype in precisions.values():  # warm-up (allocator, oneDNN primitives)
         b.phases(dtype)
         b.raw(dtype)
-    variants = ("bf16_res", "fp32_flash", "bf16_flash") if a.variants else ()
-    for name in variants:  # warm-up
+    variants = VARIANTS if a.variants else {}
+    for name, (dtype, _) in variants.items():  # warm-up
         with b.variant(name):
-            b.phases(None if name.startswith("fp32") else torch.bfloat16)
+            b.phases(dtype)
     runs: dict[str, list[dict]] = {k: [] for k in (*precisions, *variants)}
     for _ in range(a.repeats):
         for name, dtype in precisions.items():
@@ -218,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
             if pure is not None:
                 row["raw_pure_bf16"] = b.raw(None, pure) if name == "bf16" else row["raw_fwd_bwd"]
             runs[name].append(row)
-        for name in variants:
-            dtype = None if name.startswith("fp32") else torch.bfloat16
+        for name, (dtype, _) in variants.items():
             with b.variant(name):
                 row = b.phases(dtype)
                 row["raw_fwd_bwd"] = b.raw(dtype)
@@ -232,16 +234,13 @@ def main(argv: list[str] | None = None) -> dict:
               "repeats": a.repeats, "timer": "wall (perf_counter), median",
               "median_s": med, "speedup_fp32_over_bf16": {k: round(med["fp32"][k] / max(med["bf16"][k], 1e-9), 2)
                                                           for k in med["fp32"]}}
-    for name in variants:
-        base = med["fp32_flash" if name == "bf16_flash" else "fp32"]
-        report[f"speedup_{'fp32_flash' if name == 'bf16_flash' else 'fp32'}_over_{name}"] = {
-            k: round(base[k] / max(v, 1e-9), 2) for k, v in med[name].items()}
+    for name, (_, base) in variants.items():
+        report[f"speedup_{base}_over_{name}"] = {k: round(med[base][k] / max(v, 1e-9), 2) for k, v in med[name].items()}
     if a.profile:
         report["profile_top_ops"] = {name: b.profile(dtype, a.profile) for name, dtype in precisions.items()}
-        for name in variants:
+        for name, (dtype, _) in variants.items():
             with b.variant(name):
-                report["profile_top_ops"][name] = b.profile(None if name.startswith("fp32") else torch.bfloat16,
-                                                            a.profile)
+                report["profile_top_ops"][name] = b.profile(dtype, a.profile)
     print(json.dumps(report, indent=1))
     return report
 

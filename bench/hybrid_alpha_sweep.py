@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dpr.data.formats import read_questions  # noqa: E402
 from dpr.eval.dureader import evaluate  # noqa: E402
-from dpr.utils.io import write_json  # noqa: E402
 from dpr.retrieval.hybrid import FUSIONS, FusionConfig, fuse  # noqa: E402
+from dpr.utils.io import write_json  # noqa: E402
 
 KEYS = ("MRR@10", "recall@1", "recall@50")
 
@@ -63,10 +63,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"| {'ranking':<20} | " + " | ".join(KEYS) + " |")
     for r in rows:
         print(f"| {r['ranking']:<20} | " + " | ".join(f"{r[k]:.4f}".ljust(len(k)) for k in KEYS) + " |")
-    best = max(rows[2:], key=lambda r: r["MRR@10"])
+    best_alpha, best = max(zip(args.alphas, rows[2:]), key=lambda pair: pair[1]["MRR@10"])
     print(f"best MRR@10: {best['ranking']} ({best['MRR@10']:.4f})")
     if args.json_out:
-        best_alpha = args.alphas[rows.index(best) - 2]
         write_json(args.json_out, {"rerank_file": args.rerank_file, "qa_file": args.qa_file, "fusion": args.fusion,
                                    "depth": args.depth, "rows": rows, "best_alpha": best_alpha})
     return rows
