@@ -1,8 +1,10 @@
 """`pip install .` gives an importable `dpr` outside the repository, under the distribution name dureader-dpr, with
-faiss only as an extra. Offline and quick: a fresh venv that sees the installed dependencies, no build isolation."""
+faiss only as an extra. Offline and quick: a fresh venv that sees the running interpreter's installed dependencies (the
+same whether that interpreter is a system Python, pyenv, or itself a venv), no build isolation."""
 from __future__ import annotations
 
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,22 @@ print(json.dumps({"file": dpr.__file__, "version": md.version("dureader-dpr"), "
 """
 
 
+def running_site_packages() -> list[str]:
+    """The site-packages this interpreter imports from (a venv's own, plus its base's when it has system ones)."""
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    return [d for d in dict.fromkeys(dirs) if Path(d).is_dir() and Path(d).resolve() != ROOT]
+
+
+def _see_running_site_packages(python: Path) -> None:
+    """Let the new venv import what this interpreter has installed, after its own site-packages.
+
+    `venv --system-site-packages` is not that: made from inside a venv it sees the *base* interpreter's packages, not
+    the venv's (where pip, setuptools>=70.1 and the dependencies are), so the build fails without bdist_wheel."""
+    own = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    Path(own, "_running_site_packages.pth").write_text("".join(d + "\n" for d in running_site_packages()))
+
+
 @pytest.mark.slow
 def test_pip_install_into_a_fresh_venv_then_import_from_elsewhere(tmp_path):
     # build from a copy, so setuptools' build/ and *.egg-info never land in the working tree
@@ -32,8 +50,9 @@ def test_pip_install_into_a_fresh_venv_then_import_from_elsewhere(tmp_path):
         shutil.copy(ROOT / name, src / name)
     venv = tmp_path / "venv"
     # no pip/setuptools of its own: the venv's (older, bundled) setuptools would shadow the installed one
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    _see_running_site_packages(python)
     install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                               "--no-index", str(src)], capture_output=True, text=True)
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-3000:]
