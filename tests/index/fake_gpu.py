@@ -7,7 +7,7 @@ records every call.
   IndexPreTransform / IndexIDMap are copied on the CPU around a GPU clone of what they wrap (:246-252); anything else
   (HNSW, IndexRefine) throws "This index type is not implemented on GPU." (:253). A GPU IVF takes the CPU index's
   nprobe (gpu/GpuIndexIVF.cu:158-159); a GPU IVF-PQ refuses lookup tables larger than the 48 KiB of shared memory a
-  block gets (4 bytes a float32 entry, 2 a float16 one, x M x 2^nbits: gpu/GpuIndexIVFPQ.cu:593-620).
+  block gets (4 bytes a float32 entry, 2 a float16 one, x M x 2^nbits: gpu/GpuIndexIVFPQ.cu:594-620).
 - `index_cpu_to_all_gpus` is ToGpuClonerMultiple::clone_Index (gpu/GpuCloner.cpp:440-489): flat / IVF kinds are
   sharded (shard=True) into an IndexShards, or replicated; the shards are cloned inside `#pragma omp parallel for`
   (:360-415), where an exception escapes the OpenMP region and terminates the process: raised here as
@@ -23,7 +23,7 @@ records every call.
   GPU_MAX_SELECTION_K in gpu/utils/DeviceDefs.cuh:65) — for a GPU index searched from Python (the container's own
   C++ search does not come back here).
 - `kmeans_oom=True`: the GPU k-means of an IVF's training runs out of memory, as StandardGpuResources' allocator
-  reports it (gpu/StandardGpuResources.cpp: "Alloc fail ... cudaMalloc error out of memory").
+  reports it (gpu/StandardGpuResources.cpp:566-576: "alloc fail ... (cudaMalloc error out of memory [2])").
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import numpy as np
 GPU_MAX_SELECTION_K = 2048
 SHARED_MEM_PER_BLOCK = 48 * 1024
 OOM = ("Error in void* faiss::gpu::StandardGpuResourcesImpl::allocMemory(const faiss::gpu::AllocRequest&) at "
-       "faiss/gpu/StandardGpuResources.cpp:530: Error: 'err == cudaSuccess' failed: StandardGpuResources: alloc fail "
+       "faiss/gpu/StandardGpuResources.cpp:576: Error: 'err == cudaSuccess' failed: StandardGpuResources: alloc fail "
        "type TemporaryMemoryBuffer dev 0 space Device stream 0x0 size 8589934592 bytes (cudaMalloc error out of "
        "memory [2])")
 
