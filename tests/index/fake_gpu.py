@@ -131,9 +131,9 @@ class FakeGpu:
             return self._pretransform(inner, self.index_cpu_to_gpu(res, device, inner.index, options))
         if not isinstance(inner, (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer,
                                   faiss.IndexIVFPQ)):
-            raise RuntimeError("Error in virtual faiss::Index* faiss::gpu::ToGpuCloner::clone_Index(const "
-                               "faiss::Index*) at faiss/gpu/GpuCloner.cpp:253: This index type is not implemented "
-                               "on GPU.")
+            raise RuntimeError(  # noqa: TRY004 (a FaissException reaches Python as a RuntimeError)
+                "Error in virtual faiss::Index* faiss::gpu::ToGpuCloner::clone_Index(const faiss::Index*) at "
+                "faiss/gpu/GpuCloner.cpp:253: This index type is not implemented on GPU.")
         if isinstance(inner, faiss.IndexIVFPQ):
             needed = (2 if fp16 else 4) * inner.pq.M * 2 ** inner.pq.nbits
             if needed > SHARED_MEM_PER_BLOCK:  # gpu/GpuIndexIVFPQ.cu:607-620

@@ -144,7 +144,7 @@ def test_saved_index_reused_over_several_gpus_handles_each_kind(tmp_path, monkey
 def test_sharded_reuse_uses_fp16_lookup_tables_when_ivfpq_needs_them(tmp_path, monkeypatch):
     # PQ64 x 8 bits: 4 B x 64 x 256 = 64 KiB of float32 lookup tables > 48 KiB of shared memory; float16: 32 KiB.
     # Without useFloat16 the shard clone throws inside `#pragma omp parallel for` (GpuCloner.cpp:360-381): an abort
-    shards, corpus = recorded_shards(tmp_path, 4096, dim=128)
+    shards, _ = recorded_shards(tmp_path, 4096, dim=128)
     build_full_index(shards, IndexSpec("ivfpq", nlist=16, pq_m=64))  # saved on CPU
     gpu = FakeGpu(monkeypatch, ngpu=2)
     built = build_full_index(shards, IndexSpec("ivfpq", nlist=16, pq_m=64, nprobe=4, use_gpu=True, gpu_shard=True))
