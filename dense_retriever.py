@@ -234,7 +234,7 @@ def _check_hybrid_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 def _check_gpu_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """faiss-gpu refuses k or nprobe above GPU_MAX_K when it searches: said here, with the flags that fit."""
     spec = index_spec(args)
-    if not spec.use_gpu:
+    if not spec.use_gpu or args.encode_q_and_save:  # encoding only: nothing is searched
         return
     hybrid = args.hybrid_alpha is not None
     k = max(args.n_docs, fusion_config(args).depth) if hybrid else args.n_docs

@@ -222,6 +222,7 @@ def test_dense_retriever_refuses_gpu_sizes_at_parse_time(monkeypatch, capsys):
         assert e.value.code == 2 and named in err and "--faiss_cpu" in err and "2048" in err
         assert dr.parse_args(base + flags + ["--faiss_cpu"])  # on CPU they are fine
     assert dr.parse_args(base + ["--nprobe", "4096"])  # no IVF: nprobe unused
+    assert dr.parse_args(["--qa_file", "q", "--n_docs", "3000", "--encode_q_and_save", "--q_encoding_path", "v.npy"])
     assert dr.parse_args(base + ["--n_docs", "2048"])
 
 
