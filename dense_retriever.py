@@ -36,6 +36,7 @@ from dpr.data.formats import read_dpr_json, read_questions
 from dpr.encode import encode_texts
 from dpr.index.embeddings import Shard, expand_shards, open_shards
 from dpr.index.faiss_index import INDEX_TYPES, IndexBuildError, IndexSpec, gpu_available
+from dpr.index.faiss_index import GPU_MAX_K, over_gpu_limits
 from dpr.index.search import SavedIndexPolicy
 from dpr.models.loading import TowerOptions, load_towers
 from dpr.options import (NO_EFFECT, add_length_args, add_model_args, add_precision_args, positive_int,
@@ -166,6 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _check_hybrid_args(parser, args)
     if args.hnsw_index:
         args.index_type = "hnsw"
+    _check_gpu_limits(parser, args)
     if query_mode(args):
         _check_query_args(parser, args)
         return args
@@ -227,6 +229,21 @@ def _check_hybrid_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("--hybrid_alpha fuses retrieval results: not with --encode_q_and_save or --mine_hard_negatives")
     if not args.ctx_file:
         parser.error("--hybrid_alpha needs --ctx_file (BM25 searches the passage texts)")
+
+
+def _check_gpu_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """faiss-gpu refuses k or nprobe above GPU_MAX_K when it searches: said here, with the flags that fit."""
+    spec = index_spec(args)
+    if not spec.use_gpu or args.encode_q_and_save:  # encoding only: nothing is searched
+        return
+    hybrid = args.hybrid_alpha is not None
+    k = max(args.n_docs, fusion_config(args).depth) if hybrid else args.n_docs
+    over = over_gpu_limits(k, spec)
+    asked = ([f"{'--n_docs / --hybrid_depth' if hybrid else '--n_docs'} {k} neighbours a question"] if "k" in over
+             else []) + ([f"--nprobe {args.nprobe}"] if "nprobe" in over else [])
+    if asked:
+        parser.error(f"{' and '.join(asked)}: faiss-gpu searches at most {GPU_MAX_K} (neighbours and IVF lists): "
+                     f"lower it to {GPU_MAX_K} or less, or add --faiss_cpu to search on CPU")
 
 
 def fusion_config(args: argparse.Namespace) -> FusionConfig:

@@ -3,9 +3,11 @@ GPUs when faiss-gpu sees them.
 
 The order matters at scale (8.1M x 768): an index is built and trained on the CPU (an IVF's coarse k-means runs on
 the GPU through `clustering_index` when there is one), then cloned to the GPU(s) and filled there; search parameters
-are set on the index actually searched (GPU clones do not copy nprobe). A flat index goes to the GPU in pieces of at
-most `FLAT_PIECE_ROWS` vectors, each cloned once at its final size, so neither GPU nor host memory ever holds more
-than the index plus one piece; `--faiss_shard` spreads the pieces (or an IVF's lists) over every visible GPU.
+are set on the index actually searched (a GPU clone keeps its CPU index's nprobe, 1 when fresh). A flat index goes to
+the GPU in pieces of at most `FLAT_PIECE_ROWS` vectors, each cloned once at its final size, so neither GPU nor host
+memory ever holds more than the index plus one piece; `--faiss_shard` spreads the pieces (or an IVF's lists) over
+every visible GPU. What faiss-gpu does in each case is read from its C++ (cited where it matters; the stand-ins in
+tests/index/fake_gpu.py follow the same lines).
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
 FLAT_PIECE_ROWS = 1 << 20  # vectors per GPU flat piece: its float32 staging copy is the only memory beyond the index
 ADD_CHUNK = 65_536
 PQ_TRAIN_POINTS = 256 * 256  # a PQ codebook: 256 centroids x faiss's 256 points per centroid
+# faiss-gpu's largest k and nprobe: GPU_MAX_SELECTION_K (faiss/gpu/utils/DeviceDefs.cuh:65), checked at search time
+# by validateKSelect / validateNProbe (faiss/gpu/impl/IndexUtils.cu:28-42)
+GPU_MAX_K = 2048
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ def train_index(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec | None 
     try:
         index.train(x)
     except RuntimeError as e:
+        if is_out_of_memory(e):
+            raise  # GPU k-means ran out of memory: the caller's _oom_guard gives the sizes and the flags that fit
         raise IndexBuildError(f"faiss could not train the index on {len(x)} vectors: {_last_line(e)}") from None
     finally:
         if ivf is not None:
@@ -187,14 +194,22 @@ def _last_line(e: Exception) -> str:
 
 
 def set_search_params(built: BuiltIndex | faiss.Index, spec: IndexSpec) -> None:
-    """nprobe (IVF), efSearch (HNSW) and k_factor (refine stage) through faiss's parameter API: GpuParameterSpace on
-    each GPU index, ParameterSpace on a CPU one. Only the parameters the index has are set."""
+    """nprobe (IVF) and efSearch (HNSW) through faiss's parameter API: GpuParameterSpace on each GPU index (which
+    passes them through IndexPreTransform / IndexIDMap / IndexShards wrappers down to the GPU IVF), ParameterSpace on
+    a CPU one; k_factor (refine stage) on the index itself. Only the parameters the index has are set."""
     if not isinstance(built, BuiltIndex):
         built = BuiltIndex(built, "")
     for target in built.gpu_leaves if built.on_gpu else [built.index]:
         space = faiss.GpuParameterSpace() if built.on_gpu else faiss.ParameterSpace()
         for name, value in _applicable_params(target, spec, built.on_gpu).items():
             space.set_index_parameter(target, name, value)
+    if spec.refine_k_factor is not None:
+        # IndexRefine.k_factor is a float (faiss/IndexRefine.h:36; the base search takes idx_t(k * k_factor)
+        # candidates, IndexRefine.cpp:75-76), but ParameterSpace's "k_factor_rf" stores int(val) (AutoTune.cpp:531),
+        # which made 1.5 a 1: the field is set directly
+        for part in _parts(built.index):
+            if isinstance(part, faiss.IndexRefine):
+                part.k_factor = spec.refine_k_factor
 
 
 def _applicable_params(index: faiss.Index, spec: IndexSpec, on_gpu: bool) -> dict[str, float]:
@@ -204,17 +219,55 @@ def _applicable_params(index: faiss.Index, spec: IndexSpec, on_gpu: bool) -> dic
         params["nprobe"] = min(spec.nprobe, nlist)
     if not on_gpu and _hnsw(index) is not None:
         params["efSearch"] = spec.ef_search
-    if spec.refine_k_factor is not None and isinstance(faiss.downcast_index(index), faiss.IndexRefine):
-        params["k_factor_rf"] = spec.refine_k_factor
     return params
 
 
 def _nlist(index: faiss.Index) -> int | None:
+    """The IVF lists of `index`: a CPU IVF where faiss.extract_index_ivf finds it, else a GPU IVF under any wrapper
+    (extract_index_ivf does not know GPU indexes; GpuParameterSpace reaches them, GpuAutoTune.cpp:85-113 then
+    AutoTune.cpp:503-528)."""
     ivf = _ivf(index)
     if ivf is not None:
         return int(ivf.nlist)
-    get = getattr(index, "getNumLists", None)  # a GPU IVF
-    return int(get()) if callable(get) else None
+    for part in _parts(index):
+        get = getattr(part, "getNumLists", None)  # GpuIndexIVF's API
+        if callable(get):
+            return int(get())
+    return None
+
+
+def _is_gpu(index) -> bool:
+    gpu_index = getattr(faiss, "GpuIndex", None)
+    return (gpu_index is not None and isinstance(index, gpu_index)) or type(index).__name__.startswith("Gpu")
+
+
+def _parts(index: faiss.Index) -> Iterator:
+    """`index` and every index inside it (downcast), through IndexPreTransform, IndexIDMap, IndexRefine (base, then
+    refine index), IndexShards / IndexReplicas; a GPU index is not opened."""
+    inner = faiss.downcast_index(index)
+    yield inner
+    if _is_gpu(inner):
+        return
+    if isinstance(inner, (faiss.IndexPreTransform, faiss.IndexIDMap)):
+        yield from _parts(inner.index)
+    elif isinstance(inner, faiss.IndexRefine):
+        yield from _parts(inner.base_index)
+        yield from _parts(inner.refine_index)
+    elif isinstance(inner, (faiss.IndexShards, faiss.IndexReplicas)):
+        for i in range(inner.count()):
+            yield from _parts(inner.at(i))
+
+
+def over_gpu_limits(k: int, spec: IndexSpec) -> dict[str, int]:
+    """The search sizes faiss-gpu refuses at search time ({"k": k} and/or {"nprobe": n}, each above GPU_MAX_K; nprobe
+    only for an IVF index)."""
+    over = {}
+    if k > GPU_MAX_K:
+        over["k"] = k
+    ivf = "IVF" in spec.factory.upper() if spec.factory else spec.index_type == "ivfpq"
+    if ivf and spec.nprobe > GPU_MAX_K:
+        over["nprobe"] = spec.nprobe
+    return over
 
 
 def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = ADD_CHUNK) -> None:
@@ -346,17 +399,29 @@ def build_gpu_flat(dim: int, n: int, rows: Callable[[int, int], np.ndarray], spe
 
 
 def to_gpu(index: faiss.Index, spec: IndexSpec, desc: str) -> BuiltIndex:
-    """A filled or empty-trained CPU index on the GPU(s) (HNSW and others without a GPU version stay on CPU)."""
+    """A filled or empty-trained CPU index on the GPU(s). HNSW, a refine stage and others without a GPU version stay
+    on CPU (one log line): faiss's one-GPU cloner throws for them (GpuCloner.cpp:246-253); its multi-GPU cloner
+    copies HNSW to the CPU and would put a refine stage's flat copy in GPU shards, which IndexRefineFlat::search
+    refuses (IndexRefine.cpp:326-327)."""
     if not spec.use_gpu:
+        return BuiltIndex(index, desc)
+    if _hnsw(index) is not None or any(isinstance(p, faiss.IndexRefine) for p in _parts(index)):
+        logger.info("index %s has no GPU version in faiss: searching on CPU", desc)
         return BuiltIndex(index, desc)
     try:
         if spec.gpu_shard and index.ntotal > 0 and len(gpu_devices(spec)) > 1:  # a saved IVF: faiss splits it
             co = faiss.GpuMultipleClonerOptions()
             co.shard = True
-            co.useFloat16 = spec.gpu_fp16
+            # float16 lookup tables as on the first build: without them faiss throws for M > 48 inside the OpenMP
+            # loop that clones the shards (GpuCloner.cpp:360-381), which aborts the process
+            co.useFloat16 = spec.gpu_fp16 or _needs_fp16_tables(index)
             gpu = faiss.index_cpu_to_all_gpus(index, co)
-            return BuiltIndex(gpu, desc, on_gpu=True, gpu_leaves=[gpu.at(i) for i in range(gpu.count())],
-                              keep=[gpu])
+            if not any(_is_gpu(p) for p in _parts(gpu)):  # faiss copied it to the CPU (GpuCloner.cpp:486-487)
+                logger.info("index %s has no GPU version in faiss: searching on CPU", desc)
+                return BuiltIndex(index, desc)
+            # the result may be a CPU IndexPreTransform around GPU shards (OPQ, PCA): parameters reach the GPU IVFs
+            # through it (set_search_params)
+            return BuiltIndex(gpu, desc, on_gpu=True, gpu_leaves=[gpu], keep=[gpu])
         built = _clone_to_gpus(index, spec, shard=spec.gpu_shard, fp16=spec.gpu_fp16 or _needs_fp16_tables(index))
         built.desc = desc
         return built

@@ -23,6 +23,7 @@ from dpr.index.faiss_index import (BuiltIndex, IndexBuildError, IndexSpec, add_i
                                    build_index, factory_string, is_flat_desc, is_out_of_memory, iter_chunks,
                                    out_of_memory_message, set_search_params, to_cpu, to_gpu, train_index,
                                    train_size, _hnsw)
+from dpr.index.faiss_index import GPU_MAX_K, over_gpu_limits
 from dpr.index.records import FORMAT, differences, identity_sha256, read_record, record_path, write_record
 from dpr.utils.io import atomic_path
 
@@ -191,6 +192,11 @@ def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexS
     dim = shards[0].dim
     if queries.ndim != 2 or queries.shape[1] != dim:
         raise ValueError(f"query vectors have shape {queries.shape} but the embeddings have dimension {dim}")
+    over = over_gpu_limits(k, spec) if spec.use_gpu else {}
+    if over:
+        raise IndexBuildError(f"faiss-gpu searches at most {GPU_MAX_K} neighbours and {GPU_MAX_K} IVF lists a query, "
+                              f"asked for {', '.join(f'{n} {v}' for n, v in over.items())}: ask for fewer, or search "
+                              f"on CPU")
     if not search_shard_size:
         built = build_full_index(shards, spec, policy)
         return search_index(built.index, queries, k)

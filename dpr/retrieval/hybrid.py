@@ -2,9 +2,18 @@
 
 Convex (default): over the union of both lists, fused = alpha * dense' + (1 - alpha) * bm25', where x' is the
 score min-max normalised within that question's list; a passage missing from a list takes that list's minimum
-(normalised 0); a list whose scores are all equal normalises to 1. Reciprocal-rank fusion (option):
-fused = 2 * alpha / (k + dense rank) + 2 * (1 - alpha) / (k + bm25 rank), a missing rank adding nothing; at
-alpha 0.5 it is plain RRF. Ties are broken by the normalised dense score, then by passage id.
+(normalised 0); a list whose scores are all equal (a single hit included) normalises to 0. Reciprocal-rank fusion
+(option): fused = 2 * alpha / (k + dense rank) + 2 * (1 - alpha) / (k + bm25 rank), a missing rank adding nothing; at
+alpha 0.5 it is plain RRF. Ties are broken by the normalised dense score, then by presence (alpha for being in the
+dense list plus 1 - alpha for being in the BM25 list), then by passage id.
+
+Why equal scores give 0, not 1: a passage missing from a list is read as scoring that list's minimum, so a list
+credits a passage only for how far it scores above the list's weakest entry; being in the list at its minimum (mere
+presence) is worth what absence is worth, 0. When every score is equal, every entry sits at the minimum: the list
+ranks nothing above anything else, so it adds 0 to each of its passages and the fused scores are the other list's;
+its members win ties only (presence is worth a tie-break, no more). Mapping them to 1 instead credited a lone BM25
+hit with the whole 1 - alpha: at alpha 0.3 it scored 0.7 and outranked every dense hit, the best of which scores 0.3.
+The rule is also what the usual guard against a zero range gives: (s - min) / max(max - min, eps) = 0.
 """
 from __future__ import annotations
 
@@ -44,12 +53,13 @@ class FusedHit:
 
 
 def minmax(scores: Sequence[float]) -> list[float]:
-    """Scores mapped linearly onto [0, 1] (min -> 0, max -> 1); all equal -> all 1."""
+    """Scores mapped linearly onto [0, 1] (min -> 0, max -> 1); all equal (one score included) -> all 0: every one
+    sits at the minimum, worth what a passage missing from the list is worth (see the module docstring)."""
     if not scores:
         return []
     lo, hi = min(scores), max(scores)
     if hi == lo:
-        return [1.0] * len(scores)
+        return [0.0] * len(scores)
     return [(s - lo) / (hi - lo) for s in scores]
 
 
@@ -77,5 +87,6 @@ def fuse(dense: Sequence[tuple[str, float]], bm25: Sequence[tuple[str, float]],
         b_rank = {p: r for r, p in enumerate(b, 1)}
         fused = {p: (2 * config.alpha / (config.rrf_k + d_rank[p]) if p in d_rank else 0.0)
                  + (2 * (1 - config.alpha) / (config.rrf_k + b_rank[p]) if p in b_rank else 0.0) for p in union}
-    order = sorted(union, key=lambda p: (-fused[p], -d_norm.get(p, 0.0), p))
+    presence = {p: config.alpha * (p in d) + (1 - config.alpha) * (p in b) for p in union}
+    order = sorted(union, key=lambda p: (-fused[p], -d_norm.get(p, 0.0), -presence[p], p))
     return [FusedHit(p, fused[p], d.get(p), b.get(p)) for p in order]
