@@ -420,11 +420,13 @@ def run(args: argparse.Namespace) -> None:
     questions, entries = load_questions(args)
     qids = [q for q, _, _ in questions]
     paths = [] if args.encode_q_and_save else expand_shards(args.encoded_ctx_file)
-    if paths:
+    if paths and not use_saved_questions(args):
         check_passage_vectors(args, paths)  # before the model is loaded
     vectors = question_vectors(args, qids, [t for _, t, _ in questions])
     if args.encode_q_and_save:
         return
+    if use_saved_questions(args):
+        check_passage_vectors(args, paths)
     shards = open_shards(args.encoded_ctx_file)
     if args.hybrid_alpha is not None:
         results = hybrid_retrieve(shards, questions, vectors, args)
