@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpr.index.records import RECORD_SUFFIX
 from dpr.utils.io import InputError, atomic_path, atomic_write, iter_lines
 
 NPY_SUFFIX = ".npy"
@@ -98,9 +99,6 @@ def shard_is_complete(prefix: str | os.PathLike, count: int, dim: int) -> bool:
     except InputError:
         return False
     return shape == (count, dim) and n_ids == count
-
-
-RECORD_SUFFIX = ".meta.json"  # records.RECORD_SUFFIX (that module imports this one's neighbours)
 
 
 def _shard_of(path: str) -> Path | None:

@@ -187,6 +187,16 @@ def _out_prefix(path: Path) -> str:
     return str(path.with_name(re.sub(r"_shard\d+$", "", path.stem)))
 
 
+def _vector_rows(path: Path) -> int | None:
+    """Rows of a .npy file from its header (None when it cannot be read: loading it says why)."""
+    from dpr.index.embeddings import map_npy
+
+    try:
+        return int(map_npy(path).shape[0])
+    except (InputError, IndexError):
+        return None
+
+
 def coverage_problem(passage_records: list[tuple[Path, dict[str, Any]]]) -> tuple[Path, str] | None:
     """(file, what is wrong) when the shards do not tile one collection exactly (one source, one split into n
     shards, every row once); None when they do."""
@@ -207,6 +217,10 @@ def coverage_problem(passage_records: list[tuple[Path, dict[str, Any]]]) -> tupl
         r = rec["rows"]
         if (r["start"], r["stop"]) != shard_range(total, r["shard_id"], n):
             return path, f"rows [{r['start']}, {r['stop']}) are not shard {r['shard_id']} of {n} of {total} rows"
+        held = _vector_rows(path)
+        if held is not None and held != r["stop"] - r["start"]:
+            return path, (f"holds {held} vectors but its record says rows [{r['start']}, {r['stop']}) of "
+                          f"{source_name}: re-encode it")
         by_id.setdefault(r["shard_id"], []).append(path)
     doubled = {k: paths for k, paths in sorted(by_id.items()) if len(paths) > 1}
     if doubled:

@@ -82,12 +82,6 @@ def tokenizer_sha256(directory: str | os.PathLike) -> str:
     return _digest(parts)
 
 
-def tower_directories(model: str) -> tuple[str, str] | None:
-    """(question dir, passage dir) of a model reference, or None when it is not on this disk (a hub name)."""
-    dirs = resolve_model(model)
-    return (dirs.question, dirs.passage) if dirs.local else None
-
-
 def dirs_fingerprint(dirs: ModelDirs) -> ModelFingerprint | None:
     """The fingerprint of resolved tower directories (None when they are not on this disk)."""
     if not dirs.local:

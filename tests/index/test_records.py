@@ -119,3 +119,16 @@ def test_shards_must_tile_the_collection(caplog):
     with caplog.at_level(logging.WARNING):
         check_coverage(shards(40, 3, [0, 2]), allow_partial=True)
     assert "--allow_partial_index" in caplog.text
+
+
+def test_a_shard_must_hold_the_rows_its_record_names(tmp_path):
+    import numpy as np
+
+    found = shards(40, 3, [0, 1, 2], prefix=str(tmp_path / "emb"))
+    for path, rec in found:
+        np.save(path, np.zeros((rec["rows"]["stop"] - rec["rows"]["start"], 4), np.float32))
+    check_coverage(found, allow_partial=False)
+    np.save(found[1][0], np.zeros((5, 4), np.float32))
+    with pytest.raises(PartialIndexError, match=r"emb_shard1.npy: holds 5 vectors but its record says rows "
+                                                r"\[14, 27\)"):
+        check_coverage(found, allow_partial=False)

@@ -656,3 +656,7 @@ def test_a_dpr_glob_that_matches_side_files_selects_the_shards(world, tmp_path):
     assert retrieve(world, tmp_path / "a.json") == 0
     assert retrieve(dict(world, emb=str(tmp_path / "emb_*")), tmp_path / "b.json") == 0
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    assert retrieve(dict(world, emb=str(tmp_path / "emb_*")), tmp_path / "h.json", "--index_type", "hnsw") == 0
+    assert list(tmp_path.glob("emb.index.*.faiss.meta.json"))  # a saved index and its record: matched by emb*
+    assert retrieve(dict(world, emb=str(tmp_path / "emb*")), tmp_path / "c.json", "--index_type", "hnsw") == 0
+    assert (tmp_path / "h.json").read_text() == (tmp_path / "c.json").read_text()
