@@ -298,7 +298,8 @@ def question_record(args: argparse.Namespace, settings, qids: list[str], texts: 
     side = model_side(model_name(args))
     return {"format": FORMAT, "kind": "question_vectors", "model": side["model"],
             "settings": settings_dict(settings, "query"), "max_length": args.q_sequence_length, "dtype": "float32",
-            "questions_sha256": questions_sha256(qids, texts), "info": {**side["info"], "questions": str(args.qa_file)}}
+            "questions_sha256": questions_sha256(qids, texts),
+            "info": {**side["info"], "questions": str(args.qa_file)}}
 
 
 def saved_questions_problem(args: argparse.Namespace, side: dict | None) -> str | None:

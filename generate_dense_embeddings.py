@@ -136,15 +136,16 @@ def encode_shard(args: argparse.Namespace) -> Path:
     if stop <= start:
         raise InputError(args.ctx_file, f"shard {args.shard_id} of {args.num_shards} is empty: the file has "
                                         f"{total} passages")
+    old = older(read_record(npy)) if npy.is_file() else None
+    if old and not args.overwrite:
+        raise InputError(record_path(npy), f"{old}: re-encode it with --overwrite (or keep using it with that "
+                                           f"version)")
     dirs = model_sources.resolve_model(model)
     fingerprint = dirs_fingerprint(dirs)
     wanted = None
     if fingerprint is not None:  # decide before loading the model
         wanted = passage_record(args, fingerprint, expected_settings(args, dirs), source, start, stop, total)
         why = shard_status(prefix, wanted)
-        if why is not None and why.startswith("made by an older version") and not args.overwrite:
-            raise InputError(record_path(npy), f"{why}: re-encode it with --overwrite (or keep using it with an "
-                                               f"older version)")
         if why is None and not args.overwrite:
             logger.info("%s is complete and its record matches this run: skipping (use --overwrite to re-encode)",
                         npy)

@@ -109,8 +109,9 @@ class Retriever:
         index_dir: a directory of emb_shard*.npy (+ .ids.txt, .meta.json records) as run_gen_emb.sh writes, or a
             glob of such files. Their records must say this model made them, with the encoder settings these
             options give the passage tower (else InputError, unless allow_mismatched_vectors), and the shards must
-            cover their collection (else InputError, unless allow_partial_index). A directory with no embeddings and `passages` given: the passages are
-            encoded and saved there (the same files generate_dense_embeddings.py writes).
+            cover their collection (else InputError, unless allow_partial_index). A directory with no embeddings
+            and `passages` given: the passages are encoded and saved there (the same files
+            generate_dense_embeddings.py writes). A path that does not exist is an InputError saying so.
         passages: the passages.tsv (id, text, title) the vectors were made from: hits carry its texts, hybrid
             search runs BM25 over it; with no index_dir the passages are encoded now and kept in memory.
         precision: auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on CPUs fast at it, fp16 on CUDA).
