@@ -39,14 +39,16 @@ from dpr.index.faiss_index import INDEX_TYPES, IndexBuildError, IndexSpec, gpu_a
 from dpr.index.faiss_index import GPU_MAX_K, over_gpu_limits
 from dpr.index.search import SavedIndexPolicy
 from dpr.models.loading import TowerOptions, load_towers
+from dpr.models.source import model_source
 from dpr.options import (NO_EFFECT, add_length_args, add_model_args, add_precision_args, positive_int,
                          setup_logging)
 from dpr.retrieval.dense import BM25Side, check_model_pairs, hybrid_rankings, model_side, search_dense
 from dpr.retrieval.hybrid import DEFAULT_ALPHA, FUSIONS, FusionConfig
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import lookup_passages
-from dpr.index.records import FORMAT, check_pairing, describe_model, read_record, settings_dict
-from dpr.retrieval.query_cache import load_question_vectors, save_question_vectors
+from dpr.index.records import (FORMAT, SHARED_SETTINGS, VectorsMismatchError, check_coverage, check_pairing,
+                                describe_model, older, read_record, settings_dict)
+from dpr.retrieval.query_cache import load_question_vectors, questions_sha256, save_question_vectors
 from dpr.retrieval.results import Retrieved, write_rerank_file, write_submission, write_trec_file
 from dpr.retrieval.retriever import SHARD_GLOB, Hit, Retriever, answer_lines
 from dpr.utils.cli import InputErrorExit, input_errors_exit
@@ -106,9 +108,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Encode the questions, save them to --q_encoding_path and stop.")
     g.add_argument("--re_encode_q", action="store_true", help="Encode even if --q_encoding_path exists.")
     g.add_argument("--allow_mismatched_vectors", action="store_true",
-                   help="Search passage vectors even when their record (.meta.json) says another model made them "
-                        "than the question tower (or the saved question vectors), or has no record: a warning "
-                        "instead of an error.")
+                   help="Search passage vectors even when their record (.meta.json) says another model or other "
+                        "encoder settings (pooling, normalisation, lowercasing, prefix, question length) made them "
+                        "than the question tower (or the saved question vectors) and this run's flags, or an older "
+                        "version wrote it, or there is none: a warning instead of an error.")
+    g.add_argument("--allow_partial_index", action="store_true",
+                   help="Search shards that do not cover the whole collection (a shard missing or given twice): a "
+                        "warning instead of an error.")
 
     g = parser.add_argument_group("index (inner product everywhere)")
     g.add_argument("--index_type", choices=INDEX_TYPES, default="flat",
@@ -295,39 +301,75 @@ def use_saved_questions(args: argparse.Namespace) -> bool:
 
 
 def model_name(args: argparse.Namespace) -> str:
-    return str(args.model_file or args.pretrained_model_cfg)
+    return model_source(args.model_file, args.pretrained_model_cfg)
 
 
-def question_record(args: argparse.Namespace, settings) -> dict:
-    """The record saved beside --q_encoding_path: the model, the question side's settings and length cap."""
+def tower_options(args: argparse.Namespace) -> TowerOptions:
+    return TowerOptions(model_name(args), pooling=args.pooling, lowercase=args.do_lower_case,
+                        query_prefix=args.query_prefix, passage_prefix=args.passage_prefix)
+
+
+def question_record(args: argparse.Namespace, settings, qids: list[str], texts: list[str]) -> dict:
+    """The record saved beside --q_encoding_path: the model, the question side's settings (its prefix included) and
+    length cap, and a hash of the question ids and texts."""
     side = model_side(model_name(args))
     return {"format": FORMAT, "kind": "question_vectors", "model": side["model"],
             "settings": settings_dict(settings, "query"), "max_length": args.q_sequence_length, "dtype": "float32",
+            "questions_sha256": questions_sha256(qids, texts),
             "info": {**side["info"], "questions": str(args.qa_file)}}
 
 
+def saved_questions_problem(args: argparse.Namespace, side: dict | None) -> str | None:
+    """What keeps the saved question vectors' record from serving this run: none, an older version's, or
+    settings that this run's flags or --q_sequence_length contradict; None when it serves."""
+    if side is None or side.get("kind") != "question_vectors":
+        return "have no record of what made them (re-encode them with --re_encode_q)"
+    if older(side):
+        return f"were {older(side)}: re-encode them with --re_encode_q"
+    settings = side.get("settings") or {}
+    flags = {"max_length": args.q_sequence_length, "pooling": args.pooling, "query_prefix": args.query_prefix,
+             "lowercase": True if args.do_lower_case else None}
+    found = {**settings, "max_length": side.get("max_length")}
+    differ = [k for k, v in flags.items() if v is not None and found.get(k) != v]
+    if differ:
+        return (f"were encoded with {', '.join(f'{k} {found.get(k)!r}' for k in differ)} but this run asks for "
+                f"{', '.join(f'{k} {flags[k]!r}' for k in differ)} (--q_sequence_length, --pooling, --query_prefix, "
+                f"--do_lower_case): re-encode them with --re_encode_q")
+    return None
+
+
 def check_passage_vectors(args: argparse.Namespace, paths: list[Path]) -> None:
-    """Stop unless the passage vectors' records pair with the question side (the loaded model or the saved
-    question vectors), unless --allow_mismatched_vectors."""
+    """Stop unless the passage vectors' records pair with the question side (the loaded model and this run's flags,
+    or the saved question vectors) and tile one collection, unless --allow_mismatched_vectors /
+    --allow_partial_index."""
     if use_saved_questions(args):
         side = read_record(args.q_encoding_path)
-        label = (f"the saved question vectors {args.q_encoding_path} made by {describe_model(side)}" if side else
-                 f"the saved question vectors {args.q_encoding_path}, which have no record (re-encode them with "
-                 f"--re_encode_q)")
-        check_pairing([(p, read_record(p)) for p in paths], side and side.get("model"), label,
-                      args.allow_mismatched_vectors)
+        problem = saved_questions_problem(args, side)
+        if problem and not args.allow_mismatched_vectors:
+            raise VectorsMismatchError(args.q_encoding_path, f"the saved question vectors {problem}, or pass "
+                                                             f"--allow_mismatched_vectors to search anyway")
+        if problem:
+            logger.warning("%s: the saved question vectors %s (searching anyway: --allow_mismatched_vectors)",
+                           args.q_encoding_path, problem)
+        label = f"the saved question vectors {args.q_encoding_path} made by {describe_model(side or {})}"
+        settings = (side or {}).get("settings") or {}
+        expected = {k: settings[k] for k in SHARED_SETTINGS if k in settings}
+        if args.passage_prefix is not None:
+            expected["passage_prefix"] = args.passage_prefix
+        found = [(p, read_record(p)) for p in paths]
+        check_pairing(found, side and side.get("model"), label, args.allow_mismatched_vectors, expected)
+        check_coverage(found, args.allow_partial_index)
     else:
-        check_model_pairs(paths, model_name(args), args.allow_mismatched_vectors)
+        check_model_pairs(paths, model_name(args), args.allow_mismatched_vectors, tower_options(args),
+                          args.allow_partial_index)
 
 
 def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]) -> np.ndarray:
     """Load them from --q_encoding_path, or encode with the question tower (and save with --encode_q_and_save)."""
     if use_saved_questions(args):
         logger.info("question vectors from %s", args.q_encoding_path)
-        return load_question_vectors(args.q_encoding_path, qids)
-    towers = load_towers(TowerOptions(model_name(args), pooling=args.pooling,
-                                      lowercase=args.do_lower_case, query_prefix=args.query_prefix,
-                                      passage_prefix=args.passage_prefix), need="question")
+        return load_question_vectors(args.q_encoding_path, qids, texts)
+    towers = load_towers(tower_options(args), need="question")
     q_encoder, tokenizer = towers.question, towers.tokenizer
     device = default_device()
     q_encoder.to(device)
@@ -336,7 +378,8 @@ def question_vectors(args: argparse.Namespace, qids: list[str], texts: list[str]
                            resolve_amp_dtype(device, args.precision), progress=True)
     logger.info("encoded %d questions in %.1fs", len(texts), time.time() - t0)
     if args.encode_q_and_save:
-        save_question_vectors(args.q_encoding_path, qids, vectors, question_record(args, q_encoder.settings))
+        save_question_vectors(args.q_encoding_path, qids, vectors,
+                              question_record(args, q_encoder.settings, qids, texts))
         logger.info("saved question vectors to %s", args.q_encoding_path)
     return vectors
 
@@ -447,7 +490,7 @@ def open_retriever(args: argparse.Namespace) -> Retriever:
                           passage_prefix=args.passage_prefix, query_max_length=args.q_sequence_length,
                           batch_size=args.batch_size, index_spec=index_spec(args), rebuild_index=args.rebuild_index,
                           allow_mismatched_vectors=args.allow_mismatched_vectors,
-                          num_threads=args.num_threads or 1)
+                          allow_partial_index=args.allow_partial_index, num_threads=args.num_threads or 1)
 
 
 def format_hits(hits: list[Hit], width: int = 100) -> str:

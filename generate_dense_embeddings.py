@@ -3,9 +3,11 @@
 Writes `{out_file}_shard{k}.npy` (float32, or float16 with --save_fp16; [N, dim]), `{out_file}_shard{k}.ids.txt`
 (one passage id a line, same row order as the file) and `{out_file}_shard{k}.meta.json`, the record of what made
 them: the model's towers and tokenizer (content hashes), pooling, normalisation, prefix, lowercasing, passage length,
-source file (size and sampled content hash) and rows, dtype. Each file is written under a temporary name and renamed
-when complete. Re-running skips a shard only when its files are complete and its record equals the one this run
-would write (checked before the model is loaded); any difference re-encodes it, and the log says why.
+source file (size and a hash of the whole file, taken while it is counted) and rows (shard k of n: [start, stop) of
+the file's total), dtype. Each file is written under a temporary name and renamed when complete. Re-running skips a
+shard only when its files are complete and its record equals the one this run would write (checked before the model
+is loaded); any difference re-encodes it, and the log says why. A record written by an older version stops the run
+with one line (re-encoding 8M passages is a decision: --overwrite).
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ from dpr.data.shards import shard_range
 from dpr.encode import DEFAULT_BLOCK_SIZE, encode_stream
 from dpr.index.embeddings import shard_is_complete, shard_paths, write_ids
 from dpr.index import records
-from dpr.index.records import differences, read_record, record_path, source_fingerprint, write_record
-from dpr.models.encoder import Encoder, EncoderSettings, stored_settings
-from dpr.models.fingerprint import ModelFingerprint, model_fingerprint, tower_directories
-from dpr.models.loading import TowerOptions, apply_settings_options, load_towers
+from dpr.index.records import (differences, older, read_record, record_path, source_fingerprint, source_hasher,
+                                source_record, write_record)
+from dpr.models import source as model_sources
+from dpr.models.encoder import Encoder, EncoderSettings
+from dpr.models.fingerprint import ModelFingerprint, dirs_fingerprint
+from dpr.models.loading import TowerOptions, load_towers
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.utils.cli import report
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, remove_stale_temps
@@ -64,13 +68,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def count_passages(ctx_file: str) -> int:
-    return count_passages_tsv(ctx_file)
+def count_passages(ctx_file: str) -> tuple[int, dict]:
+    """(passage rows, the record's `source`: size and hash of the whole file), in one read of the file."""
+    digest = source_hasher()
+    total = count_passages_tsv(ctx_file, digest)
+    return total, source_record(Path(ctx_file).stat().st_size, digest)
+
+
+def model_name(args: argparse.Namespace) -> str:
+    return model_sources.model_source(args.model_file, args.pretrained_model_cfg)
 
 
 def tower_options(args: argparse.Namespace) -> TowerOptions:
-    return TowerOptions(args.model_file or args.pretrained_model_cfg, pooling=args.pooling,
-                        lowercase=args.do_lower_case, query_prefix=args.query_prefix, passage_prefix=args.passage_prefix)
+    return TowerOptions(model_name(args), pooling=args.pooling, lowercase=args.do_lower_case,
+                        query_prefix=args.query_prefix, passage_prefix=args.passage_prefix)
 
 
 def load_passage_encoder(args: argparse.Namespace) -> tuple[Encoder, object]:
@@ -80,21 +91,19 @@ def load_passage_encoder(args: argparse.Namespace) -> tuple[Encoder, object]:
 
 
 def passage_record(args: argparse.Namespace, fingerprint: ModelFingerprint, settings: EncoderSettings,
-                   source: dict, start: int, stop: int) -> dict:
+                   source: dict, start: int, stop: int, total: int) -> dict:
     """The record of what makes this shard (see records.py); `dim` is filled in once the model is loaded."""
-    rows = {"shard_id": args.shard_id, "num_shards": args.num_shards, "start": start, "stop": stop}
-    info = {"model": str(args.model_file or args.pretrained_model_cfg), "source": str(args.ctx_file)}
+    rows = {"shard_id": args.shard_id, "num_shards": args.num_shards, "start": start, "stop": stop, "total": total}
+    info = {"model": model_name(args), "source": str(args.ctx_file)}
     return records.passage_record(fingerprint, settings, args.p_sequence_length, source, rows,
                                   "float16" if args.save_fp16 else "float32", info)
 
 
-def expected_settings(args: argparse.Namespace, passage_dir: str) -> EncoderSettings:
+def expected_settings(args: argparse.Namespace, dirs: model_sources.ModelDirs | None = None) -> EncoderSettings | None:
     """The passage tower's settings as loading will give them: stored in its directory (else defaults), then the
-    flags' overrides on top (the same function loading uses). Checked against the loaded tower before anything is
-    written."""
-    settings = stored_settings(passage_dir)
-    apply_settings_options(settings, tower_options(args))
-    return settings
+    flags' overrides on top (dpr.models.source.expected_settings, which dense_retriever.py's pairing check uses too).
+    Checked against the loaded tower before anything is written."""
+    return model_sources.expected_settings(tower_options(args), "passage", dirs)
 
 
 def shard_status(prefix: str, wanted: dict) -> str | None:
@@ -103,6 +112,8 @@ def shard_status(prefix: str, wanted: dict) -> str | None:
     if not npy.is_file():
         return "not encoded yet"
     found = read_record(npy)
+    if older(found):
+        return older(found)
     diff = [k for k in differences(found, wanted) if k != "dim"]
     if found is None:
         return f"no record of what made it ({record_path(npy).name})"
@@ -119,17 +130,21 @@ def encode_shard(args: argparse.Namespace) -> Path:
     prefix = f"{args.out_file}_shard{args.shard_id}"
     npy, ids_path = shard_paths(prefix)
     check_writable_dir(npy.parent)
-    model = str(args.model_file or args.pretrained_model_cfg)
-    total = count_passages(args.ctx_file)
+    model = model_name(args)
+    total, source = count_passages(args.ctx_file)
     start, stop = shard_range(total, args.shard_id, args.num_shards)
     if stop <= start:
         raise InputError(args.ctx_file, f"shard {args.shard_id} of {args.num_shards} is empty: the file has "
                                         f"{total} passages")
-    source = source_fingerprint(args.ctx_file)
-    fingerprint, dirs = model_fingerprint(model), tower_directories(model)
+    old = older(read_record(npy)) if npy.is_file() else None
+    if old and not args.overwrite:
+        raise InputError(record_path(npy), f"{old}: re-encode it with --overwrite (or keep using it with that "
+                                           f"version)")
+    dirs = model_sources.resolve_model(model)
+    fingerprint = dirs_fingerprint(dirs)
     wanted = None
-    if fingerprint is not None and dirs is not None:  # decide before loading the model
-        wanted = passage_record(args, fingerprint, expected_settings(args, dirs[1]), source, start, stop)
+    if fingerprint is not None:  # decide before loading the model
+        wanted = passage_record(args, fingerprint, expected_settings(args, dirs), source, start, stop, total)
         why = shard_status(prefix, wanted)
         if why is None and not args.overwrite:
             logger.info("%s is complete and its record matches this run: skipping (use --overwrite to re-encode)",
@@ -138,10 +153,10 @@ def encode_shard(args: argparse.Namespace) -> Path:
         logger.info("%s: %s: encoding", npy, "--overwrite" if why is None else why)
 
     encoder, tokenizer = load_passage_encoder(args)
-    fingerprint = fingerprint or model_fingerprint(model)
+    fingerprint = fingerprint or dirs_fingerprint(model_sources.resolve_model(model))
     if fingerprint is None:
         raise InputError(model, "the model's files are not on this disk, so the vectors cannot record it")
-    record = passage_record(args, fingerprint, encoder.settings, source, start, stop)
+    record = passage_record(args, fingerprint, encoder.settings, source, start, stop, total)
     dim = record["dim"] = encoder.hidden_size
     if wanted is not None and wanted["settings"] != record["settings"]:
         logger.warning("the loaded passage tower's settings %s differ from the expected %s: recording the loaded "

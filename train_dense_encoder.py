@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from dpr.models.encoder import Encoder
 from dpr.models.loading import TowerOptions, load_towers
+from dpr.models.source import model_source
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.training import checkpoint as ckpt
 from dpr.training.config import TrainConfig, default_temperature
@@ -149,7 +150,8 @@ def tower_options(args: argparse.Namespace, source: str) -> TowerOptions:
 def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Encoder, Encoder, object]:
     """Towers from a checkpoint being resumed, else --model_file (weights only), else --pretrained_model_cfg; fp32,
     two independent towers unless --shared_encoder."""
-    towers = load_towers(tower_options(args, resume_from or args.model_file or args.pretrained_model_cfg))
+    source = resume_from or model_source(args.model_file, args.pretrained_model_cfg)
+    towers = load_towers(tower_options(args, source))
     for enc in {id(towers.question): towers.question, id(towers.passage): towers.passage}.values():
         if args.gradient_checkpointing:
             enable_gradient_checkpointing(enc)

@@ -35,10 +35,11 @@ def read_passages_tsv(path: str | os.PathLike, start: int = 0,
         yield cols[0], cols[1], cols[2]
 
 
-def count_passages_tsv(path: str | os.PathLike) -> int:
-    """Passage rows of a passages.tsv (header checked), counted as line breaks in raw bytes: no decoding or parsing."""
+def count_passages_tsv(path: str | os.PathLike, digest=None) -> int:
+    """Passage rows of a passages.tsv (header checked), counted as line breaks in raw bytes: no decoding or parsing
+    (`digest`, a hashlib object, is fed the whole file on the way)."""
     next(read_passages_tsv(path, stop=0), None)  # checks the header
-    return count_lines(path) - 1
+    return count_lines(path, digest=digest) - 1
 
 
 def tsv_field(value: str) -> str:

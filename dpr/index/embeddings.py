@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpr.index.records import RECORD_SUFFIX
 from dpr.utils.io import InputError, atomic_path, atomic_write, iter_lines
 
 NPY_SUFFIX = ".npy"
@@ -100,10 +101,32 @@ def shard_is_complete(prefix: str | os.PathLike, count: int, dim: int) -> bool:
     return shape == (count, dim) and n_ids == count
 
 
+def _shard_of(path: str) -> Path | None:
+    """The shard .npy a file a glob matched stands for: itself, or the shard whose side file it is
+    (`emb_shard0.ids.txt`, `emb_shard0.meta.json`); None for anything else (a saved index, a stray file)."""
+    if path.endswith(NPY_SUFFIX):
+        return Path(path)
+    for suffix in (IDS_SUFFIX, RECORD_SUFFIX):
+        if path.endswith(suffix):
+            base = path[: -len(suffix)]
+            npy = Path(base if base.endswith(NPY_SUFFIX) else base + NPY_SUFFIX)
+            return npy if npy.is_file() else None
+    return None
+
+
 def expand_shards(pattern: str) -> list[Path]:
-    """The .npy files a glob (or a single prefix/path) names, sorted naturally (shard2 before shard10)."""
-    paths = glob.glob(pattern) if glob.has_magic(pattern) else [pattern]
-    npys = sorted({shard_paths(p)[0] for p in paths if not p.endswith(IDS_SUFFIX)}, key=_natural_key)
+    """The .npy files a glob (or a single prefix/path) names, sorted naturally (shard2 before shard10). A glob that
+    also matches the shards' own side files (DPR's `emb_*` matches `emb_shard0.meta.json`) selects the shards."""
+    if glob.has_magic(pattern):
+        npys = sorted({npy for p in glob.glob(pattern) if (npy := _shard_of(p)) is not None}, key=_natural_key)
+    else:
+        npy = shard_paths(pattern)[0]
+        if Path(pattern).is_dir():
+            raise InputError(pattern, "a directory, not an embeddings file: pass it as --index_dir (or a glob such "
+                                      "as DIR/emb_shard*.npy)")
+        if not npy.is_file():
+            raise InputError(pattern, "no such directory or embeddings file")
+        npys = [npy]
     if not npys:
         raise InputError(pattern, "no embedding files match")
     return npys

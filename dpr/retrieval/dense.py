@@ -16,7 +16,7 @@ import numpy as np
 
 from dpr.index.embeddings import Shard
 from dpr.index.faiss_index import IndexSpec
-from dpr.index.records import check_pairing, describe_model, read_record
+from dpr.index.records import check_coverage, check_pairing, describe_model, read_record
 from dpr.index.search import SavedIndexPolicy, build_full_index, search_index, search_shards
 from dpr.retrieval.hybrid import FusionConfig, fuse
 from dpr.utils.io import InputError
@@ -44,12 +44,29 @@ def model_side(model: str) -> dict:
                       "tokenizer": fp.tokenizer}, "info": {"model": str(model)}}
 
 
-def check_model_pairs(paths: list[Path], model: str, allow: bool = False) -> None:
-    """Refuse passage vectors whose records say another model (or none) made them than `model`'s question tower
-    (with `allow`: log a warning instead)."""
+def expected_passage_settings(options) -> dict:
+    """The passage-record settings a search with these TowerOptions needs: what they give the passage tower
+    (pooling, normalisation, lowercasing, passage prefix; its stored settings, then the overrides). The question
+    prefix is the question side's own (e5's 'query: ' never meets 'passage: ')."""
+    from dpr.index.records import SHARED_SETTINGS
+    from dpr.models.source import expected_settings
+
+    settings = expected_settings(options, "passage")
+    if settings is None:
+        return {}
+    return {k: getattr(settings, k) for k in (*SHARED_SETTINGS, "passage_prefix")}
+
+
+def check_model_pairs(paths: list[Path], model: str, allow: bool = False, options=None,
+                      allow_partial: bool = False) -> None:
+    """Refuse passage vectors whose records say another model (or none) made them than `model`'s question tower,
+    or other encoder settings than `options` (TowerOptions) give, or that do not tile their collection (with
+    `allow` / `allow_partial`: log a warning instead)."""
     side = model_side(model)
-    check_pairing([(p, read_record(p)) for p in paths], side["model"], f"the question tower of {describe_model(side)}",
-                  allow)
+    found = [(p, read_record(p)) for p in paths]
+    check_pairing(found, side["model"], f"the question tower of {describe_model(side)}", allow,
+                  expected_passage_settings(options) if options is not None else None)
+    check_coverage(found, allow_partial)
 
 
 def _check_dim(shards: list[Shard], vectors: np.ndarray, model: str) -> None:

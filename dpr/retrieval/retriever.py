@@ -63,6 +63,7 @@ class RetrieverOptions:
     rebuild_index: bool = False
     allow_mismatched_vectors: bool = False
     num_threads: int | None = None
+    allow_partial_index: bool = False
 
 
 def index_pattern(index_dir: str | os.PathLike) -> str:
@@ -99,15 +100,18 @@ class Retriever:
              lowercase: bool = False, query_prefix: str | None = None, passage_prefix: str | None = None,
              query_max_length: int = 32, passage_max_length: int = 384, batch_size: int = 64,
              index_spec: IndexSpec | None = None, rebuild_index: bool = False,
-             allow_mismatched_vectors: bool = False, num_threads: int | None = None) -> "Retriever":
+             allow_mismatched_vectors: bool = False, num_threads: int | None = None,
+             allow_partial_index: bool = False) -> "Retriever":
         """A ready Retriever.
 
         model: a training checkpoint (dpr_biencoder.E.I), an exported encoder directory, a sentence-transformers
             directory or 'multilingual-e5-small'.
         index_dir: a directory of emb_shard*.npy (+ .ids.txt, .meta.json records) as run_gen_emb.sh writes, or a
-            glob of such files. Their records must say this model made them (else InputError, unless
-            allow_mismatched_vectors). A directory with no embeddings and `passages` given: the passages are
-            encoded and saved there (the same files generate_dense_embeddings.py writes).
+            glob of such files. Their records must say this model made them, with the encoder settings these
+            options give the passage tower (else InputError, unless allow_mismatched_vectors), and the shards must
+            cover their collection (else InputError, unless allow_partial_index). A directory with no embeddings
+            and `passages` given: the passages are encoded and saved there (the same files
+            generate_dense_embeddings.py writes). A path that does not exist is an InputError saying so.
         passages: the passages.tsv (id, text, title) the vectors were made from: hits carry its texts, hybrid
             search runs BM25 over it; with no index_dir the passages are encoded now and kept in memory.
         precision: auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on CPUs fast at it, fp16 on CUDA).
@@ -120,13 +124,14 @@ class Retriever:
         """
         options = RetrieverOptions(precision, pooling, lowercase, query_prefix, passage_prefix, query_max_length,
                                    passage_max_length, batch_size, index_spec or IndexSpec(use_gpu=gpu_available()),
-                                   rebuild_index, allow_mismatched_vectors, num_threads)
+                                   rebuild_index, allow_mismatched_vectors, num_threads, allow_partial_index)
         if index_dir is None and passages is None:
             raise ValueError("give index_dir (saved embeddings), passages (a passages.tsv to encode), or both")
         build = index_dir is None or (passages is not None and Path(index_dir).is_dir()
                                       and not list(Path(index_dir).glob(SHARD_GLOB)))
         if not build:
-            check_model_pairs(expand_shards(index_pattern(index_dir)), str(model), allow_mismatched_vectors)
+            check_model_pairs(expand_shards(index_pattern(index_dir)), str(model), allow_mismatched_vectors,
+                              _tower_options(str(model), options), allow_partial_index)
         retriever = cls(model, options, passages)  # (the pairing is checked before any model is loaded)
         if build:
             retriever._build_index()
@@ -140,11 +145,7 @@ class Retriever:
     # --- encoding ------------------------------------------------------------------------------------------------
 
     def _towers_options(self):
-        from dpr.models.loading import TowerOptions
-
-        o = self.options
-        return TowerOptions(self.model, pooling=o.pooling, lowercase=o.lowercase, query_prefix=o.query_prefix,
-                            passage_prefix=o.passage_prefix)
+        return _tower_options(self.model, self.options)
 
     def _question_tower(self):
         if self._question is None:
@@ -219,7 +220,8 @@ class Retriever:
         npy = save_shard(Path(directory) / "emb_shard0", ids, vectors)
         record = passage_record(fingerprint, self._passage_tower().settings, self.options.passage_max_length,
                                 source_fingerprint(self.passages_file),
-                                {"shard_id": 0, "num_shards": 1, "start": 0, "stop": len(ids)}, "float32",
+                                {"shard_id": 0, "num_shards": 1, "start": 0, "stop": len(ids), "total": len(ids)},
+                                "float32",
                                 {"model": self.model, "source": str(self.passages_file)})
         write_record(npy, {**record, "dim": int(vectors.shape[1])})
         logger.info("saved %d passage vectors to %s", len(ids), npy)
@@ -278,6 +280,14 @@ class Retriever:
     def __len__(self) -> int:
         """Passages in the index."""
         return len(self._index.ids)
+
+
+def _tower_options(model: str, o: RetrieverOptions):
+    """The TowerOptions of a Retriever's model and options (for loading and for the pairing check alike)."""
+    from dpr.models.loading import TowerOptions
+
+    return TowerOptions(model, pooling=o.pooling, lowercase=o.lowercase, query_prefix=o.query_prefix,
+                        passage_prefix=o.passage_prefix)
 
 
 def answer_lines(retriever: Retriever, lines: Iterable[str], k: int, hybrid_alpha: float | None = None,

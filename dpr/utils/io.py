@@ -178,8 +178,9 @@ def _skip_lines(f: IO[bytes], count: int, block: int = 1 << 22) -> int:
     return passed
 
 
-def count_lines(path: str | os.PathLike, block: int = 1 << 22) -> int:
-    """Lines of a file as `iter_lines` numbers them (a last line without a line break counts), from raw bytes."""
+def count_lines(path: str | os.PathLike, block: int = 1 << 22, digest=None) -> int:
+    """Lines of a file as `iter_lines` numbers them (a last line without a line break counts), from raw bytes;
+    `digest` (a hashlib object), when given, is fed every byte on the way."""
     n, last = 0, b"\n"
     try:
         f = open(path, "rb")
@@ -189,6 +190,8 @@ def count_lines(path: str | os.PathLike, block: int = 1 << 22) -> int:
         for data in iter(lambda: f.read(block), b""):
             n += data.count(b"\n")
             last = data[-1:]
+            if digest is not None:
+                digest.update(data)
     return n + (last != b"\n")
 
 

@@ -35,3 +35,21 @@ def test_one_directory_serves_both_towers(tmp_path):
     fp = model_fingerprint(str(tmp_path / "m"))
     assert fp.question_tower == fp.passage_tower == tower_sha256(tmp_path / "m")
     assert model_fingerprint(str(tmp_path / "missing-model-name")) is None
+
+
+def test_the_fingerprint_covers_the_tokenizer_the_loader_uses_and_the_stored_settings(tmp_path):
+    """Both towers are tokenized with the question tower's tokenizer: that one is hashed (an edit of the passage
+    directory's unused copy changes nothing); an edit of a tower's dpr_encoder.json changes that tower's hash."""
+    from dpr.models.loading import TowerOptions, load_towers
+
+    a = save_tiny_biencoder(tmp_path / "a")
+    before = model_fingerprint(str(a))
+    assert load_towers(TowerOptions(str(a)), need="passage").tokenizer.name_or_path == str(a / "question_encoder")
+    for side, changes in (("passage_encoder", False), ("question_encoder", True)):
+        tok = a / side / "tokenizer_config.json"
+        tok.write_text(tok.read_text().replace('"do_lower_case": true', '"do_lower_case": false'))
+        assert (model_fingerprint(str(a)).tokenizer != before.tokenizer) == changes, side
+    settings = a / "passage_encoder" / "dpr_encoder.json"
+    settings.write_text(settings.read_text().replace('"mean"', '"cls"'))
+    after = model_fingerprint(str(a))
+    assert after.passage_tower != before.passage_tower and after.question_tower == before.question_tower

@@ -218,3 +218,33 @@ def test_prefix_flags_override_the_stored_prompts(tmp_path):
         out = tmp_path / f"emb{len(flags)}"
         assert gen.main(["--model_file", str(path), "--ctx_file", str(ctx), "--out_file", str(out), "--fp32", *flags]) == 0
         np.testing.assert_allclose(load_shard(f"{out}_shard0").vectors, expected, atol=2e-6)
+
+
+def test_a_model_saved_in_a_subfolder_by_sentence_transformers_encodes_and_searches(tmp_path, capsys):
+    """sentence-transformers saves its Transformer module under 0_Transformer/ when `save_in_root` is off (older
+    versions always did): the fingerprint finds its files through modules.json, as the loader does."""
+    import dense_retriever as dr
+    from dpr.models.fingerprint import model_fingerprint
+
+    Transformer, Pooling, Normalize, _ = st_modules()
+    hf = tmp_path / "hf"
+    tiny_bert(5).save_pretrained(hf)
+    tiny_tokenizer().save_pretrained(hf)
+    model = st.SentenceTransformer(modules=[Transformer(str(hf)), Pooling(32, pooling_mode="mean"), Normalize()],
+                                   device="cpu", prompts={"query": "问", "document": "文"})
+    model[0].save_in_root = False
+    path = tmp_path / "st"
+    model.save(str(path))
+    assert (path / "0_Transformer" / "config.json").is_file() and not (path / "config.json").exists()
+    fp = model_fingerprint(str(path))
+    assert fp is not None and fp.question_tower == fp.passage_tower
+    ctx = tmp_path / "passages.tsv"
+    ctx.write_text("id\ttext\ttitle\n" + "".join(f"p{i}\t{t}\t\n" for i, t in enumerate(PASSAGES)), encoding="utf-8")
+    out = tmp_path / "emb"
+    assert gen.main(["--model_file", str(path), "--ctx_file", str(ctx), "--out_file", str(out), "--fp32"]) == 0
+    loaded = st.SentenceTransformer(str(path), device="cpu")
+    np.testing.assert_allclose(load_shard(f"{out}_shard0").vectors, loaded.encode_document(PASSAGES), atol=2e-6)
+    capsys.readouterr()
+    assert dr.main(["--model_file", str(path), "--index_dir", str(tmp_path), "--query", QUERIES[0], "--n_docs", "2",
+                    "--fp32"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

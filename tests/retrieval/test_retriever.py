@@ -166,3 +166,21 @@ def test_import_dpr_stays_cheap():
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         import dpr
         dpr.Nope
+
+
+def test_a_missing_index_dir_is_one_line_saying_so(world, tmp_path):
+    with pytest.raises(InputError, match=r"missing_dir: no such directory or embeddings file$"):
+        Retriever.load(world["model"], index_dir=tmp_path / "missing_dir")
+
+
+def test_the_api_checks_settings_and_coverage_too(world, tmp_path):
+    with pytest.raises(VectorsMismatchError, match="encoded with pooling 'mean' do not pair with the question tower "
+                                                   ".* which uses pooling 'cls'"):
+        load(world, pooling="cls")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for f in world["index"].glob("emb_shard1*"):
+        shutil.copy(f, partial / f.name)
+    with pytest.raises(InputError, match=r"the shards cover 12 of 24 passages: rows \[0, 12\)"):
+        Retriever.load(world["model"], partial, world["ctx"])
+    assert len(Retriever.load(world["model"], partial, world["ctx"], allow_partial_index=True)) == 12

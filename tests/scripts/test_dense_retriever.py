@@ -530,3 +530,133 @@ def test_num_threads_one_for_questions_from_the_shell_torchs_default_in_batch(wo
     assert calls == [1, 3]
     assert retrieve(world, tmp_path / "b.json", "--num_threads", "2") == 0
     assert calls == [1, 3, 2]
+
+
+# ----- vectors that belong together: settings, coverage, stale inputs, older records, DPR globs -----
+
+def copy_shards(world, into, shards=(0, 1)):
+    for k in shards:
+        for ext in (".npy", ".ids.txt", ".meta.json"):
+            shutil.copy(world["root"] / f"emb_shard{k}{ext}", into / f"emb_shard{k}{ext}")
+    return str(into / "emb_shard*.npy")
+
+
+def test_passages_encoded_with_other_settings_than_the_search_are_refused(world, tmp_path, capsys):
+    """The tiny model stores mean pooling and the prefixes 问 / 文: passages encoded with --pooling cls (or searched
+    with another passage prefix) do not pair, naming both sides; the search with the same flags does."""
+    assert gen.main(["--model_file", str(world["model"]), "--ctx_file", str(world["ctx"]), "--out_file",
+                     str(tmp_path / "cls"), "--p_sequence_length", "64", "--pooling", "cls", "--fp32"]) == 0
+    cls = dict(world, emb=str(tmp_path / "cls_shard*.npy"))
+    capsys.readouterr()
+    assert retrieve(cls, tmp_path / "r.json") == 2
+    line = error_line(capsys)
+    assert "cls_shard0.npy: passage vectors encoded with pooling 'cls' do not pair with the question tower of" in line
+    assert "which uses pooling 'mean'" in line and not (tmp_path / "r.json").exists()
+    assert retrieve(cls, tmp_path / "r.json", "--pooling", "cls") == 0
+    assert retrieve(cls, tmp_path / "r.json", "--allow_mismatched_vectors") == 0
+    capsys.readouterr()
+    assert retrieve(world, tmp_path / "p.json", "--passage_prefix", "") == 2
+    assert "encoded with passage_prefix '文' do not pair with the question tower of" in error_line(capsys)
+    assert retrieve(world, tmp_path / "q.json", "--query_prefix", "") == 0  # the question side's own prefix
+
+
+def test_saved_question_vectors_carry_their_settings_and_length(world, tmp_path, capsys):
+    qpath = tmp_path / "q.npy"
+    dev = str(world["root"] / "dev.json")
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", dev, "--q_encoding_path", str(qpath),
+                    "--encode_q_and_save", "--q_sequence_length", "16"]) == 0
+    saved = ["--qa_file", dev, "--q_encoding_path", str(qpath), "--encoded_ctx_file", world["emb"],
+             "--out_file", str(tmp_path / "r.json")]
+    capsys.readouterr()
+    assert dr.main(saved) == 2
+    assert "q.npy: the saved question vectors were encoded with max_length 16 but this run asks for max_length 32" \
+        in error_line(capsys)
+    assert dr.main(saved + ["--q_sequence_length", "16", "--pooling", "cls"]) == 2
+    assert "pooling 'mean' but this run asks for pooling 'cls'" in error_line(capsys)
+    assert dr.main(saved + ["--q_sequence_length", "16", "--passage_prefix", ""]) == 2
+    assert "encoded with passage_prefix '文' do not pair with the saved question vectors" in error_line(capsys)
+    assert dr.main(saved + ["--q_sequence_length", "16"]) == 0
+    assert dr.main(saved + ["--allow_mismatched_vectors"]) == 0
+
+
+def test_saved_question_vectors_are_keyed_on_the_texts_too(world, tmp_path, capsys):
+    """DPR files without question ids get positional ids 0, 1, ...: another file of as many questions has the same
+    ids, and its own texts."""
+    def dpr_file(path, questions):
+        path.write_text(json.dumps([{"question": q, "answers": [], "positive_ctxs": []} for q in questions],
+                                   ensure_ascii=False), encoding="utf-8")
+        return str(path)
+
+    a = dpr_file(tmp_path / "a.json", ["中国的首都", "北京大学"])
+    b = dpr_file(tmp_path / "b.json", ["人民大会", "学生学习"])
+    qpath = tmp_path / "q.npy"
+    assert dr.main(["--model_file", str(world["model"]), "--qa_file", a, "--q_encoding_path", str(qpath),
+                    "--encode_q_and_save"]) == 0
+    capsys.readouterr()
+    search = ["--q_encoding_path", str(qpath), "--encoded_ctx_file", world["emb"], "--out_file",
+              str(tmp_path / "r.json")]
+    assert dr.main(["--qa_file", b, *search]) == 2
+    assert "q.npy.meta.json: saved for 2 questions with these ids but other texts" in error_line(capsys)
+    assert dr.main(["--qa_file", a, *search]) == 0
+
+
+@pytest.mark.parametrize("missing", [1, 2])
+def test_shards_must_cover_the_collection(world, tmp_path, capsys, missing):
+    """3 shards of 30 passages, one deleted (the last one included: the records hold the collection's total)."""
+    root = world["root"]
+    for k in range(3):
+        assert gen.main(["--model_file", str(world["model"]), "--ctx_file", str(world["ctx"]), "--out_file",
+                         str(tmp_path / "emb"), "--shard_id", str(k), "--num_shards", "3", "--p_sequence_length",
+                         "64", "--fp32"]) == 0
+    for ext in (".npy", ".ids.txt", ".meta.json"):
+        (tmp_path / f"emb_shard{missing}{ext}").unlink()
+    three = dict(world, emb=str(tmp_path / "emb_shard*.npy"))
+    capsys.readouterr()
+    assert retrieve(three, tmp_path / "r.json") == 2
+    line = error_line(capsys)
+    rows = "[10, 20)" if missing == 1 else "[20, 30)"
+    assert f"the shards cover 20 of 30 passages: rows {rows} of {world['ctx']} (shard {missing} of 3) are missing" \
+        in line
+    assert f"--shard_id {missing} --num_shards 3" in line and "--allow_partial_index" in line
+    assert not (tmp_path / "r.json").exists()
+    assert retrieve(three, tmp_path / "r.json", "--allow_partial_index") == 0
+    found = {pid for pids in json.loads((tmp_path / "r.json").read_text()).values() for pid in pids}
+    assert found and not found & {pid for pid, _ in world["passages"][missing * 10:(missing + 1) * 10]}
+    assert root.is_dir()
+
+
+def test_a_record_of_an_older_version_is_one_line_in_both_scripts(world, tmp_path, capsys, monkeypatch):
+    emb = copy_shards(world, tmp_path)
+    record = tmp_path / "emb_shard0.meta.json"
+    data = json.loads(record.read_text())
+    data["format"] = 1
+    data["rows"].pop("total")
+    data["source"] = {"size": data["source"]["size"], "sample_sha256": "0" * 64}
+    record.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert retrieve(dict(world, emb=emb), tmp_path / "r.json") == 2
+    line = error_line(capsys)
+    assert "emb_shard0.npy: its record (emb_shard0.meta.json) was made by an older version" in line
+    assert "--allow_mismatched_vectors" in line
+    assert retrieve(dict(world, emb=emb), tmp_path / "r.json", "--allow_mismatched_vectors") == 0
+
+    encode = ["--model_file", str(world["model"]), "--ctx_file", str(world["ctx"]), "--out_file",
+              str(tmp_path / "emb"), "--shard_id", "0", "--num_shards", "2", "--p_sequence_length", "64", "--fp32"]
+    monkeypatch.setattr(gen, "load_passage_encoder", lambda *a: pytest.fail("re-encoding without being asked"))
+    capsys.readouterr()
+    assert gen.main(encode) == 2
+    assert "emb_shard0.meta.json: made by an older version" in error_line(capsys)
+    monkeypatch.undo()
+    assert gen.main(encode + ["--overwrite"]) == 0
+    assert json.loads(record.read_text())["rows"]["total"] == 30
+
+
+def test_a_dpr_glob_that_matches_side_files_selects_the_shards(world, tmp_path):
+    copy_shards(world, tmp_path)
+    assert retrieve(world, tmp_path / "a.json") == 0
+    assert retrieve(dict(world, emb=str(tmp_path / "emb_*")), tmp_path / "b.json") == 0
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    assert retrieve(dict(world, emb=str(tmp_path / "emb_*")), tmp_path / "h.json", "--index_type", "hnsw") == 0
+    assert list(tmp_path.glob("emb.index.*.faiss.meta.json"))  # a saved index and its record: matched by emb*
+    assert retrieve(dict(world, emb=str(tmp_path / "emb*")), tmp_path / "c.json", "--index_type", "hnsw") == 0
+    assert (tmp_path / "h.json").read_text() == (tmp_path / "c.json").read_text()

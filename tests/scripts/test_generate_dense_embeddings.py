@@ -200,3 +200,22 @@ def test_q_sequence_length_says_it_has_no_effect(capsys):
         gen.parse_args(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--q_sequence_length Q_SEQUENCE_LENGTH accepted for compatibility, no effect" in help_text
+
+
+def test_a_same_size_edit_anywhere_in_the_source_re_encodes(setup, tmp_path, monkeypatch):
+    """The whole file is hashed: an edit between the 17 blocks of 64 KiB a sampled hash would read is seen too."""
+    model, _, _ = setup
+    ctx = tmp_path / "big.tsv"
+    ctx.write_text("id\ttext\ttitle\n" + "".join(f"p{i}\t中国\t{'a' * 80_000}\n" for i in range(20)), "utf-8")
+    assert run(model, ctx, tmp_path / "emb") == 0
+    data = bytearray(ctx.read_bytes())
+    size, block = len(data), 1 << 16
+    sampled = [max(0, min(size - block, size * i // 16)) for i in range(17)]
+    offset = next(o for o in range(size) if data[o] == ord("a") and not any(s <= o < s + block for s in sampled))
+    data[offset] = ord("b")
+    ctx.write_bytes(bytes(data))
+    encoded = []
+    real = gen.encode_stream
+    monkeypatch.setattr(gen, "encode_stream", lambda *a, **k: (encoded.append(1), (yield from real(*a, **k))))
+    assert run(model, ctx, tmp_path / "emb") == 0
+    assert encoded and read_record(tmp_path / "emb_shard0.npy")["rows"]["total"] == 20
