@@ -19,7 +19,8 @@ from dpr.options import add_length_args, add_model_args, add_precision_args, pos
 from dpr.training import checkpoint as ckpt
 from dpr.training.config import TrainConfig, default_temperature
 from dpr.training.data import BiEncoderData
-from dpr.training.trainer import DistInfo, Trainer, enable_gradient_checkpointing, set_attention_dropout
+from dpr.training.trainer import (DistInfo, Trainer, check_attention_dropout_off, enable_gradient_checkpointing,
+                                  set_attention_dropout)
 from dpr.utils.cli import fail
 from dpr.utils.io import InputError, check_writable_dir
 from dpr.utils.precision import dtype_name, resolve_amp_dtype
@@ -158,6 +159,8 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
         if args.attention_dropout is not None:
             try:
                 set_attention_dropout(enc, args.attention_dropout)
+                if args.attention_dropout == 0:
+                    check_attention_dropout_off(enc)
             except ValueError as e:
                 fail(f"--attention_dropout {args.attention_dropout}: {e}")
     return towers.question, towers.passage, towers.tokenizer

@@ -108,9 +108,21 @@ def _has_pooler_weights(path: str) -> bool:
     return any(".pooler." in f".{k}" for k in keys)
 
 
+def from_pretrained_kwargs(kwargs: dict, version: str | None = None) -> dict:
+    """`from_pretrained` keyword arguments as the installed transformers spells them: `dtype=` is `torch_dtype=`
+    before 4.56 (4.45-4.55 pass an unknown `dtype` on to the model's constructor, a TypeError)."""
+    import transformers
+
+    major_minor = tuple(int(x) for x in (version or transformers.__version__).split(".")[:2])
+    if "dtype" in kwargs and major_minor < (4, 56):
+        kwargs = {k: v for k, v in kwargs.items() if k != "dtype"} | {"torch_dtype": kwargs["dtype"]}
+    return kwargs
+
+
 def _load_backbone(path: str, **kwargs) -> PreTrainedModel:
     """The HF model without its (unused) pooler, loaded so that transformers reports no missing or unexpected
     pooler weights: checkpoints that carry one load it and drop it."""
+    kwargs = from_pretrained_kwargs(kwargs)
     try:
         if _has_pooler_weights(path):
             model = AutoModel.from_pretrained(path, **kwargs)

@@ -123,22 +123,59 @@ def enable_gradient_checkpointing(encoder: Encoder) -> None:
 
 
 def set_attention_dropout(encoder: Encoder, p: float) -> int:
-    """Attention-probability dropout of a BERT-family backbone set to `p` (modules and config, so a saved checkpoint
-    says what it was trained with). At 0, torch runs its fused attention kernel in training too instead of the
-    composite one that any attention dropout forces (bench/bench_bf16_step.py --variants measures the difference).
-    Returns the number of modules changed; ValueError for a backbone without BERT-style attention dropout."""
+    """Attention-probability dropout of a BERT-family backbone set to `p`, everywhere the supported transformers
+    versions read it: the self-attention's Dropout module (eager attention in 4.x; the SDPA path in 5.x reads its
+    `.p`), the `dropout_prob` attribute that 4.x's BertSdpaSelfAttention passes to SDPA instead, and the config (so a
+    saved checkpoint says what it was trained with). At 0, torch runs its fused attention kernel in training too
+    instead of the composite one that any attention dropout forces (bench/bench_bf16_step.py --variants measures the
+    difference). Returns the number of layers changed; ValueError for a backbone without BERT-style attention
+    dropout. `check_attention_dropout_off` proves the effect."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"attention dropout must be in [0, 1), not {p}")
     model = encoder.model
-    modules = [m for name, m in model.named_modules()
-               if name.endswith("attention.self.dropout") and isinstance(m, torch.nn.Dropout)]
-    if not modules or not hasattr(model.config, "attention_probs_dropout_prob"):
+    layers = [m for name, m in model.named_modules()
+              if name.endswith("attention.self") and isinstance(getattr(m, "dropout", None), torch.nn.Dropout)]
+    if not layers or not hasattr(model.config, "attention_probs_dropout_prob"):
         raise ValueError(f"{type(model).__name__} has no BERT-style attention dropout (attention.self.dropout and "
                          f"config.attention_probs_dropout_prob); --attention_dropout cannot be applied")
-    for m in modules:
-        m.p = p
+    for m in layers:
+        m.dropout.p = p
+        if hasattr(m, "dropout_prob"):  # transformers 4.x BertSdpaSelfAttention: SDPA's dropout_p comes from here
+            m.dropout_prob = p
     model.config.attention_probs_dropout_prob = p
-    return len(modules)
+    return len(layers)
+
+
+@torch.no_grad()
+def check_attention_dropout_off(encoder: Encoder) -> None:
+    """The effect of attention dropout 0, not only the attributes: with every Dropout module off, two forward passes
+    in train mode must give the same vectors. ValueError when they differ (this transformers version applies
+    attention dropout from somewhere set_attention_dropout does not set). RNG states and modes are restored."""
+    model = encoder.model
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    saved_p, was_training = [m.p for m in dropouts], encoder.training
+    device = next(model.parameters()).device
+    n_tok = min(16, int(getattr(model.config, "max_position_embeddings", 16)) - 2)
+    ids = torch.arange(n_tok, device=device).remainder(int(model.config.vocab_size)).repeat(2, 1)
+    mask = torch.ones_like(ids)
+    mask[1, n_tok // 2:] = 0  # a padded row too: the masked attention path
+    devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        for m in dropouts:
+            m.p = 0.0
+        encoder.train()
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            first = encoder(ids, mask)
+            second = encoder(ids, mask)
+    finally:
+        for m, p in zip(dropouts, saved_p):
+            m.p = p
+        encoder.train(was_training)
+    if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
+        raise ValueError(f"attention dropout 0 was set but train-mode forward passes still differ with hidden dropout "
+                         f"off (max difference {float((first - second).abs().max()):.3g}): this transformers version "
+                         f"applies attention dropout from an attribute not set here; leave the flag out")
 
 
 def _identity(x):
