@@ -45,7 +45,7 @@ def positive_float(value: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_args(parser)
-    for action in parser._actions:  # the shared flag means something specific here (item: weights vs resume)
+    for action in parser._actions:  # the shared flag: here it is starting weights only, never a resume
         if action.dest == "model_file":
             action.help = ("Starting weights: an HF encoder dir, a question_encoder/ + passage_encoder/ dir, or a "
                            "checkpoint dpr_biencoder.E.I of another run (its towers only). Always a NEW run: its own "

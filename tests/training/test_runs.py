@@ -232,3 +232,9 @@ def test_the_smoothed_loss_follows_the_trend_without_the_zig_zag(tmp_path):
     log.append({"type": "validation", "step": 100, "epoch": 0, "metric": "average_rank", "average_rank": 3.0})
     plot_training_curves(log, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_help_states_the_rule():
+    helps = {a.dest: " ".join(a.help.split()) for a in build_parser()._actions if a.help}
+    assert "Always a NEW run" in helps["model_file"] and "use --resume" in helps["model_file"]
+    assert "--model_file never resumes" in helps["resume"]
