@@ -15,6 +15,7 @@ TRAIN_QS=${TRAIN_QS:-1280}                   # CMRC train questions used for fin
 BATCH_SIZE=${BATCH_SIZE:-32}                 # global batch (questions per step)
 Q_CHUNK=${Q_CHUNK:-32}; CTX_CHUNK=${CTX_CHUNK:-32}   # gradient-cache chunks
 EPOCHS=${EPOCHS:-1}
+EVAL_EVERY=${EVAL_EVERY:-10}                 # dev points within the epoch for the plot (40 steps: 3 + the epoch end)
 LR=${LR:-3e-05}
 TEMPERATURE=${TEMPERATURE:-0.01}
 HARD_NEGATIVES=${HARD_NEGATIVES:-1}
@@ -66,7 +67,7 @@ MODEL=$MODEL TRAIN_FILE=$data/retrieval_train_data/dual_train.json DEV_FILE=$dat
   OUTPUT_DIR=$ckp Q_LEN=$Q_LEN P_LEN=$TRAIN_P_LEN BATCH_SIZE=$BATCH_SIZE Q_CHUNK=$Q_CHUNK CTX_CHUNK=$CTX_CHUNK \
   EPOCHS=$EPOCHS WARMUP_STEPS=${WARMUP_STEPS:-5} LR=$LR HARD_NEGATIVES=$HARD_NEGATIVES VAL_AV_RANK_START_EPOCH=0 \
   VAL_AV_RANK_MAX_QS=${VAL_AV_RANK_MAX_QS:-100} LOG_BATCH_STEP=10 PRECISION=$PRECISION \
-  EXTRA="--max_train_questions $TRAIN_QS --max_dev_questions ${DEV_QS:-100} --val_av_rank_hard_neg 4 --val_av_rank_other_neg 0 --shared_encoder --similarity cosine --temperature $TEMPERATURE --no_progress ${TRAIN_EXTRA:-}" \
+  EXTRA="--max_train_questions $TRAIN_QS --max_dev_questions ${DEV_QS:-100} --val_av_rank_hard_neg 4 --val_av_rank_other_neg 0 --shared_encoder --similarity cosine --temperature $TEMPERATURE --eval_every_steps $EVAL_EVERY --no_progress ${TRAIN_EXTRA:-}" \
   sh run_train.sh >> "$log" 2>&1
 final=$(ls -d "$ckp"/dpr_biencoder.*.question_encoder | sed 's/\.question_encoder$//' | sort -t. -k2,2n -k3,3n | tail -n 1)
 

@@ -20,7 +20,8 @@ from dpr.options import add_length_args, add_model_args, add_precision_args, pos
 from dpr.training import checkpoint as ckpt
 from dpr.training.config import TrainConfig, default_temperature
 from dpr.training.data import BiEncoderData
-from dpr.training.trainer import DistInfo, Trainer, enable_gradient_checkpointing, set_attention_dropout
+from dpr.training.trainer import (DistInfo, Trainer, check_attention_dropout_off, enable_gradient_checkpointing,
+                                  set_attention_dropout)
 from dpr.utils.cli import fail
 from dpr.utils.io import InputError, check_writable_dir
 from dpr.utils.precision import dtype_name, resolve_amp_dtype
@@ -45,6 +46,11 @@ def positive_float(value: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_args(parser)
+    for action in parser._actions:  # the shared flag: here it is starting weights only, never a resume
+        if action.dest == "model_file":
+            action.help = ("Starting weights: an HF encoder dir, a question_encoder/ + passage_encoder/ dir, or a "
+                           "checkpoint dpr_biencoder.E.I of another run (its towers only). Always a NEW run: its own "
+                           "schedule, optimizer and --output_dir. To continue a run, use --resume.")
     add_precision_args(parser)
     add_length_args(parser)
     d = parser.add_argument_group("data")
@@ -112,10 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = parser.add_argument_group("checkpoints and logging")
     c.add_argument("--checkpoint_file_name", default=ckpt.PREFIX, help="Checkpoint prefix: PREFIX.EPOCH.ITER.")
     c.add_argument("--resume", action="store_true",
-                   help="Continue from the latest checkpoint in --output_dir (model, optimizer, scheduler, scaler, RNG, "
-                        "data position). A training checkpoint given as --model_file is resumed the same way.")
+                   help="Continue the run in --output_dir from its latest checkpoint (model, optimizer, scheduler, "
+                        "scaler, RNG, data position, run id); with no checkpoint there yet, start fresh. A run that "
+                        "had already finished: nothing to do. --model_file never resumes: it gives starting weights.")
+    c.add_argument("--overwrite_output_dir", action="store_true",
+                   help="A fresh run (no --resume) refuses an --output_dir holding another run's checkpoints; with "
+                        "this flag it deletes them (and that run's best_checkpoint.json) first.")
+    c.add_argument("--keep_checkpoints", type=non_negative_int, default=0, metavar="N",
+                   help="Keep only this run's newest N checkpoints plus its best (0: keep all). Another run's files "
+                        "are never deleted.")
     c.add_argument("--save_every_steps", type=non_negative_int, default=0,
                    help="Also checkpoint every N steps within an epoch (0: only at epoch ends).")
+    c.add_argument("--eval_every_steps", type=non_negative_int, default=0, metavar="N",
+                   help="Also validate every N steps within an epoch, with the best-record metric: points for the log "
+                        "and training_curves.png only (no checkpoint, not in the best record). 0: epoch ends only.")
     c.add_argument("--log_batch_step", type=positive_int, default=100, help="Log a line every N steps.")
     c.add_argument("--no_progress", action="store_true", help="No tqdm bar.")
     c.add_argument("--dist_timeout_minutes", type=positive_float, default=30.0,
@@ -148,7 +164,7 @@ def tower_options(args: argparse.Namespace, source: str) -> TowerOptions:
 
 
 def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Encoder, Encoder, object]:
-    """Towers from a checkpoint being resumed, else --model_file (weights only), else --pretrained_model_cfg; fp32,
+    """Towers from a checkpoint being resumed, else --model_file (starting weights only), else --pretrained_model_cfg; fp32,
     two independent towers unless --shared_encoder."""
     source = resume_from or model_source(args.model_file, args.pretrained_model_cfg)
     towers = load_towers(tower_options(args, source))
@@ -160,6 +176,8 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
         if args.attention_dropout is not None:
             try:
                 set_attention_dropout(enc, args.attention_dropout)
+                if args.attention_dropout == 0:
+                    check_attention_dropout_off(enc)
             except ValueError as e:
                 fail(f"--attention_dropout {args.attention_dropout}: {e}")
     return towers.question, towers.passage, towers.tokenizer
@@ -185,8 +203,28 @@ def build_config(args: argparse.Namespace, normalize: bool, device: torch.device
         val_av_rank_max_qs=args.val_av_rank_max_qs, val_av_rank_hard_neg=args.val_av_rank_hard_neg,
         val_av_rank_other_neg=args.val_av_rank_other_neg, val_av_rank_bsz=args.val_av_rank_bsz,
         checkpoint_file_name=args.checkpoint_file_name, save_every_steps=args.save_every_steps,
+        keep_checkpoints=args.keep_checkpoints, eval_every_steps=args.eval_every_steps,
         log_batch_step=args.log_batch_step, progress_bar=not args.no_progress,
     )
+
+
+def resume_checkpoint(args: argparse.Namespace, dist_info: DistInfo) -> str | None:
+    """The one rule: --resume continues the run in --output_dir (its latest checkpoint); anything else is a fresh
+    run, which must not mix its checkpoints with another run's (refused unless --overwrite_output_dir, which deletes
+    them). --model_file only ever gives starting weights (load_models)."""
+    if args.resume:
+        latest = ckpt.latest_checkpoint(args.output_dir, args.checkpoint_file_name)
+        if latest is not None:
+            if args.model_file:
+                logger.warning("--resume continues %s; --model_file %s is not used", latest, args.model_file)
+            return str(latest)
+        logger.info("--resume: no checkpoint in %s yet, starting fresh", args.output_dir)
+    found = ckpt.claim_output_dir(args.output_dir, args.checkpoint_file_name, args.overwrite_output_dir)
+    dist_info.barrier()  # every rank has looked before rank 0 deletes
+    if found and dist_info.is_main:
+        ckpt.remove_run_files(found, args.output_dir)
+    dist_info.barrier()
+    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -205,14 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
             fail(f"--batch_size {args.batch_size} is the global batch and must be >= the number of ranks "
  f"({dist_info.world_size})")
         check_writable_dir(args.output_dir)
-        resume_from = None
-        if args.model_file and ckpt.is_training_checkpoint(args.model_file):
-            resume_from = args.model_file
-        elif args.resume:
-            latest = ckpt.latest_checkpoint(args.output_dir, args.checkpoint_file_name)
-            resume_from = str(latest) if latest else None
-            if latest is None:
-                logger.info("--resume: no checkpoint in %s yet, starting fresh", args.output_dir)
+        resume_from = resume_checkpoint(args, dist_info)
         seed_everything(args.seed + dist_info.rank)
         q_enc, p_enc, tokenizer = load_models(args, resume_from)
         q_enc.to(device)
@@ -236,7 +267,19 @@ def main(argv: list[str] | None = None) -> dict:
             except (ValueError, KeyError) as e:  # e.g. optimizer groups of another model or --freeze_embeddings
                 raise InputError(resume_from, f"this training state does not fit the model and flags of this run: "
                                               f"{type(e).__name__}: {e}") from None
-        return trainer.fit()
+            if trainer.finished:
+                logger.info("--resume: the run in %s (run %s) already finished its %d epochs (%d steps): nothing to "
+                            "do", args.output_dir, trainer.progress.run_id, config.num_train_epochs,
+                            trainer.progress.global_step)
+                return trainer.progress.best
+        if trainer.total_steps == 0:
+            fail(f"--train_file {args.train_file}: {len(train)} questions give no training step (--batch_size "
+                 f"{args.batch_size} on {dist_info.world_size} ranks)")
+        steps_before = trainer.progress.global_step
+        best = trainer.fit()
+        if trainer.progress.global_step == steps_before:
+            fail(f"asked to train {trainer.total_steps - steps_before} steps, trained none ({args.output_dir})")
+        return best
     except InputError as e:
         fail(str(e))
     finally:

@@ -15,8 +15,22 @@ CHARS = list("的一是在不了有和人这中大为上个国我以要他时来
 VOCAB = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
 
 
+def bert_tokenizer(vocab: dict[str, int], **kwargs) -> BertTokenizerFast:
+    """A BERT WordPiece tokenizer from a token -> id dict on every supported transformers: 5.x takes the dict,
+    4.x only a vocab.txt file (written to a temp dir here)."""
+    import tempfile
+
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return BertTokenizerFast(vocab=vocab, **kwargs)
+    vocab_file = Path(tempfile.mkdtemp(prefix="tiny-vocab-")) / "vocab.txt"
+    vocab_file.write_text("".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])), encoding="utf-8")
+    return BertTokenizerFast(vocab_file=str(vocab_file), **kwargs)
+
+
 def tiny_tokenizer() -> BertTokenizerFast:
-    return BertTokenizerFast(vocab=VOCAB, do_lower_case=True, tokenize_chinese_chars=True)
+    return bert_tokenizer(VOCAB, do_lower_case=True, tokenize_chinese_chars=True)
 
 
 def tiny_bert(seed: int, hidden: int = 32) -> BertModel:

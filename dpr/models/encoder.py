@@ -108,9 +108,32 @@ def _has_pooler_weights(path: str) -> bool:
     return any(".pooler." in f".{k}" for k in keys)
 
 
+def from_pretrained_kwargs(kwargs: dict, version: str | None = None) -> dict:
+    """`from_pretrained` keyword arguments as the installed transformers spells them: `dtype=` is `torch_dtype=`
+    before 4.56 (4.45-4.55 pass an unknown `dtype` on to the model's constructor, a TypeError)."""
+    import transformers
+
+    major_minor = tuple(int(x) for x in (version or transformers.__version__).split(".")[:2])
+    if "dtype" in kwargs and major_minor < (4, 56):
+        kwargs = {k: v for k, v in kwargs.items() if k != "dtype"} | {"torch_dtype": kwargs["dtype"]}
+    return kwargs
+
+
+def _unpickling_error(e: BaseException | None) -> pickle.UnpicklingError | None:
+    """The UnpicklingError `e` is or was raised from (its chain of causes and contexts), else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, pickle.UnpicklingError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _load_backbone(path: str, **kwargs) -> PreTrainedModel:
     """The HF model without its (unused) pooler, loaded so that transformers reports no missing or unexpected
     pooler weights: checkpoints that carry one load it and drop it."""
+    kwargs = from_pretrained_kwargs(kwargs)
     try:
         if _has_pooler_weights(path):
             model = AutoModel.from_pretrained(path, **kwargs)
@@ -121,9 +144,12 @@ def _load_backbone(path: str, **kwargs) -> PreTrainedModel:
             return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
         except TypeError:  # architectures without an optional pooler
             return AutoModel.from_pretrained(path, **kwargs)
-    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) met something other than tensors
+    except (pickle.UnpicklingError, OSError) as e:  # torch.load(weights_only=True) met something other than tensors
+        refusal = _unpickling_error(e)  # transformers 4.x wraps it in an OSError
+        if refusal is None:
+            raise
         raise InputError(path, f"refused: its pickled weights file holds more than tensors, and loading it could run "
-                               f"code ({str(e).splitlines()[-1][:200]})") from None
+                               f"code ({str(refusal).splitlines()[-1][:200]})") from None
     except RuntimeError as e:
         if "mismatched_sizes" not in str(e) and "size mismatch" not in str(e):
             raise

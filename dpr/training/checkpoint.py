@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -131,15 +132,110 @@ def set_rng_state(state: dict) -> None:
 
 
 BEST_FILE = "best_checkpoint.json"
+_warned_no_run_id: set[str] = set()
+
+
+def new_run_id() -> str:
+    """A fresh run's id: UTC start time (readable, sortable) plus random hex (unique)."""
+    import time
+    import uuid
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def warn_no_run_id(directory: str | os.PathLike) -> None:
+    """One warning per directory: its checkpoints were written before run ids existed and are read as before."""
+    key = str(directory)
+    if key not in _warned_no_run_id:
+        _warned_no_run_id.add(key)
+        logger.warning("%s: checkpoints written before run ids existed; read as before (which run wrote which file "
+                       "cannot be checked)", key)
+
+
+def checkpoint_run_id(path: str | os.PathLike) -> str | None:
+    """The run id stamped into a training-state file (None: written before run ids existed). Memory-mapped, so a
+    multi-GB state with optimizer moments is not read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises several types for a file that is not a checkpoint
+        raise InputError(path, f"not a training checkpoint: {e}") from None
+    run_id = state.get("run_id") if isinstance(state, dict) else None
+    return str(run_id) if run_id else None
+
+
+def run_files(output_dir: str | os.PathLike, prefix: str = PREFIX) -> list[Path]:
+    """Everything of a training run in `output_dir`: PREFIX.E.I state files, their encoder directories (also
+    incomplete ones) and the best record."""
+    out = Path(output_dir)
+    pattern = re.compile(rf"^{re.escape(prefix)}\.\d+\.\d+({re.escape(Q_SUFFIX)}|{re.escape(P_SUFFIX)})?$")
+    found = sorted(p for p in out.glob(f"{prefix}.*") if pattern.match(p.name)) if out.is_dir() else []
+    return found + ([out / BEST_FILE] if (out / BEST_FILE).is_file() else [])
+
+
+def claim_output_dir(output_dir: str | os.PathLike, prefix: str, overwrite: bool) -> list[Path]:
+    """A fresh run's check of its directory: another run's checkpoints or best record there are refused (InputError)
+    unless `overwrite`; returns them (for remove_run_files)."""
+    found = run_files(output_dir, prefix)
+    if found and not overwrite:
+        raise InputError(output_dir, f"holds another run's checkpoints ({found[0].name} and {len(found) - 1} more): "
+                                     f"continue that run with --resume, choose another --output_dir, or pass "
+                                     f"--overwrite_output_dir to delete them")
+    return found
+
+
+def remove_run_files(found: list[Path], output_dir: str | os.PathLike) -> None:
+    """--overwrite_output_dir: delete another run's files, state files first (no half set reads as complete)."""
+    for p in sorted(found, key=lambda q: q.is_dir()):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    logger.warning("--overwrite_output_dir: removed %d files and directories of another run from %s", len(found),
+                   output_dir)
+
+
+def _complete(path: Path) -> bool:
+    return path.is_file() and Path(str(path) + Q_SUFFIX).is_dir() and Path(str(path) + P_SUFFIX).is_dir()
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete one checkpoint set: the state file first (the set then no longer reads as complete), then its towers."""
+    path.unlink(missing_ok=True)
+    for suffix in (Q_SUFFIX, P_SUFFIX):
+        shutil.rmtree(Path(str(path) + suffix), ignore_errors=True)
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, prefix: str, run_id: str, keep: int,
+                      protect: str | os.PathLike | None = None) -> list[Path]:
+    """Retention: of this run's complete checkpoints keep the newest `keep` and `protect` (its best); delete the rest.
+    Checkpoints of any other run (or without a run id) are never touched. Returns what was deleted."""
+    if keep <= 0:
+        return []
+    pattern = _name_re(prefix)
+    mine = []
+    for p in Path(output_dir).glob(f"{prefix}.*"):
+        m = pattern.match(p.name)
+        if m and _complete(p) and checkpoint_run_id(p) == run_id:
+            mine.append(((int(m.group(1)), int(m.group(2))), p))
+    mine.sort()
+    keep_names = {p.name for _, p in mine[-keep:]} | ({Path(str(protect)).name} if protect else set())
+    removed = [p for _, p in mine if p.name not in keep_names]
+    for p in removed:
+        remove_checkpoint(p)
+    return removed
 
 
 def pick_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> tuple[Path, str]:
     """The checkpoint a later step should use from a training output dir: the best validated one (best_checkpoint.json)
-    when it is still complete, else the newest complete one. Returns (path, why)."""
+    when it is still complete and the record, that checkpoint and the newest checkpoint carry the same run id, else
+    the newest complete one. Records and checkpoints written before run ids existed are used as before (one
+    warning). Returns (path, why)."""
     out = Path(output_dir)
     if not out.is_dir():
         raise InputError(out, "not a directory (no training output here)")
+    latest = latest_checkpoint(out, prefix)
     best_file = out / BEST_FILE
+    why_not_best = ""
     if best_file.is_file():
         import json
 
@@ -149,12 +245,20 @@ def pick_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> tupl
         except (ValueError, KeyError, TypeError) as e:
             raise InputError(best_file, f"unreadable best-checkpoint record: {e}") from None
         path = out / name  # the record's directory may have moved with the output dir; the name is what counts
-        if path.is_file() and Path(str(path) + Q_SUFFIX).is_dir() and Path(str(path) + P_SUFFIX).is_dir():
-            return path, f"best validation {best.get('metric')} {best.get('value')}"
-    latest = latest_checkpoint(out, prefix)
+        if _complete(path):
+            record_id, path_id = best.get("run_id"), checkpoint_run_id(path)
+            latest_id = checkpoint_run_id(latest) if latest is not None else path_id
+            if record_id is None or path_id is None:
+                warn_no_run_id(out)
+                return path, f"best validation {best.get('metric')} {best.get('value')}"
+            if record_id == path_id == latest_id:
+                return path, f"best validation {best.get('metric')} {best.get('value')}"
+            why_not_best = f"; {BEST_FILE} belongs to another run ({record_id}), not used"
+            logger.warning("%s: the best record names run %s, %s is of run %s and the newest checkpoint of run %s: "
+                           "the record is not used", best_file, record_id, name, path_id, latest_id)
     if latest is None:
         raise InputError(out, f"no complete {prefix}.EPOCH.ITER checkpoint in this directory")
-    return latest, "newest"
+    return latest, "newest" + why_not_best
 
 
 def _main(argv: list[str]) -> int:

@@ -59,6 +59,8 @@ class TrainConfig:
     # checkpoints and logging
     checkpoint_file_name: str = "dpr_biencoder"
     save_every_steps: int = 0
+    keep_checkpoints: int = 0  # 0: all; else this run's newest N plus its best
+    eval_every_steps: int = 0  # 0: validation at epoch ends only; else also every N steps (log and plot only)
     log_batch_step: int = 100
     progress_bar: bool = True
 
@@ -81,6 +83,19 @@ class TrainConfig:
     def dev_sampling(self) -> SamplingConfig:
         """In-batch NLL validation: the first positive and the first negatives of each pool, every epoch."""
         return SamplingConfig(self.hard_negatives, self.other_negatives, False, self.seed, False)
+
+    @property
+    def best_metric(self) -> str:
+        """The one metric the best record selects on, computed at every epoch end: DPR's average rank when it is
+        asked for from the first epoch (--val_av_rank_start_epoch 0), else the in-batch NLL (a metric that starts
+        late could only ever pick from its own epochs)."""
+        return "average_rank" if self.val_av_rank_start_epoch == 0 else "nll"
+
+    def validation_metrics(self, epoch: int) -> tuple[str, ...]:
+        """What an epoch end computes: the best metric, plus average rank from --val_av_rank_start_epoch on."""
+        if self.best_metric == "nll" and epoch >= self.val_av_rank_start_epoch:
+            return ("nll", "average_rank")
+        return (self.best_metric,)
 
     def per_rank_batch(self, world_size: int) -> int:
         """Questions per rank (the largest share of the global batch)."""

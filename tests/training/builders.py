@@ -9,6 +9,7 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from dpr.models.encoder import Encoder
+from tests.tiny_encoder import bert_tokenizer
 
 torch.set_num_threads(1)  # tiny models: threads only add contention on shared CI cores
 
@@ -17,7 +18,7 @@ CHARS = "的一是不了人我在有他这中大来上国个到说们为子和�
 
 def make_tokenizer() -> BertTokenizerFast:
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CHARS])}
-    return BertTokenizerFast(vocab=vocab, do_lower_case=True, tokenize_chinese_chars=True)
+    return bert_tokenizer(vocab, do_lower_case=True, tokenize_chinese_chars=True)
 
 
 def make_model_dir(path: Path, dropout: float = 0.1, seed: int = 0) -> Path:

@@ -5,7 +5,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import DistilBertConfig, DistilBertModel
 
 from dpr.models.encoder import Encoder
-from dpr.training.trainer import set_attention_dropout
+from dpr.training.trainer import check_attention_dropout_off, set_attention_dropout
 from tests.tiny_encoder import tiny_bert, tiny_tokenizer
 
 
@@ -41,3 +41,65 @@ def test_refuses_out_of_range_values_and_other_architectures():
     distil = DistilBertModel(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=20))
     with pytest.raises(ValueError, match="DistilBertModel has no BERT-style attention dropout"):
         set_attention_dropout(Encoder(distil), 0.0)
+
+
+def test_sets_the_attribute_that_transformers_4_sdpa_reads():
+    """transformers 4.x's BertSdpaSelfAttention passes `self.dropout_prob` to SDPA, not the Dropout module's p."""
+    enc = Encoder(tiny_bert(1))
+    layers = [m for n, m in enc.model.named_modules() if n.endswith("attention.self")]
+    for m in layers:
+        if not hasattr(m, "dropout_prob"):  # 5.x reads the module's p; give it 4.x's attribute too
+            m.dropout_prob = 0.1
+    set_attention_dropout(enc, 0.0)
+    assert [m.dropout_prob for m in layers] == [0.0] * len(layers)
+    assert [m.dropout.p for m in layers] == [0.0] * len(layers)
+
+
+def test_effect_check_passes_when_attention_dropout_is_off_and_refuses_when_it_still_applies():
+    enc = Encoder(tiny_bert(1))
+    set_attention_dropout(enc, 0.0)
+    enc.eval()
+    rng = torch.get_rng_state()
+    check_attention_dropout_off(enc)  # on the installed transformers: the flag works
+    assert torch.equal(torch.get_rng_state(), rng) and not enc.training
+    assert all(m.p == pytest.approx(0.1) for n, m in enc.model.named_modules()
+               if isinstance(m, torch.nn.Dropout) and not n.endswith("attention.self.dropout"))  # hidden dropout back
+    # a version that applies attention dropout from an attribute we do not set: simulated by a dropout on the scores'
+    # output that no Dropout module controls
+    layer = next(m for n, m in enc.model.named_modules() if n.endswith("attention.self"))
+    layer.register_forward_hook(lambda mod, inp, out: (torch.nn.functional.dropout(out[0], 0.1, mod.training),
+                                                       *out[1:]))
+    with pytest.raises(ValueError, match="still differ"):
+        check_attention_dropout_off(enc)
+
+
+def test_training_refuses_attention_dropout_0_that_has_no_effect(tiny_model_dir, tiny_train_file, tmp_path, capsys,
+                                                                  monkeypatch):
+    import dpr.training.trainer as trainer
+    from train_dense_encoder import main
+
+    real = trainer.set_attention_dropout
+
+    def sets_attributes_only(enc, p):  # attributes set, dropout still applied (a version that reads another one)
+        n = real(enc, p)
+        for m in (m for name, m in enc.model.named_modules() if name.endswith("attention.self")):
+            m.register_forward_hook(lambda mod, inp, out: (torch.nn.functional.dropout(out[0], 0.1, mod.training),
+                                                           *out[1:]))
+        return n
+
+    monkeypatch.setattr("train_dense_encoder.set_attention_dropout", sets_attributes_only)
+    with pytest.raises(SystemExit):
+        main(["--pretrained_model_cfg", str(tiny_model_dir), "--train_file", str(tiny_train_file), "--output_dir",
+              str(tmp_path / "o"), "--attention_dropout", "0", "--num_workers", "0", "--no_progress"])
+    err = capsys.readouterr().err
+    assert "--attention_dropout 0" in err and "still differ" in err
+    assert not list((tmp_path / "o").glob("dpr_biencoder.*"))
+
+
+@pytest.mark.parametrize("version, key", [("4.45.2", "torch_dtype"), ("4.55.4", "torch_dtype"), ("4.56.0", "dtype"),
+                                          ("5.25.0", "dtype")])
+def test_dtype_is_spelled_for_the_installed_transformers(version, key):
+    from dpr.models.encoder import from_pretrained_kwargs
+
+    assert from_pretrained_kwargs({"dtype": torch.float32, "x": 1}, version) == {key: torch.float32, "x": 1}
+    assert from_pretrained_kwargs({"x": 1}, version) == {"x": 1}

@@ -59,6 +59,10 @@ def _args(model_dir, train, dev, out, *extra) -> list[str]:
             "--dev_batch_size", "4", *(() if "--precision" in extra else ("--fp16",)), "--seed", "7", "--no_progress", "--log_batch_step", "2", *extra]
 
 
+def _state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     out = {}
     for tower in ("question_encoder", "passage_encoder"):
@@ -70,7 +74,7 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
 def test_end_to_end_then_resume_equals_uninterrupted(tiny_model_dir, tiny_train_file, tiny_dev_file, tmp_path):
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     best = main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, a_dir, "--save_every_steps", "2",
-                      "--num_workers", "1"))
+                      "--num_workers", "1", "--eval_every_steps", "1"))
     # 24 questions, global batch 8: 3 iterations per epoch -> dpr_biencoder.{0,1}.3, mid-epoch .2 checkpoints
     for name in ("dpr_biencoder.0.2", "dpr_biencoder.0.3", "dpr_biencoder.1.2", "dpr_biencoder.1.3"):
         assert (a_dir / name).is_file()
@@ -79,10 +83,15 @@ def test_end_to_end_then_resume_equals_uninterrupted(tiny_model_dir, tiny_train_
             assert (a_dir / f"{name}.{tower}" / "tokenizer.json").is_file()
     state = torch.load(a_dir / "dpr_biencoder.1.3", weights_only=True)
     assert (state["epoch"], state["iteration"], state["global_step"]) == (1, 3, 6)
-    assert best["metric"] == "average_rank" and best["checkpoint"].endswith("dpr_biencoder.1.3")
-    assert json.loads((a_dir / "best_checkpoint.json").read_text()) == best
+    # one metric selects across the run (NLL, every epoch end); average rank from epoch 1 is logged beside it
     log = [json.loads(line) for line in (a_dir / "train_log.jsonl").read_text().splitlines()]
-    assert [r["metric"] for r in log if r["type"] == "validation"] == ["nll", "average_rank"]
+    assert [(r["epoch"], r["metric"]) for r in log if r["type"] == "validation" and r["end_of_epoch"]] == [
+        (0, "nll"), (1, "nll"), (1, "average_rank")]
+    nll = {r["epoch"]: r["nll"] for r in log if r["type"] == "validation" and r["metric"] == "nll" and r["end_of_epoch"]}
+    best_epoch = min(nll, key=nll.get)
+    assert best["metric"] == "nll" and best["checkpoint"].endswith(f"dpr_biencoder.{best_epoch}.3")
+    assert best["value"] == nll[best_epoch] and best["run_id"] == state["run_id"]
+    assert json.loads((a_dir / "best_checkpoint.json").read_text()) == best
     assert (a_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     AutoModel.from_pretrained(a_dir / "dpr_biencoder.1.3.question_encoder")  # plain transformers loads it
     q, p, _ = load_encoder_pair(a_dir / "dpr_biencoder.1.3")
@@ -96,13 +105,15 @@ def test_end_to_end_then_resume_equals_uninterrupted(tiny_model_dir, tiny_train_
     for suffix in ("", ".question_encoder", ".passage_encoder"):
         src = a_dir / f"dpr_biencoder.0.2{suffix}"
         (shutil.copytree if src.is_dir() else shutil.copy)(src, b_dir / src.name)
-    main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, b_dir, "--resume", "--num_workers", "0"))
+    main(_args(tiny_model_dir, tiny_train_file, tiny_dev_file, b_dir, "--resume", "--num_workers", "0",
+               "--eval_every_steps", "1"))  # validation points within epochs leave training's RNG streams alone
     final_b = _weights(b_dir / "dpr_biencoder.1.3")
     assert final_a.keys() == final_b.keys()
     for k in final_a:
         assert torch.equal(final_a[k], final_b[k]), k
     log_b = [json.loads(line) for line in (b_dir / "train_log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in log_b if r["type"] == "step"] == [r["loss"] for r in log if r["type"] == "step"]
+    assert _state(b_dir / "dpr_biencoder.1.3")["run_id"] == state["run_id"]  # a resumed run keeps its id
 
 
 def test_shared_encoder_writes_both_towers(tiny_model_dir, tiny_train_file, tiny_dev_file, tmp_path):
@@ -190,7 +201,7 @@ def _what_runs(argv: list[str]) -> tuple:
     return (build_config(a, normalize=False, device=torch.device("cuda")),  # a CUDA device resolves precision as-is
             tower_options(a, a.model_file or a.pretrained_model_cfg),
             (a.resume, a.model_file, a.gradient_checkpointing, a.freeze_embeddings, a.dist_timeout_minutes,
-             a.attention_dropout))
+             a.attention_dropout, a.overwrite_output_dir))
 
 
 def _flags():
