@@ -25,7 +25,7 @@ class ModelShape:
     @classmethod
     def of(cls, model: torch.nn.Module) -> "ModelShape":
         """From an Encoder's (or HF model's) config."""
-        config = getattr(getattr(model, "model", model), "config")
+        config = getattr(model, "model", model).config
         return cls(int(config.hidden_size), int(config.num_hidden_layers), int(config.num_attention_heads))
 
 
