@@ -91,3 +91,35 @@ def test_sh_files_pass_the_device_sized_flags_only_when_set(tmp_path):
            "NUM_SHARDS": "1"}
     assert "--batch_size" not in _recorded_flags(tmp_path, "run_gen_emb.sh", gen)
     assert "--batch_size 512" in " ".join(_recorded_flags(tmp_path, "run_gen_emb.sh", {**gen, "BATCH_SIZE": "512"}))
+
+
+def test_recipe_leaves_chunks_and_encoding_batch_to_the_gpu_and_keeps_the_cpu_values(tmp_path):
+    """bench/recipe_cmrc_cpu.sh on a GPU passes no chunk / encoding-batch flags (the device's defaults); on CPU the
+    measured 64 / 32 / 64 as before (a stand-in python records the calls and fakes the checkpoint)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {tmp_path}/calls\n'
+        'if [ "$1" = train_dense_encoder.py ]; then\n'
+        '  while [ $# -gt 0 ]; do [ "$1" = --output_dir ] && mkdir -p "$2/dpr_biencoder.0.1.question_encoder"; shift; done\n'
+        "fi\n")
+    (bin_dir / "python").chmod(0o755)
+    data = tmp_path / "data"
+    (data / "retrieval_train_data").mkdir(parents=True)
+    for f in ("retrieval_train_data/dual_train.json", "passages.tsv", "dev.json"):
+        (data / f).write_text("x\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "bm25_dev.metrics.json").write_text("{}")
+    base = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DATA": str(data), "OUT": str(tmp_path / "out"),
+            "HELDOUT_QS": "0"}
+    for on_cuda, expect in (("1", False), ("0", True)):
+        (tmp_path / "calls").unlink(missing_ok=True)
+        r = subprocess.run(["bash", "bench/recipe_cmrc_cpu.sh"], cwd=ROOT, env={**base, "ON_CUDA": on_cuda},
+                           capture_output=True, text=True)
+        calls = (tmp_path / "calls").read_text()
+        assert "train_dense_encoder.py" in calls, r.stderr[-2000:]
+        train = next(c for c in calls.splitlines() if c.startswith("train_dense_encoder.py"))
+        enc = next(c for c in calls.splitlines() if c.startswith("generate_dense_embeddings.py"))
+        assert ("--q_chunk_size 64 --ctx_chunk_size 32" in train) is expect and ("--batch_size 64" in enc) is expect
+        assert ("--q_chunk_size" in train) is expect and ("--batch_size" in enc) is expect
