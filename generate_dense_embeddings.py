@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "device: 128 on CPU; on CUDA sized from the card's memory, the model and "
                         "--p_sequence_length (dpr/training/device_defaults.py).")
     g.add_argument("--block_size", type=positive_int, default=DEFAULT_BLOCK_SIZE,
-                   help="Passages read, tokenized (in a background thread) and length-sorted at a time.")
+                   help="Passages read, tokenized (in background threads) and length-sorted at a time.")
     g.add_argument("--save_fp16", action="store_true",
                    help="Store vectors as float16: halves the .npy files on disk and the page cache that reading them "
                         "takes. Search converts them back: a flat CPU index holds float32 (4 bytes a value) whatever "
