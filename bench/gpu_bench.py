@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget_s", type=float, default=280.0,
                     help="Scales every section's cap (their sum is ~245 s at 280; model building and start-up take "
                          "the rest of the 5 minutes).")
-    ap.add_argument("--only", default="", help="Comma-separated section-name prefixes to run (default: all).")
+    ap.add_argument("--only", default="", help="Comma-separated prefixes of the groups to run: bert_base_encode, "
+                    "bert_base_train, bert_base_loader, e5_small_encode, ... (default: all; the peak always runs).")
     args = ap.parse_args(argv)
     if args.export_tokenizer:
         print(f"exported the e5-small tokenizer to {export_tokenizer(args.export_tokenizer)}")
