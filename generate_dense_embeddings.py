@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from dpr.data.formats import count_passages_tsv, passage_input, read_passages_tsv
 from dpr.data.shards import shard_range
-from dpr.encode import DEFAULT_BLOCK_SIZE, encode_stream
+from dpr.encode import DEFAULT_BLOCK_SIZE, cast_for_inference, encode_stream, half_weights_dtype
 from dpr.index.embeddings import shard_is_complete, shard_paths, write_ids
 from dpr.index import records
 from dpr.index.records import (differences, older, read_record, record_path, source_fingerprint, source_hasher,
@@ -32,6 +32,7 @@ from dpr.models import source as model_sources
 from dpr.models.encoder import Encoder, EncoderSettings
 from dpr.models.fingerprint import ModelFingerprint, dirs_fingerprint
 from dpr.models.loading import TowerOptions, load_towers
+from dpr.training.device_defaults import ModelShape, device_defaults
 from dpr.options import add_length_args, add_model_args, add_precision_args, positive_int, setup_logging
 from dpr.utils.cli import report
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, remove_stale_temps
@@ -51,10 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Output prefix: writes {out_file}_shard{k}.npy and {out_file}_shard{k}.ids.txt.")
     g.add_argument("--shard_id", type=int, default=0, help="Which contiguous part of --ctx_file to encode (0-based).")
     g.add_argument("--num_shards", type=positive_int, default=1, help="Into how many parts --ctx_file is split.")
-    g.add_argument("--batch_size", type=positive_int, default=128,
-                   help="Passages per forward pass (halved automatically on CUDA out-of-memory).")
+    g.add_argument("--batch_size", type=positive_int, default=None,
+                   help="Passages per forward pass (halved automatically on CUDA out-of-memory). Default: for the "
+                        "device: 128 on CPU; on CUDA sized from the card's memory, the model and "
+                        "--p_sequence_length (dpr/training/device_defaults.py).")
     g.add_argument("--block_size", type=positive_int, default=DEFAULT_BLOCK_SIZE,
-                   help="Passages read, tokenized (in a background thread) and length-sorted at a time.")
+                   help="Passages read, tokenized (in background threads) and length-sorted at a time.")
     g.add_argument("--save_fp16", action="store_true",
                    help="Store vectors as float16: halves the .npy files on disk and the page cache that reading them "
                         "takes. Search converts them back: a flat CPU index holds float32 (4 bytes a value) whatever "
@@ -166,9 +169,12 @@ def encode_shard(args: argparse.Namespace) -> Path:
     record_path(npy).unlink(missing_ok=True)  # the old record goes first: vectors without one are never reused
     device = default_device()
     amp = resolve_amp_dtype(device, args.precision)
-    encoder.to(device)
-    logger.info("shard %d/%d: passages [%d, %d) of %d from %s -> %s (dim %d, %s, amp %s)", args.shard_id,
-                args.num_shards, start, stop, total, args.ctx_file, npy, dim, device, amp)
+    cast_for_inference(encoder.to(device), half_weights_dtype(device, amp))
+    batch_size = args.batch_size or device_defaults(device, ModelShape.of(encoder), args.q_sequence_length,
+                                                    args.p_sequence_length, 1, 1).encode_batch
+    logger.info("shard %d/%d: passages [%d, %d) of %d from %s -> %s (dim %d, %s, amp %s, batch %d%s)", args.shard_id,
+                args.num_shards, start, stop, total, args.ctx_file, npy, dim, device, amp, batch_size,
+                "" if args.batch_size else ", the device's default")
     ids: list[str] = []
 
     def texts():
@@ -183,7 +189,7 @@ def encode_shard(args: argparse.Namespace) -> Path:
                                         shape=(stop - start, dim))
         row = 0
         for block in encode_stream(encoder, tokenizer, texts(), "passage", args.p_sequence_length,
-                                   args.batch_size, device, amp, args.block_size, on_done=bar.update):
+                                   batch_size, device, amp, args.block_size, on_done=bar.update):
             out[row : row + len(block)] = block
             row += len(block)
         if row != stop - start or len(ids) != row:

@@ -23,7 +23,8 @@ MODEL_FILE=${MODEL_FILE:-}                            # default: the best (else 
 CTX_FILE=${CTX_FILE:-./data/dureader_data/passages.tsv}
 EMB_DIR=${EMB_DIR:-./outputs/macbert_context_emb}
 P_LEN=${P_LEN:-384}
-BATCH_SIZE=${BATCH_SIZE:-512}                         # per process; halved automatically on CUDA out-of-memory
+BATCH_SIZE=${BATCH_SIZE:-}                            # per process; empty: the device's default (CPU 128, CUDA
+                                                      # sized from its memory); halved automatically on CUDA OOM
 PRECISION=${PRECISION-auto}                           # auto, fp16, bf16, fp32; empty = fp32
 EXTRA=${EXTRA:-}                                      # e.g. --save_fp16 (half the disk) or --overwrite
 LOG_DIR=${LOG_DIR:-$EMB_DIR/logs}
@@ -53,7 +54,7 @@ encode() {  # encode shard $1 on GPU $2 ("" = CPU), logging to its own file
     --num_shards "$NUM_SHARDS" \
     --out_file "$EMB_DIR/emb" \
     --p_sequence_length "$P_LEN" \
-    --batch_size "$BATCH_SIZE" \
+    ${BATCH_SIZE:+--batch_size "$BATCH_SIZE"} \
     --precision "${PRECISION:-fp32}" $EXTRA >"$log" 2>&1; then
     echo "shard $1: done"
   else

@@ -20,8 +20,9 @@ EPOCHS=${EPOCHS:-8}
 DEV_BATCH_SIZE=${DEV_BATCH_SIZE:-16}
 VAL_AV_RANK_START_EPOCH=${VAL_AV_RANK_START_EPOCH:-7}
 VAL_AV_RANK_MAX_QS=${VAL_AV_RANK_MAX_QS:-1000}
-Q_CHUNK=${Q_CHUNK:-512}
-CTX_CHUNK=${CTX_CHUNK:-64}
+Q_CHUNK=${Q_CHUNK:-}                            # gradient-cache chunks; empty: the device's default (CPU 16 / 8;
+CTX_CHUNK=${CTX_CHUNK:-}                        # CUDA: sized from its memory, README "GPUs"; the reference: 512 / 64)
+NUM_WORKERS=${NUM_WORKERS:-}                    # DataLoader workers; empty: the device's default (README "GPUs")
 HARD_NEGATIVES=${HARD_NEGATIVES:-4}
 OTHER_NEGATIVES=${OTHER_NEGATIVES:-0}
 LOG_BATCH_STEP=${LOG_BATCH_STEP:-20}
@@ -85,8 +86,9 @@ $LAUNCH train_dense_encoder.py \
   --grad_cache \
   --global_loss_buf_sz 2097152 \
   --val_av_rank_max_qs $VAL_AV_RANK_MAX_QS \
-  --q_chunk_size $Q_CHUNK \
-  --ctx_chunk_size $CTX_CHUNK \
+  ${Q_CHUNK:+--q_chunk_size $Q_CHUNK} \
+  ${CTX_CHUNK:+--ctx_chunk_size $CTX_CHUNK} \
+  ${NUM_WORKERS:+--num_workers $NUM_WORKERS} \
   --precision "${PRECISION:-fp32}" \
   --log_batch_step $LOG_BATCH_STEP \
   --hard_negatives $HARD_NEGATIVES \

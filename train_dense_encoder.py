@@ -22,6 +22,7 @@ from dpr.training.config import TrainConfig, default_temperature
 from dpr.training.data import BiEncoderData
 from dpr.training.trainer import (DistInfo, Trainer, check_attention_dropout_off, enable_gradient_checkpointing,
                                   set_attention_dropout)
+from dpr.training.device_defaults import ModelShape, device_defaults, resolve
 from dpr.utils.cli import fail
 from dpr.utils.io import InputError, check_writable_dir
 from dpr.utils.precision import dtype_name, resolve_amp_dtype
@@ -67,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Use only the first N questions of --train_file (0: all); for smoke runs.")
     d.add_argument("--max_dev_questions", type=non_negative_int, default=0,
                    help="Use only the first N questions of --dev_file (0: all).")
-    d.add_argument("--num_workers", type=non_negative_int, default=2,
-                   help="DataLoader workers that sample, tokenize and pad batches.")
+    d.add_argument("--num_workers", type=non_negative_int, default=None,
+                   help="DataLoader workers that sample, tokenize and pad batches (default: for the device: 2 on CPU; "
+                        "on CUDA half the cores per GPU process, 2 to 8).")
     t = parser.add_argument_group("training")
     t.add_argument("--output_dir", required=True, help="Checkpoints, train_log.jsonl and training_curves.png go here.")
     t.add_argument("--batch_size", type=positive_int, default=2,
@@ -101,9 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad_cache", action="store_true",
                    help="Exact gradient caching: encode in chunks without a graph, then re-encode chunk by chunk "
                         "(same dropout) to backpropagate. Same gradients as without, memory of one chunk.")
-    g.add_argument("--q_chunk_size", type=positive_int, default=16,
-                   help="Questions per chunk with --grad_cache (a chunk larger than the per-rank batch is one chunk).")
-    g.add_argument("--ctx_chunk_size", type=positive_int, default=8, help="Passages per chunk with --grad_cache.")
+    g.add_argument("--q_chunk_size", type=positive_int, default=None,
+                   help="Questions per chunk with --grad_cache (a chunk larger than the per-rank batch is one chunk). "
+                        "Default: for the device: 16 on CPU; on CUDA sized from the card's memory, the model and "
+                        "--q_sequence_length (dpr/training/device_defaults.py; the log says what was chosen).")
+    g.add_argument("--ctx_chunk_size", type=positive_int, default=None,
+                   help="Passages per chunk with --grad_cache. Default: for the device: 8 on CPU; on CUDA sized as "
+                        "--q_chunk_size is, for --p_sequence_length.")
     g.add_argument("--global_loss_buf_sz", type=int, default=None,
                    help="Accepted for compatibility, no effect (DPR/GC-DPR's pickle buffer size; representations are "
                         "gathered with all_gather here).")
@@ -114,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--val_av_rank_max_qs", type=positive_int, default=10000, help="Dev questions in average rank.")
     v.add_argument("--val_av_rank_hard_neg", type=non_negative_int, default=30, help="Hard negatives per question.")
     v.add_argument("--val_av_rank_other_neg", type=non_negative_int, default=30, help="Other negatives per question.")
-    v.add_argument("--val_av_rank_bsz", type=positive_int, default=128, help="Encoding batch for average rank.")
+    v.add_argument("--val_av_rank_bsz", type=positive_int, default=None,
+                   help="Encoding batch for average rank (default: for the device: 128 on CPU; on CUDA sized from "
+                        "the card's memory).")
     c = parser.add_argument_group("checkpoints and logging")
     c.add_argument("--checkpoint_file_name", default=ckpt.PREFIX, help="Checkpoint prefix: PREFIX.EPOCH.ITER.")
     c.add_argument("--resume", action="store_true",
@@ -183,25 +191,45 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
     return towers.question, towers.passage, towers.tokenizer
 
 
-def build_config(args: argparse.Namespace, normalize: bool, device: torch.device) -> TrainConfig:
+def device_sized(args: argparse.Namespace, device: torch.device, shape: ModelShape | None) -> dict[str, int]:
+    """--q_chunk_size, --ctx_chunk_size, --num_workers, --val_av_rank_bsz as given, else the device's defaults
+    (dpr/training/device_defaults.py; without the model's `shape`, the CPU ones)."""
+    explicit = {"q_chunk_size": args.q_chunk_size, "ctx_chunk_size": args.ctx_chunk_size,
+                "num_workers": args.num_workers, "encode_batch": args.val_av_rank_bsz}
+    if shape is None:
+        device = torch.device("cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    defaults = device_defaults(device, shape or ModelShape(0, 0, 0), args.q_sequence_length, args.p_sequence_length,
+                               -(-args.batch_size // world), 1 + args.hard_negatives + args.other_negatives,
+                               local_ranks=local)
+    sizes, filled = resolve(explicit, defaults)
+    if filled and (os.environ.get("RANK", "0") == "0"):
+        logger.info("device defaults (%s): %s", device.type, ", ".join(f"{k} {sizes[k]}" for k in filled))
+    return sizes
+
+
+def build_config(args: argparse.Namespace, normalize: bool, device: torch.device,
+                 shape: ModelShape | None = None) -> TrainConfig:
     """The typed config of this run: every flag the trainer uses, with similarity, temperature and precision resolved
-    (similarity from the loaded towers when not given)."""
+    (similarity from the loaded towers when not given) and the device-sized flags left unset filled in."""
     similarity = args.similarity or ("cosine" if normalize else "dot")
+    sized = device_sized(args, device, shape)
     return TrainConfig(
         train_file=args.train_file, output_dir=args.output_dir, dev_file=args.dev_file,
         hard_negatives=args.hard_negatives, other_negatives=args.other_negatives,
         shuffle_positive_ctx=args.shuffle_positive_ctx, max_train_questions=args.max_train_questions,
-        max_dev_questions=args.max_dev_questions, num_workers=args.num_workers,
+        max_dev_questions=args.max_dev_questions, num_workers=sized["num_workers"],
         q_sequence_length=args.q_sequence_length, p_sequence_length=args.p_sequence_length,
         batch_size=args.batch_size, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
         warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
         adam_eps=args.adam_eps, seed=args.seed, similarity=similarity,
         temperature=args.temperature or default_temperature(similarity),
         precision=dtype_name(resolve_amp_dtype(device, args.precision)),
-        grad_cache=args.grad_cache, q_chunk_size=args.q_chunk_size, ctx_chunk_size=args.ctx_chunk_size,
+        grad_cache=args.grad_cache, q_chunk_size=sized["q_chunk_size"], ctx_chunk_size=sized["ctx_chunk_size"],
         dev_batch_size=args.dev_batch_size, val_av_rank_start_epoch=args.val_av_rank_start_epoch,
         val_av_rank_max_qs=args.val_av_rank_max_qs, val_av_rank_hard_neg=args.val_av_rank_hard_neg,
-        val_av_rank_other_neg=args.val_av_rank_other_neg, val_av_rank_bsz=args.val_av_rank_bsz,
+        val_av_rank_other_neg=args.val_av_rank_other_neg, val_av_rank_bsz=sized["encode_batch"],
         checkpoint_file_name=args.checkpoint_file_name, save_every_steps=args.save_every_steps,
         keep_checkpoints=args.keep_checkpoints, eval_every_steps=args.eval_every_steps,
         log_batch_step=args.log_batch_step, progress_bar=not args.no_progress,
@@ -248,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
         q_enc, p_enc, tokenizer = load_models(args, resume_from)
         q_enc.to(device)
         p_enc.to(device)
-        config = build_config(args, q_enc.settings.normalize, device)
+        config = build_config(args, q_enc.settings.normalize, device, ModelShape.of(q_enc))
         if dist_info.is_main:
             logger.info("similarity %s, temperature %g, pooling %s, precision %s, grad cache %s, device %s",
                         config.similarity, config.temperature, q_enc.settings.pooling, config.precision,

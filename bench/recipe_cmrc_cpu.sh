@@ -22,7 +22,11 @@ MODEL=${MODEL:-multilingual-e5-small}
 SEED=${SEED:-12345}
 TRAIN_QS=${TRAIN_QS:-9142}          # the first N questions of dual_train.json (0 = all 10,142)
 BATCH_SIZE=${BATCH_SIZE:-128}       # global batch: questions per optimizer step
-Q_CHUNK=${Q_CHUNK:-64}; CTX_CHUNK=${CTX_CHUNK:-32}   # gradient-cache chunks (memory, not results)
+# Runs on a GPU too: there the chunks and the encoding batch default to empty, i.e. the device's defaults
+# (train_dense_encoder.py / generate_dense_embeddings.py size them from the card); on CPU, the measured values below.
+ON_CUDA=${ON_CUDA:-$(python -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)}
+cpu_only() { [ "$ON_CUDA" = 1 ] || echo "$1"; }
+Q_CHUNK=${Q_CHUNK-$(cpu_only 64)}; CTX_CHUNK=${CTX_CHUNK-$(cpu_only 32)}   # gradient-cache chunks (memory, not results)
 LR=${LR:-5e-5}
 WARMUP_STEPS=${WARMUP_STEPS:-7}   # ~10% of the steps
 EPOCHS=${EPOCHS:-1}
@@ -31,7 +35,7 @@ HARD_NEGATIVES=${HARD_NEGATIVES:-1}
 Q_LEN=${Q_LEN:-32}
 TRAIN_P_LEN=${TRAIN_P_LEN:-128}     # passage cap while training
 P_LEN=${P_LEN:-256}                 # passage cap while encoding the collection
-ENC_BATCH=${ENC_BATCH:-64}
+ENC_BATCH=${ENC_BATCH-$(cpu_only 64)}   # empty: the device's default
 PRECISION=${PRECISION-bf16}         # as measured (AVX512-BF16); auto, fp16, bf16, fp32; empty = fp32
 TRAIN_EXTRA=${TRAIN_EXTRA:-}        # more train_dense_encoder.py flags
 HELDOUT_QS=${HELDOUT_QS:-1000}      # the LAST N of dual_train.json, never trained on: they choose the hybrid weight
@@ -77,7 +81,7 @@ python train_dense_encoder.py --encoder_model_type hf_bert --pretrained_model_cf
   --train_file "$train_file" --dev_file "$DATA/retrieval_train_data/dual_dev.json" \
   --max_train_questions "$TRAIN_QS" --max_dev_questions 64 --dev_batch_size 16 --output_dir "$ckp" \
   --q_sequence_length "$Q_LEN" --p_sequence_length "$TRAIN_P_LEN" --do_lower_case \
-  --batch_size "$BATCH_SIZE" --grad_cache --q_chunk_size "$Q_CHUNK" --ctx_chunk_size "$CTX_CHUNK" \
+  --batch_size "$BATCH_SIZE" --grad_cache ${Q_CHUNK:+--q_chunk_size "$Q_CHUNK"} ${CTX_CHUNK:+--ctx_chunk_size "$CTX_CHUNK"} \
   --learning_rate "$LR" --warmup_steps "$WARMUP_STEPS" --num_train_epochs "$EPOCHS" --max_grad_norm 2.0 \
   --hard_negatives "$HARD_NEGATIVES" --other_negatives 0 --shared_encoder --similarity cosine \
   --temperature "$TEMPERATURE" --freeze_embeddings --precision "${PRECISION:-fp32}" --log_batch_step 4 --no_progress $TRAIN_EXTRA \
@@ -87,7 +91,7 @@ step "   trained: $final"
 
 step "2/5 encode the $(( $(wc -l < "$DATA/passages.tsv") - 1 )) passages of $DATA/passages.tsv"
 python generate_dense_embeddings.py --model_file "$final" --ctx_file "$DATA/passages.tsv" --shard_id 0 --num_shards 1 \
-  --out_file "$OUT/emb/emb" --p_sequence_length "$P_LEN" --batch_size "$ENC_BATCH" --precision "${PRECISION:-fp32}" >> "$log" 2>&1
+  --out_file "$OUT/emb/emb" --p_sequence_length "$P_LEN" ${ENC_BATCH:+--batch_size "$ENC_BATCH"} --precision "${PRECISION:-fp32}" >> "$log" 2>&1
 
 step "3/5 retrieve the dev questions (dense)"
 python dense_retriever.py --model_file "$final" --qa_file "$DATA/dev.json" --ctx_file "$DATA/passages.tsv" \

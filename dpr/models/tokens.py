@@ -21,16 +21,19 @@ def padding_of(tokenizer: PreTrainedTokenizerBase) -> tuple[int, bool]:
     return pad_id, getattr(tokenizer, "padding_side", "right") == "left"
 
 
-def pad_batch(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) int64 tensors padded to the longest sequence of `seqs`."""
+def pad_batch(seqs: list[list[int]], pad_id: int, left: bool = False,
+              pin_memory: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) int64 tensors padded to the longest sequence of `seqs` (in pinned host memory
+    when `pin_memory`: a CUDA copy from there need not block)."""
     width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    ids_t = torch.full((len(seqs), width), pad_id, dtype=torch.int64, pin_memory=pin_memory)
+    mask_t = torch.zeros((len(seqs), width), dtype=torch.int64, pin_memory=pin_memory)
+    ids, mask = ids_t.numpy(), mask_t.numpy()
     for row, seq in enumerate(seqs):
         cols = slice(width - len(seq), width) if left else slice(0, len(seq))
         ids[row, cols] = seq
         mask[row, cols] = 1
-    return torch.from_numpy(ids), torch.from_numpy(mask)
+    return ids_t, mask_t
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:

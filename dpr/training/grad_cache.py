@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 Chunk = dict[str, torch.Tensor]
-LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
+LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, "int | torch.Tensor"]]
+
+
+def _read(loss: torch.Tensor, correct: int | torch.Tensor) -> tuple[float, int]:
+    """(loss, correct) on the host in one device-to-host read (the step's only one)."""
+    if not isinstance(correct, torch.Tensor):
+        return float(loss.detach()), correct
+    value, n = torch.stack([loss.detach().float(), correct.to(loss.device, torch.float32)]).tolist()
+    return value, int(n)
 
 
 class RngState:
@@ -93,7 +101,7 @@ def cached_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk
     p_grad = p.grad if p_order is None else p.grad[p_order.to(p.device)]
     replay_backward(q_encoder, q_chunks, q_states, q_grad, amp)
     replay_backward(p_encoder, p_chunks, p_states, p_grad, amp)
-    return float(loss.detach()), correct
+    return _read(loss, correct)
 
 
 def full_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk], p_chunks: list[Chunk],
@@ -105,4 +113,4 @@ def full_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk],
         p = _unsort(torch.cat([p_encoder(**c).float() for c in p_chunks]), p_order)
     loss, correct = loss_fn(q, p)
     backward(loss)
-    return float(loss.detach()), correct
+    return _read(loss, correct)

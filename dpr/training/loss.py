@@ -28,36 +28,46 @@ def gather_with_grad(local: torch.Tensor, sizes: list[int] | None = None) -> tor
 
 def biencoder_nll(q: torch.Tensor, p: torch.Tensor, passages_per_question: int, temperature: float = 1.0,
                   masked: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """See `nll_terms`; `correct` as a Python int (a host read)."""
+    loss, correct = nll_terms(q, p, passages_per_question, temperature, masked)
+    return loss, int(correct)
+
+
+def nll_terms(q: torch.Tensor, p: torch.Tensor, passages_per_question: int, temperature: float = 1.0,
+              masked: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean NLL over the questions of `q` [Nq, H] against all passages `p` [Nq * passages_per_question, H].
 
     Question i's positive is passage i * passages_per_question (the collator's layout); every other passage of the
     batch is a negative, except the (row, column) entries of `masked` [K, 2] (false negatives: another copy of one
     of the row's positives), which are dropped from the softmax. Computed in fp32. Returns (loss, number of
-    questions whose positive scored highest).
+    questions whose positive scored highest, a 0-dim tensor on the scores' device: read it when the step is queued).
     """
     if p.shape[0] != q.shape[0] * passages_per_question:
         raise ValueError(f"expected {q.shape[0] * passages_per_question} passages for {q.shape[0]} questions, got {p.shape[0]}")
     scores = (q.float() @ p.float().T) / temperature
     target = torch.arange(q.shape[0], device=q.device) * passages_per_question
     if masked is not None and masked.numel():
-        masked = masked.to(scores.device)
-        if bool((masked[:, 1] == target[masked[:, 0]]).any()):
+        pairs = masked.numpy() if masked.device.type == "cpu" else masked  # a batch's mask: checked on the host
+        if bool((pairs[:, 1] == pairs[:, 0] * passages_per_question).any()):
             raise ValueError("a question's own positive column cannot be masked")
+        masked = masked.to(scores.device, non_blocking=True)
         keep = torch.ones_like(scores, dtype=torch.bool)
         keep[masked[:, 0], masked[:, 1]] = False
         scores = scores.masked_fill(~keep, float("-inf"))
     loss = F.cross_entropy(scores, target)
-    correct = int((scores.detach().argmax(dim=1) == target).sum())
+    correct = (scores.detach().argmax(dim=1) == target).sum()
     return loss, correct
 
 
 def global_nll(q_local: torch.Tensor, p_local: torch.Tensor, passages_per_question: int, temperature: float,
-               q_sizes: list[int] | None = None, masked: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+               q_sizes: list[int] | None = None, masked: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of the whole global batch, computed identically on every rank from gathered representations.
 
     Each rank's gradient reaches only its local representations, so summing parameter gradients over ranks gives
-    exactly the single-process gradient of the global batch. `masked` indexes the global score matrix.
+    exactly the single-process gradient of the global batch. `masked` indexes the global score matrix. `correct`
+    stays a tensor (`nll_terms`): the steps read it with the loss, once, after the backward passes are queued.
     """
     p_sizes = [n * passages_per_question for n in q_sizes] if q_sizes else None
-    return biencoder_nll(gather_with_grad(q_local, q_sizes), gather_with_grad(p_local, p_sizes),
+    return nll_terms(gather_with_grad(q_local, q_sizes), gather_with_grad(p_local, p_sizes),
                          passages_per_question, temperature, masked)

@@ -312,7 +312,8 @@ class Trainer:
         workers = self.config.num_workers
         return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
                                            collate_fn=_identity, generator=torch.Generator().manual_seed(self.config.seed),
-                                           prefetch_factor=2 if workers > 0 else None)
+                                           prefetch_factor=2 if workers > 0 else None,
+                                           pin_memory=self.device.type == "cuda")  # non-blocking copies in _to_device
 
     def fit(self) -> dict:
         a, prog = self.config, self.progress

@@ -168,3 +168,46 @@ def test_masked_false_negatives_cached_equals_uncached_and_equals_the_column_rem
         unmasked = float(biencoder_nll(q, p, PPQ, 0.1)[0])
     assert abs(losses["full"] - removed / N_Q) < 1e-6 and abs(losses["cached"] - removed / N_Q) < 1e-6  # fp32 pooling
     assert abs(unmasked - removed / N_Q) > 1e-4
+
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the device-to-host reads (item/tolist/bool/int/float/cpu) made by the step and the loss themselves."""
+
+    READS = {"cpu", "item", "tolist", "__bool__", "__float__", "__int__"}
+    FILES = ("dpr/training/grad_cache.py", "dpr/training/loss.py")
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        import sys
+
+        if getattr(func, "__name__", "") in self.READS and sys._getframe(1).f_code.co_filename.endswith(self.FILES):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("step", [cached_step, full_step])
+def test_one_host_read_per_step_with_the_same_loss_and_gradients(tiny_model_dir_no_dropout, step):
+    """The training loss (global_nll, false negatives masked) is read once per step, after every backward is queued
+    (was: the mask check, the accuracy and the loss: three waits on the device); loss and gradients as before."""
+    from dpr.training.loss import global_nll
+
+    q_enc, p_enc = _towers(tiny_model_dir_no_dropout)
+    q_ids, p_ids = _batch()
+    masked = torch.tensor([[0, 4], [2, 1], [5, 3]])
+    results = []
+    for loss_fn in (partial(global_nll, passages_per_question=PPQ, temperature=0.1, masked=masked),
+                    partial(biencoder_nll, passages_per_question=PPQ, temperature=0.1, masked=masked)):
+        q_enc.zero_grad(set_to_none=True)
+        p_enc.zero_grad(set_to_none=True)
+        with _HostReads() as reads:
+            loss, correct = step(q_enc, p_enc, chunked(q_ids, 3, 0), chunked(p_ids, 5, 0), loss_fn,
+                                 lambda l: l.backward(), _amp)
+        grads = torch.cat([prm.grad.reshape(-1) for m in (q_enc, p_enc) for prm in m.parameters()])
+        results.append((loss, correct, grads, reads.count))
+    (loss, correct, grads, reads), (ref_loss, ref_correct, ref_grads, _) = results
+    assert reads == 1 and isinstance(loss, float) and isinstance(correct, int)
+    assert loss == pytest.approx(ref_loss, rel=1e-6) and correct == ref_correct
+    assert torch.allclose(grads, ref_grads, rtol=1e-5, atol=1e-7)
