@@ -15,7 +15,7 @@ import train_dense_encoder
 from dpr.data import cmrc, preprocess
 from dpr.data.formats import DPRJsonWriter, PassagesWriter, read_passages_tsv
 from dpr.data.preprocess import Options, run
-from dpr.retrieval import results
+from dpr.retrieval import batch, results
 from dpr.training import checkpoint
 from dpr.training.checkpoint import latest_checkpoint
 from dpr.utils.io import InputError
@@ -78,8 +78,8 @@ def test_encoding_unwritable(tmp_path, blocked, monkeypatch, capsys):
                                   ["--encode_q_and_save", "--q_encoding_path", "{d}/q.npy"],
                                   ["--mine_hard_negatives", "{d}/mined.json", "--ctx_file", "p.tsv"]])
 def test_retrieval_unwritable(blocked, monkeypatch, capsys, mode):
-    monkeypatch.setattr(dense_retriever, "load_questions", _no_work)
-    monkeypatch.setattr(dense_retriever, "load_towers", _no_work)
+    monkeypatch.setattr(batch, "load_questions", _no_work)
+    monkeypatch.setattr(batch, "load_towers", _no_work)
     argv = ["--qa_file", "q.tsv", "--encoded_ctx_file", "e*.npy"] + [a.format(d=blocked) for a in mode]
     assert dense_retriever.main(argv) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
