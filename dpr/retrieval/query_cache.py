@@ -15,9 +15,9 @@ import numpy as np
 
 from dpr.index.embeddings import map_npy, read_ids, write_ids
 from dpr.index.records import (FORMAT, SHARED_SETTINGS, VectorsMismatchError, describe_model, older, read_record,
-                                record_path, settings_dict, write_record)
+                                record_path, settings_dict)
 from dpr.retrieval.dense import check_pairs
-from dpr.utils.io import InputError, atomic_write
+from dpr.utils.io import InputError, atomic_write, publish_then_mark
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +34,10 @@ def questions_sha256(qids: list[str], texts: list[str]) -> str:
 def save_question_vectors(path: str | os.PathLike, qids: list[str], vectors: np.ndarray, record: dict) -> None:
     """Write the ids, then the vectors (.npy format at exactly `path`), then their record, each atomically (an old
     record is removed first, so vectors are never paired with another run's record)."""
-    record_path(path).unlink(missing_ok=True)
-    write_ids(qids_path(path), qids)
-    with atomic_write(path, "wb") as f:
-        np.save(f, np.asarray(vectors, dtype=np.float32))
-    write_record(path, {**record, "dim": int(vectors.shape[1]), "count": len(qids)})
+    with publish_then_mark(record_path(path), {**record, "dim": int(vectors.shape[1]), "count": len(qids)}):
+        write_ids(qids_path(path), qids)
+        with atomic_write(path, "wb") as f:
+            np.save(f, np.asarray(vectors, dtype=np.float32))
 
 
 def load_question_vectors(path: str | os.PathLike, qids: list[str], texts: list[str] | None = None) -> np.ndarray:

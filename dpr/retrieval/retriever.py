@@ -20,14 +20,14 @@ from typing import Iterable, overload
 
 import numpy as np
 
-from dpr.index.embeddings import Shard, expand_shards, open_shards, save_shard
+from dpr.index.embeddings import Shard, expand_shards, open_shards, save_shard, shard_paths
 from dpr.index.faiss_index import IndexSpec, gpu_available
-from dpr.index.records import passage_record, source_fingerprint, write_record
+from dpr.index.records import passage_record, record_path, source_fingerprint
 from dpr.index.search import SavedIndexPolicy
 from dpr.retrieval.dense import BM25Side, DenseIndex, Ranking, check_model_pairs, hybrid_search, search_dense
 from dpr.retrieval.hybrid import fusion_config
 from dpr.retrieval.passages import PassageStore, check_in_collection
-from dpr.utils.io import InputError
+from dpr.utils.io import InputError, publish_then_mark
 
 logger = logging.getLogger(__name__)
 
@@ -229,13 +229,14 @@ class Retriever:
         fingerprint = model_fingerprint(self.model)
         if fingerprint is None:
             raise InputError(self.model, "the model's files are not on this disk, so the vectors cannot record it")
-        npy = save_shard(Path(directory) / "emb_shard0", ids, vectors)
         record = passage_record(fingerprint, self._passage_tower().settings, self.options.passage_max_length,
                                 source_fingerprint(self.passages_file),
                                 {"shard_id": 0, "num_shards": 1, "start": 0, "stop": len(ids), "total": len(ids)},
                                 "float32",
                                 {"model": self.model, "source": str(self.passages_file)})
-        write_record(npy, {**record, "dim": int(vectors.shape[1])})
+        npy, _ = shard_paths(Path(directory) / "emb_shard0")
+        with publish_then_mark(record_path(npy), {**record, "dim": int(vectors.shape[1])}):
+            save_shard(Path(directory) / "emb_shard0", ids, vectors)
         logger.info("saved %d passage vectors to %s", len(ids), npy)
         return npy
 
