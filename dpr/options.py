@@ -48,6 +48,15 @@ class ModelFlags:
                             query_prefix=self.query_prefix, passage_prefix=self.passage_prefix)
 
 
+@dataclass(frozen=True)
+class EncoderFlags(ModelFlags):
+    """ModelFlags plus the values the shared helpers below set: --precision (and its shorthands) and the lengths."""
+
+    precision: str = "auto"
+    q_sequence_length: int = 32
+    p_sequence_length: int = 384
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, ModelFlags)
 

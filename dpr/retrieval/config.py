@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpr.index.faiss_index import GPU_MAX_K, INDEX_TYPES, IndexSpec, gpu_available, over_gpu_limits
-from dpr.options import NO_EFFECT, ModelFlags, positive_int
+from dpr.options import NO_EFFECT, EncoderFlags, positive_int
 from dpr.retrieval.hybrid import DEFAULT_ALPHA, FUSIONS, FusionConfig, fusion_config
 from dpr.retrieval.retriever import SHARD_GLOB
 from dpr.utils.flags import flag
@@ -21,11 +21,9 @@ HYB = "hybrid retrieval: dense + BM25 (jieba + bm25s over --ctx_file, index cach
 
 
 @dataclass(frozen=True)
-class RetrievalConfig(ModelFlags):
-    # set by the shared flag helpers of dpr/options.py (precision, lengths)
-    precision: str = "auto"
-    q_sequence_length: int = 32
-    p_sequence_length: int = 384
+class RetrievalConfig(EncoderFlags):
+    """dense_retriever.py's settings: the shared model flags, then its own."""
+
     # inputs and outputs
     qa_file: str | None = flag(None, group=IO, help=(
         "Questions: release JSON lines (dev/test), a DPR JSON file, or a TSV (qid\\tquestion). Without it: --query, "

@@ -23,7 +23,7 @@ from dpr.models import source as model_sources
 from dpr.models.encoder import Encoder, EncoderSettings
 from dpr.models.fingerprint import ModelFingerprint, dirs_fingerprint
 from dpr.models.loading import load_towers
-from dpr.options import ModelFlags, positive_int
+from dpr.options import EncoderFlags, positive_int
 from dpr.utils.flags import flag
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, publish_then_mark, remove_stale_temps
 from dpr.utils.precision import default_device, resolve_amp_dtype
@@ -34,11 +34,9 @@ ENC = "encoding"
 
 
 @dataclass(frozen=True)
-class EncodeConfig(ModelFlags):
-    # set by the shared flag helpers of dpr/options.py (precision, lengths)
-    precision: str = "auto"
-    q_sequence_length: int = 32
-    p_sequence_length: int = 384
+class EncodeConfig(EncoderFlags):
+    """generate_dense_embeddings.py's settings: the shared model flags, then its own."""
+
     ctx_file: str = flag(None, group=ENC, required=True, help=(
         "passages.tsv (header id\\ttext\\ttitle) or one of its shards."))
     out_file: str = flag(None, group=ENC, required=True, help=(
