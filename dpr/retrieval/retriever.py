@@ -254,7 +254,7 @@ class Retriever:
         """The top-k passages of one question (a list of Hit) or of each of a list of questions (a list of lists).
 
         hybrid_alpha: fuse with BM25 over the passages file (dense weight in [0, 1]; fusion 'convex' or 'rrf';
-        each side contributes its first hybrid_depth passages; None: FusionConfig's defaults, convex and 100), as
+        each side contributes its first hybrid_depth passages; left None, each takes FusionConfig's default), as
         dense_retriever.py --hybrid_alpha does.
         """
         single = isinstance(questions, str)
