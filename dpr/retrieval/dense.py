@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -57,16 +58,22 @@ def expected_passage_settings(options) -> dict:
     return {k: getattr(settings, k) for k in (*SHARED_SETTINGS, "passage_prefix")}
 
 
+def check_pairs(paths: list[Path], side_model: dict | None, label: str, expected: dict | None, allow: bool = False,
+                allow_partial: bool = False) -> None:
+    """The one pairing check: refuse passage vectors whose records say another model (or none) made them than
+    `side_model` (the question side, called `label`), or other encoder settings than `expected`, or that do not
+    tile their collection (with `allow` / `allow_partial`: log a warning instead)."""
+    found = [(p, read_record(p)) for p in paths]
+    check_pairing(found, side_model, label, allow, expected)
+    check_coverage(found, allow_partial)
+
+
 def check_model_pairs(paths: list[Path], model: str, allow: bool = False, options=None,
                       allow_partial: bool = False) -> None:
-    """Refuse passage vectors whose records say another model (or none) made them than `model`'s question tower,
-    or other encoder settings than `options` (TowerOptions) give, or that do not tile their collection (with
-    `allow` / `allow_partial`: log a warning instead)."""
+    """`check_pairs` against `model`'s question tower and the encoder settings `options` (TowerOptions) give."""
     side = model_side(model)
-    found = [(p, read_record(p)) for p in paths]
-    check_pairing(found, side["model"], f"the question tower of {describe_model(side)}", allow,
-                  expected_passage_settings(options) if options is not None else None)
-    check_coverage(found, allow_partial)
+    check_pairs(paths, side["model"], f"the question tower of {describe_model(side)}",
+                expected_passage_settings(options) if options is not None else None, allow, allow_partial)
 
 
 def _check_dim(shards: list[Shard], vectors: np.ndarray, model: str) -> None:
@@ -147,3 +154,16 @@ def hybrid_rankings(dense: list[Ranking], bm25: list[list[tuple[str, float]]], c
         parts = [{"dense_score": _round(h.dense_score), "bm25_score": _round(h.bm25_score)} for h in hits]
         out.append(Ranking([h.pid for h in hits], [h.score for h in hits], parts))
     return out
+
+
+def hybrid_search(dense: Callable[[int], list[Ranking]], bm25: BM25Side, questions: list[str], k: int,
+                  config: FusionConfig, names: tuple[str, str] = ("hybrid_depth", "k")) -> list[Ranking]:
+    """Dense (`dense(depth)`: the top-depth rankings) and BM25 lists fused, the first k kept: the one hybrid path
+    of the scripts and the Retriever. `names`: what the depth and k are called in the warning that a question may
+    get fewer than k passages."""
+    if config.depth < k:
+        logger.warning("%s %d < %s %d: a question may get fewer than %d passages", names[0], config.depth, names[1],
+                       k, k)
+    fused = hybrid_rankings(dense(max(k, config.depth)), bm25.search(questions, config.depth), config, k)
+    logger.info("fused (%s, alpha %.2f, depth %d)", config.method, config.alpha, config.depth)
+    return fused

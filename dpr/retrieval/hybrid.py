@@ -42,6 +42,15 @@ class FusionConfig:
             raise ValueError(f"depth must be >= 1 and rrf_k >= 0, got {self.depth} and {self.rrf_k}")
 
 
+def fusion_config(alpha: float | None, method: str | None = None, depth: int | None = None) -> FusionConfig | None:
+    """The fusion asked for: None without a dense weight; a method or depth left None takes FusionConfig's default
+    (the one place the defaults are read, for the scripts and the Retriever alike)."""
+    if alpha is None:
+        return None
+    given = {k: v for k, v in (("method", method), ("depth", depth)) if v is not None}
+    return FusionConfig(alpha=alpha, **given)
+
+
 @dataclass(frozen=True)
 class FusedHit:
     """One passage of a fused ranking; a raw score is None when the passage is not in that side's list."""

@@ -77,3 +77,15 @@ class PassageStore:
                                                 f"were indexed", line=line)
                 found[pid] = (cols[1], cols[2])
         return found
+
+
+def check_in_collection(ctx_file: str | os.PathLike, missing: Iterable[str], vectors: str | None = None) -> None:
+    """The passage-id check of every search: ids of the vectors (`vectors`: the first one found missing among all of
+    theirs) or of the results (every one found missing) that ctx_file lacks mean embeddings of another collection."""
+    missing = sorted(missing)
+    if not missing:
+        return
+    said = (f"passage id {missing[0]!r} of {vectors} is" if vectors is not None else
+            f"{len(missing)} retrieved passage ids are")
+    example = f" (e.g. {missing[0]!r})" if vectors is None else ""
+    raise InputError(ctx_file, f"{said} not in this file{example}: embeddings from another collection?")

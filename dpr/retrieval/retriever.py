@@ -20,14 +20,14 @@ from typing import Iterable, overload
 
 import numpy as np
 
-from dpr.index.embeddings import Shard, expand_shards, open_shards, save_shard
+from dpr.index.embeddings import Shard, expand_shards, open_shards, save_shard, shard_paths
 from dpr.index.faiss_index import IndexSpec, gpu_available
-from dpr.index.records import passage_record, source_fingerprint, write_record
+from dpr.index.records import passage_record, record_path, source_fingerprint
 from dpr.index.search import SavedIndexPolicy
-from dpr.retrieval.dense import BM25Side, DenseIndex, Ranking, check_model_pairs, hybrid_rankings
-from dpr.retrieval.hybrid import FusionConfig
-from dpr.retrieval.passages import PassageStore
-from dpr.utils.io import InputError
+from dpr.retrieval.dense import BM25Side, DenseIndex, Ranking, check_model_pairs, hybrid_search, search_dense
+from dpr.retrieval.hybrid import fusion_config
+from dpr.retrieval.passages import PassageStore, check_in_collection
+from dpr.utils.io import InputError, publish_then_mark
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class RetrieverOptions:
     allow_mismatched_vectors: bool = False
     num_threads: int | None = None
     allow_partial_index: bool = False
+    search_shard_size: int | None = None  # search that many vectors at a time (an index per window, none saved)
 
 
 def index_pattern(index_dir: str | os.PathLike) -> str:
@@ -82,6 +83,7 @@ class Retriever:
         self._store = PassageStore(passages) if passages is not None else None
         self._question = self._passage = self._tokenizer = None
         self._index: DenseIndex | None = None
+        self._shards: list[Shard] = []
         self._bm25: BM25Side | None = None
         self._built: tuple[list[str], np.ndarray] | None = None  # vectors encoded here (not read from disk)
         import torch
@@ -101,7 +103,7 @@ class Retriever:
              query_max_length: int = 32, passage_max_length: int = 384, batch_size: int = 64,
              index_spec: IndexSpec | None = None, rebuild_index: bool = False,
              allow_mismatched_vectors: bool = False, num_threads: int | None = None,
-             allow_partial_index: bool = False) -> "Retriever":
+             allow_partial_index: bool = False, search_shard_size: int | None = None) -> "Retriever":
         """A ready Retriever.
 
         model: a training checkpoint (dpr_biencoder.E.I), an exported encoder directory, a sentence-transformers
@@ -121,10 +123,13 @@ class Retriever:
         num_threads: torch's CPU threads for the whole process (torch.set_num_threads; None leaves them). One
             question at a time is fastest with 1 on a busy machine: on 2 shared cores, 2 threads took 1.4 s per
             e5-small question against 0.05 s with 1 (bench/query_latency.py).
+        search_shard_size: search that many vectors at a time with a running top-k merge (memory bounded; an index
+            per window, built and dropped at each search, none saved), as dense_retriever.py --search_shard_size.
         """
         options = RetrieverOptions(precision, pooling, lowercase, query_prefix, passage_prefix, query_max_length,
                                    passage_max_length, batch_size, index_spec or IndexSpec(use_gpu=gpu_available()),
-                                   rebuild_index, allow_mismatched_vectors, num_threads, allow_partial_index)
+                                   rebuild_index, allow_mismatched_vectors, num_threads, allow_partial_index,
+                                   search_shard_size)
         if index_dir is None and passages is None:
             raise ValueError("give index_dir (saved embeddings), passages (a passages.tsv to encode), or both")
         build = index_dir is None or (passages is not None and Path(index_dir).is_dir()
@@ -187,11 +192,18 @@ class Retriever:
     def _open_index(self, shards: list[Shard], save: bool = True) -> None:
         if self._store is not None:
             missing = next((pid for shard in shards for pid in shard.ids if pid not in self._store), None)
-            if missing is not None:
-                raise InputError(self._store.path, f"passage id {missing!r} of {shards[0].path.parent} is not in "
-                                                   f"this file: embeddings from another collection?")
-        self._index = DenseIndex(shards, self.options.index_spec,
-                                 SavedIndexPolicy(save=save, rebuild=self.options.rebuild_index))
+            check_in_collection(self._store.path, [] if missing is None else [missing], str(shards[0].path.parent))
+        self._shards = shards
+        if not self.options.search_shard_size:
+            self._index = DenseIndex(shards, self.options.index_spec,
+                                     SavedIndexPolicy(save=save, rebuild=self.options.rebuild_index))
+
+    def _dense(self, vectors: np.ndarray, k: int) -> list[Ranking]:
+        """Top-k passages per question vector: the index built once, or windows of search_shard_size."""
+        if self._index is not None:
+            return self._index.search(vectors, k, self.model)
+        return search_dense(self._shards, vectors, k, self.options.index_spec, self.options.search_shard_size,
+                            SavedIndexPolicy(save=False), self.model)
 
     def _build_index(self) -> None:
         """Encode every passage of the passages file with the passage tower and index the vectors in memory."""
@@ -217,31 +229,33 @@ class Retriever:
         fingerprint = model_fingerprint(self.model)
         if fingerprint is None:
             raise InputError(self.model, "the model's files are not on this disk, so the vectors cannot record it")
-        npy = save_shard(Path(directory) / "emb_shard0", ids, vectors)
         record = passage_record(fingerprint, self._passage_tower().settings, self.options.passage_max_length,
                                 source_fingerprint(self.passages_file),
                                 {"shard_id": 0, "num_shards": 1, "start": 0, "stop": len(ids), "total": len(ids)},
                                 "float32",
                                 {"model": self.model, "source": str(self.passages_file)})
-        write_record(npy, {**record, "dim": int(vectors.shape[1])})
+        npy, _ = shard_paths(Path(directory) / "emb_shard0")
+        with publish_then_mark(record_path(npy), {**record, "dim": int(vectors.shape[1])}):
+            save_shard(Path(directory) / "emb_shard0", ids, vectors)
         logger.info("saved %d passage vectors to %s", len(ids), npy)
         return npy
 
     # --- search --------------------------------------------------------------------------------------------------
 
     @overload
-    def search(self, questions: str, k: int = 10, hybrid_alpha: float | None = None, *, fusion: str = "convex",
-               hybrid_depth: int = 100) -> list[Hit]: ...
+    def search(self, questions: str, k: int = 10, hybrid_alpha: float | None = None, *, fusion: str | None = None,
+               hybrid_depth: int | None = None) -> list[Hit]: ...
 
     @overload
     def search(self, questions: list[str], k: int = 10, hybrid_alpha: float | None = None, *,
-               fusion: str = "convex", hybrid_depth: int = 100) -> list[list[Hit]]: ...
+               fusion: str | None = None, hybrid_depth: int | None = None) -> list[list[Hit]]: ...
 
-    def search(self, questions, k=10, hybrid_alpha=None, *, fusion="convex", hybrid_depth=100):
+    def search(self, questions, k=10, hybrid_alpha=None, *, fusion=None, hybrid_depth=None):
         """The top-k passages of one question (a list of Hit) or of each of a list of questions (a list of lists).
 
         hybrid_alpha: fuse with BM25 over the passages file (dense weight in [0, 1]; fusion 'convex' or 'rrf';
-        each side contributes its first hybrid_depth passages), as dense_retriever.py --hybrid_alpha does.
+        each side contributes its first hybrid_depth passages; left None, each takes FusionConfig's default), as
+        dense_retriever.py --hybrid_alpha does.
         """
         single = isinstance(questions, str)
         texts = [questions] if single else list(questions)
@@ -260,26 +274,25 @@ class Retriever:
         return out[0] if single else out
 
     def rank(self, questions: list[str], k: int = 10, hybrid_alpha: float | None = None, *,
-             fusion: str = "convex", hybrid_depth: int = 100) -> list[Ranking]:
-        """Passage ids and scores per question (no texts): what `search` returns, before the texts are read."""
+             fusion: str | None = None, hybrid_depth: int | None = None,
+             vectors: np.ndarray | None = None) -> list[Ranking]:
+        """Passage ids and scores per question (no texts): what `search` returns, before the texts are read.
+        vectors: the questions' vectors when they are at hand (e.g. dpr.retrieval.query_cache's saved ones)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        vectors = self.encode_queries(questions)
-        if hybrid_alpha is None:
-            return self._index.search(vectors, k, self.model)
-        config = FusionConfig(alpha=hybrid_alpha, method=fusion, depth=hybrid_depth)
-        if self.passages_file is None:
+        config = fusion_config(hybrid_alpha, fusion, hybrid_depth)
+        if config is not None and self.passages_file is None:
             raise ValueError("hybrid search runs BM25 over the passage texts: load the Retriever with passages=")
+        vectors = self.encode_queries(questions) if vectors is None else vectors
+        if config is None:
+            return self._dense(vectors, k)
         if self._bm25 is None:
             self._bm25 = BM25Side(self.passages_file)
-        if config.depth < k:
-            logger.warning("hybrid_depth %d < k %d: a question may get fewer than %d passages", config.depth, k, k)
-        dense = self._index.search(vectors, max(k, config.depth), self.model)
-        return hybrid_rankings(dense, self._bm25.search(questions, config.depth), config, k)
+        return hybrid_search(lambda depth: self._dense(vectors, depth), self._bm25, questions, k, config)
 
     def __len__(self) -> int:
         """Passages in the index."""
-        return len(self._index.ids)
+        return sum(len(shard.ids) for shard in self._shards)
 
 
 def _tower_options(model: str, o: RetrieverOptions):

@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from dpr.models.encoder import Encoder
 from dpr.models.loading import P_SUFFIX, Q_SUFFIX
-from dpr.utils.io import InputError, atomic_dir, atomic_write, remove_stale_temps
+from dpr.utils.io import InputError, atomic_dir, publish_then_mark, remove_stale_temps
 
 PREFIX = "dpr_biencoder"
 logger = logging.getLogger(__name__)
@@ -64,10 +64,9 @@ def save_checkpoint(path: Path, q_encoder: Encoder, p_encoder: Encoder, tokenize
     path.parent.mkdir(parents=True, exist_ok=True)
     for target in (Path(str(path) + Q_SUFFIX), Path(str(path) + P_SUFFIX), path):
         remove_stale_temps(target)  # left by a run killed while writing this checkpoint
-    _save_dir_atomic(q_encoder, tokenizer, Path(str(path) + Q_SUFFIX), q_max_length)
-    _save_dir_atomic(p_encoder, tokenizer, Path(str(path) + P_SUFFIX), p_max_length)
-    with atomic_write(path, "wb") as f:
-        torch.save(state, f)
+    with publish_then_mark(path, lambda f: torch.save(state, f), "wb"):  # the state file last: the set is complete
+        _save_dir_atomic(q_encoder, tokenizer, Path(str(path) + Q_SUFFIX), q_max_length)
+        _save_dir_atomic(p_encoder, tokenizer, Path(str(path) + P_SUFFIX), p_max_length)
 
 
 def load_state(path: str | os.PathLike) -> dict:

@@ -69,6 +69,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def publish_then_mark(marker: str | os.PathLike, mark: Any, mode: str = "w") -> Iterator[Path]:
+    """Publish data, then the marker that vouches for it: the old marker goes first (it never vouches for data
+    being replaced), the block writes the data (each file atomically), then `mark` is written atomically to `marker`
+    (a JSON object, or a function that writes it to the open file; `mode` "wb" for bytes). Readers trust the data
+    only when the marker is there: an error or a kill in the block leaves none. Yields the marker's path."""
+    marker = Path(marker)
+    marker.unlink(missing_ok=True)
+    yield marker
+    if callable(mark):
+        with atomic_write(marker, mode) as f:
+            mark(f)
+    else:
+        write_json(marker, mark)
+
+
+@contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike, keep_existing: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a temp directory beside `target` to fill; on success it takes `target`'s place, on error it is removed.
 

@@ -15,7 +15,7 @@ import train_dense_encoder
 from dpr.data import cmrc, preprocess
 from dpr.data.formats import DPRJsonWriter, PassagesWriter, read_passages_tsv
 from dpr.data.preprocess import Options, run
-from dpr.retrieval import results
+from dpr.retrieval import batch, passage_shards, results
 from dpr.training import checkpoint
 from dpr.training.checkpoint import latest_checkpoint
 from dpr.utils.io import InputError
@@ -68,8 +68,8 @@ def test_training_unwritable(tmp_path, blocked, monkeypatch):
 
 
 def test_encoding_unwritable(tmp_path, blocked, monkeypatch, capsys):
-    monkeypatch.setattr(gen, "load_towers", _no_work)
-    monkeypatch.setattr(gen, "count_passages", _no_work)
+    monkeypatch.setattr(passage_shards, "load_towers", _no_work)
+    monkeypatch.setattr(passage_shards, "count_passages", _no_work)
     assert gen.main(["--ctx_file", "p.tsv", "--out_file", str(blocked / "emb")]) == 2
     assert f"{blocked}: output directory is not writable" in capsys.readouterr().err
 
@@ -78,8 +78,8 @@ def test_encoding_unwritable(tmp_path, blocked, monkeypatch, capsys):
                                   ["--encode_q_and_save", "--q_encoding_path", "{d}/q.npy"],
                                   ["--mine_hard_negatives", "{d}/mined.json", "--ctx_file", "p.tsv"]])
 def test_retrieval_unwritable(blocked, monkeypatch, capsys, mode):
-    monkeypatch.setattr(dense_retriever, "load_questions", _no_work)
-    monkeypatch.setattr(dense_retriever, "load_towers", _no_work)
+    monkeypatch.setattr(batch, "load_questions", _no_work)
+    monkeypatch.setattr(batch, "load_towers", _no_work)
     argv = ["--qa_file", "q.tsv", "--encoded_ctx_file", "e*.npy"] + [a.format(d=blocked) for a in mode]
     assert dense_retriever.main(argv) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -136,7 +136,7 @@ def test_training_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch):
 def test_encoding_disk_full_while_writing_a_shard(tmp_path, monkeypatch):
     model = save_tiny_biencoder(tmp_path / "model")
     ctx = write_passages_tsv(tmp_path / "p.tsv", random_passages(10))
-    monkeypatch.setattr(gen, "write_ids", _enospc)
+    monkeypatch.setattr(passage_shards, "write_ids", _enospc)
     with pytest.raises(OSError, match="No space left"):
         gen.main(["--model_file", str(model), "--ctx_file", str(ctx), "--out_file", str(tmp_path / "e" / "emb")])
     assert list((tmp_path / "e").iterdir()) == []  # neither the vectors nor the ids, nor temp files

@@ -12,6 +12,7 @@ from dpr.encode import encode_texts
 from dpr.eval.dureader import evaluate
 from dpr.index.embeddings import save_shard
 from dpr.models.encoder import Encoder, EncoderSettings
+from dpr.retrieval import passage_shards
 from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_bert, tiny_tokenizer, write_passages_tsv
 
 N_DOCS = 6
@@ -642,7 +643,7 @@ def test_a_record_of_an_older_version_is_one_line_in_both_scripts(world, tmp_pat
 
     encode = ["--model_file", str(world["model"]), "--ctx_file", str(world["ctx"]), "--out_file",
               str(tmp_path / "emb"), "--shard_id", "0", "--num_shards", "2", "--p_sequence_length", "64", "--fp32"]
-    monkeypatch.setattr(gen, "load_passage_encoder", lambda *a: pytest.fail("re-encoding without being asked"))
+    monkeypatch.setattr(passage_shards, "load_passage_encoder", lambda *a: pytest.fail("re-encoding without being asked"))
     capsys.readouterr()
     assert gen.main(encode) == 2
     assert "emb_shard0.meta.json: made by an older version" in error_line(capsys)

@@ -10,6 +10,7 @@ from dpr.encode import encode_texts
 from dpr.index.embeddings import load_shard, shard_paths
 from dpr.index.records import read_record
 from dpr.models.encoder import Encoder, EncoderSettings
+from dpr.retrieval import passage_shards
 from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_bert, tiny_tokenizer, write_passages_tsv
 
 
@@ -50,7 +51,7 @@ def test_rerun_skips_a_finished_shard_and_redoes_a_broken_one(setup, tmp_path, m
         raise AssertionError("a complete shard was encoded again")
 
     with monkeypatch.context() as m, caplog.at_level(logging.INFO):
-        m.setattr(gen, "encode_stream", must_not_encode)
+        m.setattr(passage_shards, "encode_stream", must_not_encode)
         assert run(model, ctx, tmp_path / "emb", "--num_shards", "2") == 0
     assert npy.stat().st_mtime_ns == before and "skipping" in caplog.text
 
@@ -146,7 +147,7 @@ def test_a_second_model_replaces_the_first_models_vectors(setup, tmp_path, caplo
 def test_an_unchanged_shard_is_skipped_before_the_model_is_loaded(setup, tmp_path, monkeypatch):
     model, ctx, _ = setup
     assert run(model, ctx, tmp_path / "emb") == 0
-    monkeypatch.setattr(gen, "load_passage_encoder", lambda *a: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(passage_shards, "load_passage_encoder", lambda *a: pytest.fail("the model was loaded"))
     assert run(model, ctx, tmp_path / "emb") == 0
 
 
@@ -163,8 +164,8 @@ def test_any_change_in_what_makes_a_shard_re_encodes_it(setup, tmp_path, monkeyp
         i = text.index(passages[11][1])
         local.write_text(text[:i] + ("的" if text[i] != "的" else "一") + text[i + 1:], encoding="utf-8")
     encoded = []
-    real = gen.encode_stream
-    monkeypatch.setattr(gen, "encode_stream", lambda *a, **k: (encoded.append(1), (yield from real(*a, **k))))
+    real = passage_shards.encode_stream
+    monkeypatch.setattr(passage_shards, "encode_stream", lambda *a, **k: (encoded.append(1), (yield from real(*a, **k))))
     assert run(model, local, tmp_path / "emb", *extra) == 0
     assert encoded, f"{change}: the shard was not re-encoded"
     if change != "--overwrite":
@@ -179,7 +180,7 @@ def test_records_do_not_depend_on_paths(setup, tmp_path, monkeypatch):
     moved_model, moved_ctx = tmp_path / "elsewhere" / "model", tmp_path / "elsewhere" / "p.tsv"
     shutil.copytree(model, moved_model)
     moved_ctx.write_bytes(ctx.read_bytes())
-    monkeypatch.setattr(gen, "load_passage_encoder", lambda *a: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(passage_shards, "load_passage_encoder", lambda *a: pytest.fail("the model was loaded"))
     assert run(moved_model, moved_ctx, tmp_path / "emb") == 0
 
 
@@ -215,7 +216,7 @@ def test_a_same_size_edit_anywhere_in_the_source_re_encodes(setup, tmp_path, mon
     data[offset] = ord("b")
     ctx.write_bytes(bytes(data))
     encoded = []
-    real = gen.encode_stream
-    monkeypatch.setattr(gen, "encode_stream", lambda *a, **k: (encoded.append(1), (yield from real(*a, **k))))
+    real = passage_shards.encode_stream
+    monkeypatch.setattr(passage_shards, "encode_stream", lambda *a, **k: (encoded.append(1), (yield from real(*a, **k))))
     assert run(model, ctx, tmp_path / "emb") == 0
     assert encoded and read_record(tmp_path / "emb_shard0.npy")["rows"]["total"] == 20

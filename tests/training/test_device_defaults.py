@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dpr.training.device_defaults import DeviceDefaults, ModelShape, device_defaults, resolve
+from dpr.utils.device_defaults import DeviceDefaults, ModelShape, device_defaults, resolve
 from train_dense_encoder import build_config, build_parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -147,3 +147,26 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_publish_then_mark_removes_the_old_marker_first_and_writes_the_new_one_last(tmp_path):
+    from dpr.utils.io import publish_then_mark, read_json
+
+    marker, data = tmp_path / "meta.json", tmp_path / "data.txt"
+    marker.write_text('{"old": true}')
+    with pytest.raises(RuntimeError):
+        with publish_then_mark(marker, {"new": True}):
+            assert not marker.exists()  # the old marker never vouches for data being replaced
+            with atomic_write(data) as f:
+                f.write("half")
+            raise RuntimeError("killed before the data is complete")
+    assert not marker.exists()
+    with publish_then_mark(marker, {"new": True}) as path:
+        with atomic_write(data) as f:
+            f.write("whole")
+        assert path == marker and not marker.exists()
+    assert read_json(marker) == {"new": True}
+    with publish_then_mark(tmp_path / "state.bin", lambda f: f.write(b"\x00state"), "wb"):
+        pass
+    assert (tmp_path / "state.bin").read_bytes() == b"\x00state"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.txt", "meta.json", "state.bin"]  # no temp files
