@@ -261,6 +261,7 @@ def encode_end_to_end(enc: Encoder, tok, device: torch.device, dtype, n: int, p_
                       model_only: dict, work: Path, deadline: float) -> dict:
     """generate_dense_embeddings.py (in this process) over a TSV of `n` generated passages."""
     import generate_dense_embeddings as gen
+    from dpr.retrieval import passage_shards  # the script's library path, whose encoding loop is timed
 
     model_dir, tsv = work / "model", work / "passages.tsv"
     if not model_dir.is_dir():
@@ -270,7 +271,7 @@ def encode_end_to_end(enc: Encoder, tok, device: torch.device, dtype, n: int, p_
         for i, t in enumerate(random_texts(n, p_len, seed=2)):
             f.write(f"p{i}\t{t}\t\n")
     timed = {"rows": 0}
-    real_stream = gen.encode_stream
+    real_stream = passage_shards.encode_stream
 
     def stream(*a, **k):  # the script's encoding loop, timed from its first block to its last (file reading,
         t0 = time.perf_counter()  # tokenizing, the model, writing the .npy rows: everything but start-up)
@@ -284,12 +285,12 @@ def encode_end_to_end(enc: Encoder, tok, device: torch.device, dtype, n: int, p_
             "--p_sequence_length", str(p_len), "--precision", dtype_name(dtype), "--overwrite"]
     if batch:
         argv += ["--batch_size", str(batch)]
-    gen.encode_stream = stream
+    passage_shards.encode_stream = stream
     t0 = time.perf_counter()
     try:
         rc = gen.main(argv)
     finally:
-        gen.encode_stream = real_stream
+        passage_shards.encode_stream = real_stream
     wall = time.perf_counter() - t0
     if rc != 0 or "s" not in timed:
         return {"error": f"generate_dense_embeddings.py exited {rc}"}
