@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dpr.data.shards import shard_range
 from dpr.utils.io import InputError, write_json
 
@@ -189,11 +191,12 @@ def _out_prefix(path: Path) -> str:
 
 def _vector_rows(path: Path) -> int | None:
     """Rows of a .npy file from its header (None when it cannot be read: loading it says why)."""
-    from dpr.index.embeddings import map_npy
-
-    try:
-        return int(map_npy(path).shape[0])
-    except (InputError, IndexError):
+    try:  # the header only (this module sits below dpr/index/embeddings.py, which reads the vectors themselves)
+        with open(path, "rb") as f:
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape = read[np.lib.format.read_magic(f)](f)[0]
+        return int(shape[0])
+    except (OSError, ValueError, IndexError, KeyError):
         return None
 
 

@@ -6,70 +6,24 @@ so that library encodes as we do; a sentence-transformers directory a user bring
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from dpr.utils.io import InputError, atomic_write
-
-SETTINGS_FILE = "dpr_encoder.json"
-Kind = Literal["query", "passage"]
-POOLING_MODES = ("cls", "mean", "max", "lasttoken")
-
-
-@dataclass
-class EncoderSettings:
-    """How a tower turns token states into one vector, and how texts are prepared for it."""
-
-    pooling: Literal["cls", "mean", "max", "lasttoken"] = "cls"
-    normalize: bool = False
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    lowercase: bool = False
-
-    def __post_init__(self) -> None:
-        if self.pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {POOLING_MODES}, not {self.pooling!r}")
-
-    def prepare(self, texts: list[str], kind: Kind) -> list[str]:
-        """Prefix with the query/passage prefix, then lowercase the whole text when asked (as sentence-transformers'
-        do_lower_case does, prompt included)."""
-        prefix = self.query_prefix if kind == "query" else self.passage_prefix
-        texts = [prefix + t for t in texts] if prefix else list(texts)
-        return [t.lower() for t in texts] if self.lowercase else texts
-
-    def save(self, directory: str | os.PathLike) -> None:
-        with atomic_write(Path(directory) / SETTINGS_FILE) as f:
-            json.dump(dataclasses.asdict(self), f, indent=2, ensure_ascii=False)
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "EncoderSettings | None":
-        """Settings stored in `directory`, or None when it has none (a plain HF checkpoint)."""
-        path = Path(directory) / SETTINGS_FILE
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            names = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in names})
-        except (ValueError, TypeError) as e:
-            raise InputError(path, f"bad encoder settings: {e}") from None
+from dpr.models import sentence_transformers_dir as st
+from dpr.models.settings import POOLING_MODES, SETTINGS_FILE, EncoderSettings, Kind  # noqa: F401 (re-exported)
+from dpr.utils.io import InputError
 
 
 def stored_settings(path: str | os.PathLike) -> EncoderSettings:
     """What a tower directory says about itself: dpr_encoder.json, else its sentence-transformers modules, else the
     defaults (cls pooling, no normalisation, no prefixes)."""
-    from dpr.models import sentence_transformers_dir as st
-
     return EncoderSettings.load(path) or st.read_settings(str(path)) or EncoderSettings()
 
 
@@ -180,8 +134,6 @@ class Encoder(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, settings: EncoderSettings | None = None, **kwargs) -> "Encoder":
         """Load from an HF or sentence-transformers directory; settings: explicit > stored in the directory
         (dpr_encoder.json) > its sentence-transformers modules > defaults (cls pooling)."""
-        from dpr.models import sentence_transformers_dir as st
-
         path = str(path)
         settings = settings or stored_settings(path)
         return cls(_load_backbone(str(st.transformer_dir(path)), **kwargs), settings).eval()
@@ -190,8 +142,6 @@ class Encoder(nn.Module):
                         max_length: int | None = None) -> None:
         """Write a standard HF directory (+ tokenizer, settings, sentence-transformers modules truncating at
         max_length, the length this tower was trained with)."""
-        from dpr.models.sentence_transformers_dir import write_sentence_transformers_files
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
@@ -200,7 +150,7 @@ class Encoder(nn.Module):
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
         self.settings.save(directory)
-        write_sentence_transformers_files(directory, self.hidden_size, self.settings, max_length)
+        st.write_sentence_transformers_files(directory, self.hidden_size, self.settings, max_length)
 
 
 def placeholder_pooler(model: PreTrainedModel) -> dict[str, torch.Tensor]:
@@ -220,6 +170,4 @@ def placeholder_pooler(model: PreTrainedModel) -> dict[str, torch.Tensor]:
 
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     """The tokenizer of an HF directory (or of a sentence-transformers directory's Transformer module)."""
-    from dpr.models.sentence_transformers_dir import transformer_dir
-
-    return AutoTokenizer.from_pretrained(str(transformer_dir(path)))
+    return AutoTokenizer.from_pretrained(str(st.transformer_dir(path)))

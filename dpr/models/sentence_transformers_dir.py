@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dpr.models.settings import EncoderSettings
 from dpr.utils.io import InputError, atomic_write
-
-if TYPE_CHECKING:
-    from dpr.models.encoder import EncoderSettings
 
 MODULES_FILE = "modules.json"
 ST_CONFIG_FILE = "sentence_bert_config.json"
@@ -36,7 +34,7 @@ DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 # ---------------------------------------------------------------- export
 
-def write_sentence_transformers_files(directory: str | os.PathLike, dim: int, settings: "EncoderSettings",
+def write_sentence_transformers_files(directory: str | os.PathLike, dim: int, settings: EncoderSettings,
                                       max_length: int | None = None) -> None:
     """modules.json, 1_Pooling/, 2_Normalize/, sentence_bert_config.json and prompts for one tower's directory.
 
@@ -140,10 +138,8 @@ def _prompts(directory: Path) -> tuple[str, str]:
     return query, passage
 
 
-def read_settings(directory: str | os.PathLike) -> "EncoderSettings | None":
+def read_settings(directory: str | os.PathLike) -> EncoderSettings | None:
     """Pooling, normalisation, lowercasing and prompts of a sentence-transformers directory; None if not one."""
-    from dpr.models.encoder import EncoderSettings
-
     directory = Path(directory)
     modules = read_modules(directory)
     if modules is None:

@@ -2,7 +2,6 @@
 longest member on the side the tokenizer pads. Training chunks, corpus/question encoding and tests all use these."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
