@@ -30,7 +30,7 @@ from dpr.options import ModelFlags, add_length_args, add_model_args, add_precisi
 from dpr.retrieval.batch import open_retriever, run_batch
 from dpr.retrieval.config import RetrievalConfig
 from dpr.retrieval.retriever import Hit, answer_lines
-from dpr.utils.cli import InputErrorExit, input_errors_exit
+from dpr.utils.cli import run_script
 from dpr.utils.flags import add_flags, from_flags
 
 # what tests and callers reach through this script: the config's own rules
@@ -96,15 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit status: 0, or 2 after one `error: FILE[:LINE]: what` line on stderr for bad input."""
     config = parse_args(argv)
     setup_logging(logging.WARNING if config.query_mode else logging.INFO)
-    try:
-        with input_errors_exit(IndexBuildError):
-            if config.query_mode:
-                run_queries(config)
-            else:
-                run_batch(config)
-    except InputErrorExit as e:
-        return e.code
-    return 0
+    return run_script(lambda: run_queries(config) if config.query_mode else run_batch(config), IndexBuildError)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,8 @@ import sys
 
 from dpr.options import ModelFlags, add_length_args, add_model_args, add_precision_args, setup_logging
 from dpr.retrieval.passage_shards import EncodeConfig, encode_shard
-from dpr.utils.cli import report
+from dpr.utils.cli import run_script
 from dpr.utils.flags import add_flags, from_flags
-from dpr.utils.io import InputError
 
 model_name = EncodeConfig.model_name.fget  # what tests and callers reach through this script
 
@@ -44,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(config.num_threads)
-    try:
-        encode_shard(config)
-    except InputError as e:
-        return report(e)
-    return 0
+    return run_script(lambda: encode_shard(config))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dpr.data.cmrc import cmrc_candidates  # noqa: E402
+from dpr.utils.cli import fail, run_script  # noqa: E402
 from dpr.utils.io import atomic_write, file_sha256  # noqa: E402
 
 FILES = {
@@ -52,7 +53,7 @@ def download(dest: Path, timeout: float = 30.0) -> Path:
 
 
 def locate(allow_download: bool = True) -> Path:
-    """The CMRC2018 directory; raises SystemExit with what to put where when it cannot be had."""
+    """The CMRC2018 directory; when it cannot be had, one `error:` line says what to put where (`fail`)."""
     found = find_local()
     if found is not None:
         return found
@@ -64,18 +65,16 @@ def locate(allow_download: bool = True) -> Path:
             reason = f"download failed ({e})"
     else:
         reason = "download disabled"
-    raise SystemExit(
-        f"CMRC2018 not found in any of: {places}; {reason}.\n"
-        f"Place {', '.join(FILES)} (from the ymcui/cmrc2018 repository, folder squad-style-data/) in one of them, "
-        "or set CMRC2018_DIR."
-    )
+    fail(f"CMRC2018 not found in any of: {places}; {reason}. Place {', '.join(FILES)} (from the ymcui/cmrc2018 "
+         "repository, folder squad-style-data/) in one of them, or set CMRC2018_DIR.")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no_download", action="store_true", help="Only look locally.")
-    print(locate(allow_download=not parser.parse_args().no_download))
+    allow_download = not parser.parse_args(argv).no_download
+    return run_script(lambda: print(locate(allow_download)))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -266,19 +266,20 @@ def _main(argv: list[str]) -> int:
     import argparse
     import sys
 
+    from dpr.utils.cli import run_script
+
     parser = argparse.ArgumentParser(prog="python -m dpr.training.checkpoint", description=_main.__doc__)
     parser.add_argument("output_dir")
     parser.add_argument("--prefix", default=PREFIX)
     parser.add_argument("--hint", default="", help="Appended to the error line (e.g. which variable to set).")
     args = parser.parse_args(argv)
-    try:
+
+    def show() -> None:
         path, why = pick_checkpoint(args.output_dir, args.prefix)
-    except InputError as e:
-        print(f"error: {e}" + (f"; {args.hint}" if args.hint else ""), file=sys.stderr)
-        return 2
-    print(f"using {path} ({why})", file=sys.stderr)
-    print(path)
-    return 0
+        print(f"using {path} ({why})", file=sys.stderr)
+        print(path)
+
+    return run_script(show, hint=args.hint)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 exit status 2, never a traceback."""
 from __future__ import annotations
 
-import contextlib
 import sys
-from typing import Iterator, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 from dpr.utils.io import InputError
 
@@ -29,16 +29,21 @@ def fail(message: str) -> NoReturn:
     raise InputErrorExit(line)
 
 
-def report(error: Exception) -> int:
-    """Print `error: message` as one line on stderr and return INPUT_ERROR_STATUS (for `sys.exit(main())`)."""
-    print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+def report(error: Exception, hint: str = "") -> int:
+    """Print `error: message[; hint]` as one line on stderr and return INPUT_ERROR_STATUS."""
+    line = " ".join(str(error).split()) + (f"; {hint}" if hint else "")
+    print(f"error: {line}", file=sys.stderr, flush=True)
     return INPUT_ERROR_STATUS
 
 
-@contextlib.contextmanager
-def input_errors_exit(*extra: type[Exception]) -> Iterator[None]:
-    """Turn an InputError (and the `extra` exception types) raised in the block into `fail`."""
+def run_script(body: Callable[[], object], *extra: type[Exception], hint: str = "") -> int:
+    """The one entry of every script (`sys.exit(run_script(...))`, or `return run_script(...)` from a `main` that
+    returns a status): 0 when `body` returns; INPUT_ERROR_STATUS after one `error:` line on stderr when it raises an
+    InputError (or one of `extra`), `hint` appended, or when a `fail` inside has already printed its line."""
     try:
-        yield
+        body()
+    except InputErrorExit as e:
+        return int(e.code)
     except (InputError, *extra) as e:
-        fail(str(e))
+        return report(e, hint)
+    return 0
