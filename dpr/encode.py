@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from dpr.models.encoder import Encoder, Kind
-from dpr.models.tokens import pad_batch, padding_of, tokenize_ids  # noqa: F401 (tokenize_ids: re-exported)
+from dpr.models.tokens import pad_batch, padding_of, tokenize_ids
 from dpr.utils.precision import autocast
 
 logger = logging.getLogger(__name__)

@@ -86,15 +86,6 @@ def add_length_args(parser: argparse.ArgumentParser, used: tuple[str, ...] = ("q
                    help="Max passage tokens." if "p" in used else unused)
 
 
-def mark_no_effect(parser: argparse.ArgumentParser, flag: str, why: str = NO_EFFECT) -> None:
-    """Rewrite a shared flag's --help in a script that does not use it (the text starts with NO_EFFECT)."""
-    for action in parser._actions:
-        if flag in action.option_strings:
-            action.help = why if why.startswith(NO_EFFECT) else f"{NO_EFFECT}: {why}"
-            return
-    raise ValueError(f"no flag {flag}")
-
-
 def positive_int(value: str) -> int:
     n = int(value)
     if n <= 0:

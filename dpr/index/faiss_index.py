@@ -120,10 +120,6 @@ def build_index(spec: IndexSpec, dim: int, n: int) -> faiss.Index:
     return index
 
 
-def is_flat(index: faiss.Index) -> bool:
-    return isinstance(faiss.downcast_index(index), faiss.IndexFlat)
-
-
 def train_size(index: faiss.Index, n: int) -> int:
     """How many vectors to train on (0 when the index needs no training): an IVF gets faiss's bound of
     `max_points_per_centroid` (256) per list, which k-means would subsample to anyway; other quantizers 65,536."""
