@@ -29,9 +29,7 @@ logger = logging.getLogger(__name__)
 
 RECORD_SUFFIX = ".meta.json"
 FORMAT = 2  # 2: settings compared at search, whole-file source hash, rows' total, question texts' hash
-# Of the whole source file, fed while the file is counted anyway. Measured on a shared 2-core machine: sha256 0.86
-# s/GiB in memory (blake2b 1.68: this CPU hashes sha256 in hardware), +2.0-2.7 s/GiB on top of counting a warm
-# 0.5 GiB passages file while other jobs ran; about 10 s for DuReader's 3.5 GB, per shard worker.
+# Of the whole source file, fed while the file is counted anyway (its cost per GiB: docs/reference.md, step 3).
 SOURCE_HASH = "sha256"
 BLOCK = 1 << 22
 SHARED_SETTINGS = ("pooling", "normalize", "lowercase")  # must agree between the question and the passage side
