@@ -69,10 +69,20 @@ def gather_rows(shards: list[Shard], bounds: np.ndarray, start: int, stop: int) 
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+SAMPLE_READ_ROWS = 1 << 16  # rows one vectorised read of a training sample fetches from a shard at a time
+
+
 def _sample_rows(shards: list[Shard], bounds: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """`n` distinct random global rows (ascending) as one float32 [n, dim] array, filled in place shard by shard
+    with vectorised reads of up to SAMPLE_READ_ROWS rows: the peak is the sample plus one such read."""
     rows = np.sort(np.random.default_rng(seed).choice(int(bounds[-1]), size=n, replace=False))
-    which = np.searchsorted(bounds, rows, side="right") - 1
-    return np.stack([np.asarray(shards[w].vectors[r - bounds[w]], dtype=np.float32) for w, r in zip(which, rows)])
+    out = np.empty((n, shards[0].dim), dtype=np.float32)
+    cuts = np.searchsorted(rows, bounds)  # rows[cuts[i]:cuts[i+1]] lie in shard i
+    for i, shard in enumerate(shards):
+        for lo in range(int(cuts[i]), int(cuts[i + 1]), SAMPLE_READ_ROWS):
+            hi = min(lo + SAMPLE_READ_ROWS, int(cuts[i + 1]))
+            out[lo:hi] = shard.vectors[rows[lo:hi] - bounds[i]]
+    return out
 
 
 @dataclass(frozen=True)
@@ -197,8 +207,9 @@ def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexS
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.full((len(queries), 0), -1, dtype=np.int64)
     total = sum(len(s.ids) for s in shards)
-    for start, vectors in tqdm(iter_windows(shards, search_shard_size), desc="search windows", unit="window",
-                               total=-(-total // search_shard_size)):
+    # the bar is updated by hand: a bar wrapping the iterator would hold the previous window while the next is read
+    bar = tqdm(desc="search windows", unit="window", total=-(-total // search_shard_size))
+    for start, vectors in iter_windows(shards, search_shard_size):
         with _oom_guard(spec, dim, len(vectors)):
             rng = np.random.default_rng(0)
             built, _ = _fill(spec, dim, len(vectors), lambda a, b: vectors[a:b],
@@ -208,4 +219,6 @@ def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexS
         rows = np.where(rows >= 0, rows + start, -1)
         best_scores, best_rows = merge_topk(best_scores, best_rows, scores, rows, k)
         del built, vectors
+        bar.update(1)
+    bar.close()
     return best_scores, best_rows
