@@ -189,6 +189,33 @@ def build_full_index(shards: list[Shard], spec: IndexSpec, policy: SavedIndexPol
     return built
 
 
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int,
+                 query_batch: int = QUERY_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) [Q, k <= len(vectors)] by inner product, read from `vectors` where they lie: what a flat CPU
+    index returns (the same faiss routine), without copying the vectors into one."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    rows = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), query_batch):
+        q = np.ascontiguousarray(queries[start : start + query_batch], dtype=np.float32)
+        scores[start : start + len(q)], rows[start : start + len(q)] = faiss.knn(q, vectors, k,
+                                                                                 faiss.METRIC_INNER_PRODUCT)
+    return scores, rows
+
+
+def _search_window(spec: IndexSpec, dim: int, vectors: np.ndarray, queries: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one window: an index built over it and dropped, or, for a flat CPU index, `exact_search` (the same
+    results without faiss's copy of the window)."""
+    if not spec.use_gpu and is_flat_desc(factory_string(spec, dim, len(vectors))):
+        return exact_search(vectors, queries, k)
+    rng = np.random.default_rng(0)
+    built, _ = _fill(spec, dim, len(vectors), lambda a, b: vectors[a:b],
+                     lambda n: vectors[np.sort(rng.choice(len(vectors), n, replace=False))])
+    set_search_params(built, spec)
+    return search_index(built.index, queries, k)
+
+
 def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexSpec,
                   search_shard_size: int | None = None,
                   policy: SavedIndexPolicy = SavedIndexPolicy()) -> tuple[np.ndarray, np.ndarray]:
@@ -211,14 +238,10 @@ def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexS
     bar = tqdm(desc="search windows", unit="window", total=-(-total // search_shard_size))
     for start, vectors in iter_windows(shards, search_shard_size):
         with _oom_guard(spec, dim, len(vectors)):
-            rng = np.random.default_rng(0)
-            built, _ = _fill(spec, dim, len(vectors), lambda a, b: vectors[a:b],
-                             lambda n: vectors[np.sort(rng.choice(len(vectors), n, replace=False))])
-            set_search_params(built, spec)
-            scores, rows = search_index(built.index, queries, min(k, len(vectors)))
+            scores, rows = _search_window(spec, dim, vectors, queries, min(k, len(vectors)))
         rows = np.where(rows >= 0, rows + start, -1)
         best_scores, best_rows = merge_topk(best_scores, best_rows, scores, rows, k)
-        del built, vectors
+        del vectors
         bar.update(1)
     bar.close()
     return best_scores, best_rows

@@ -143,3 +143,16 @@ def test_training_sample_is_read_shard_by_shard_into_one_array(tmp_path, monkeyp
     rows = np.sort(np.random.default_rng(4).choice(120, size=50, replace=False))
     assert sample.dtype == np.float32 and sample.flags.c_contiguous
     np.testing.assert_array_equal(sample, corpus[rows])
+
+
+def test_windowed_flat_cpu_search_copies_no_window_into_an_index(tmp_path, monkeypatch):
+    import dpr.index.search as search
+    shards, corpus = make_shards(tmp_path, [40, 60])
+    queries = np.random.default_rng(5).standard_normal((3, 16)).astype(np.float32)
+
+    def no_index(*a, **kw):
+        raise AssertionError("a flat CPU window was copied into a faiss index")
+
+    monkeypatch.setattr(search, "_fill", no_index)
+    scores, rows = search_shards(shards, queries, 10, IndexSpec("flat"), search_shard_size=30)
+    np.testing.assert_array_equal(rows, brute_force(corpus, queries, 10)[1])
