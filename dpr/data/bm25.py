@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import re
+from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -104,26 +105,30 @@ class TokenizedCorpus:
         distinct token of a chunk, not per token. Token ids follow first occurrence over the whole collection, as a
         token-by-token loop would number them."""
         jieba.initialize()  # load the dictionary once, before any fork
-        vocab: dict[str, int] = {}
-        id_parts: list[np.ndarray] = []
-        len_parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
         chunks = _chunked(iter(texts), TOKENIZE_CHUNK)
         pool = multiprocessing.get_context("fork").Pool(num_workers) if num_workers > 1 else None
         try:
-            parts: Iterator[tuple[list[str], np.ndarray, np.ndarray]] = (
-                pool.imap(_tokenize_chunk, chunks) if pool else map(_tokenize_chunk, chunks))
+            parts = pool.imap(_tokenize_chunk, chunks) if pool else map(_tokenize_chunk, chunks)
             with tqdm(total=total, desc="jieba", unit="doc", mininterval=5, disable=None) as bar:
-                for local_vocab, local_ids, lengths in parts:
-                    lut = np.fromiter((vocab.setdefault(t, len(vocab)) for t in local_vocab), dtype=np.int32,
-                                      count=len(local_vocab))
-                    id_parts.append(lut[local_ids])
-                    len_parts.append(lengths)
-                    bar.update(len(lengths))
+                return cls.merge(parts, bar.update)
         finally:
             if pool:
                 pool.terminate()
-        ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int32)
-        return cls(vocab, ids.astype(np.int32, copy=False), np.cumsum(np.concatenate(len_parts)))
+
+    @classmethod
+    def merge(cls, parts: Iterable[tuple[list[str], np.ndarray, np.ndarray]],
+              progress: Callable[[int], object] = lambda n: None) -> "TokenizedCorpus":
+        """The corpus of `_tokenize_chunk` results in order: each chunk's new tokens numbered, its ids looked up."""
+        vocab: dict[str, int] = {}
+        ids = array("i")  # grown in place (no second copy at the end, as concatenating parts would need)
+        len_parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+        for local_vocab, local_ids, lengths in parts:
+            lut = np.fromiter((vocab.setdefault(t, len(vocab)) for t in local_vocab), dtype=np.int32,
+                              count=len(local_vocab))
+            ids.frombytes(lut[local_ids].tobytes())
+            len_parts.append(lengths)
+            progress(len(lengths))
+        return cls(vocab, np.frombuffer(ids, dtype=np.int32), np.cumsum(np.concatenate(len_parts)))
 
     def save(self, directory: str | os.PathLike, fingerprint: dict) -> None:
         """Write the cache; meta.json (with the source fingerprint) last, so a partial cache is never trusted."""
