@@ -309,7 +309,31 @@ class BM25Index:
         return out
 
     def _retrieve(self, qids: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.model.retrieve(qids, k=k, show_progress=False, n_threads=0)
+        """[Q, k] doc indices and scores, best first, equal scores by doc index; score 0 pads a short list."""
+        docs = np.zeros((len(qids), k), dtype=np.int64)
+        scores = np.zeros((len(qids), k), dtype=np.float32)
+        for i, q in enumerate(qids):
+            d, s = self._top_k(q, k)
+            docs[i, :len(d)], scores[i, :len(s)] = d, s
+        return docs, scores
+
+    def _top_k(self, qids: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """bm25s's float32 sum of the query tokens' columns (token by token, as its numpy backend adds them), then
+        the k best of the docs that score at all (a selection over every doc is slow when most score 0)."""
+        m = self.model.scores
+        data, indices, indptr = m["data"], m["indices"], m["indptr"]
+        total = np.zeros(self.num_docs, dtype=np.float32)
+        for t in qids:
+            a, b = indptr[t], indptr[t + 1]
+            total[indices[a:b]] += data[a:b]  # a column lists each doc once
+        hit = np.flatnonzero(total > 0)
+        if len(hit) > k:
+            vals = total[hit]
+            kth = np.partition(vals, len(vals) - k)[len(vals) - k]
+            above, tied = hit[vals > kth], hit[vals == kth]
+            hit = np.concatenate([above, tied[: k - len(above)]])  # ties at the cut: the lowest doc indices
+        order = np.lexsort((hit, -total[hit]))
+        return hit[order], total[hit[order]]
 
 
 _MIN_QUERIES_A_WORKER = 16

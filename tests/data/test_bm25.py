@@ -142,3 +142,17 @@ def test_search_in_several_processes_equals_one(monkeypatch):
     index = BM25Index(TokenizedCorpus.build(texts))
     queries = [t[:4] for t in texts[:50]] + ["xyz"]
     assert index.search(queries, 20, num_threads=3) == index.search(queries, 20, num_threads=1)
+
+
+def test_search_scores_equal_bm25s_and_ties_go_by_doc_index():
+    texts = _many_texts(200) + ["天坛", "天坛"]  # two docs with one score: the lower index first
+    index = BM25Index(TokenizedCorpus.build(texts))
+    queries = [t[:4] for t in texts[:40]] + ["天坛"]
+    ours = index.search(queries, 15)
+    for q, hits in zip(queries, ours):
+        docs, scores = index.model.retrieve([index.query_ids(q)], k=index.num_docs, show_progress=False)
+        every = {int(d): float(s) for d, s in zip(docs[0], scores[0]) if s > 0}
+        assert [s for _, s in hits] == sorted(every.values(), reverse=True)[:15]
+        assert all(every[d] == s for d, s in hits)
+        assert all((s1 > s2) or (s1 == s2 and d1 < d2) for (d1, s1), (d2, s2) in zip(hits, hits[1:]))
+    assert [d for d, _ in ours[-1][:2]] == [200, 201]
