@@ -32,7 +32,7 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 TOKENIZER_NAME = f"jieba-{jieba.__version__}-hmm0-lower"
 _NO_WORD = re.compile(r"^[\W_]+$")
-TOKENIZE_CHUNK = 1024  # passages a worker tokenizes (and numbers its own vocabulary for) at a time
+TOKENIZE_CHUNK = 4096  # passages a worker tokenizes (and numbers its own vocabulary for) at a time
 SCORE_CHUNK_DOCS = 250_000  # passages a score-matrix pass holds as (term, doc) pairs at a time
 
 T = TypeVar("T")
