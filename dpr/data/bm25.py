@@ -69,6 +69,18 @@ def _tokenize_chunk(texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray
     return list(local), np.array(ids, dtype=np.int32), lengths
 
 
+def _pool_map(pool, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """fn over items in order in a process pool, at most `ahead` items sent and not yet taken back (Pool.imap reads
+    its whole input ahead: the whole collection's texts in memory when jieba is slower than reading the file)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], num_threads: int) -> Iterator[R]:
     """fn over items in order, up to `num_threads` calls running at once (in threads) and no more held ahead."""
     if num_threads <= 1:
@@ -108,7 +120,7 @@ class TokenizedCorpus:
         chunks = _chunked(iter(texts), TOKENIZE_CHUNK)
         pool = multiprocessing.get_context("fork").Pool(num_workers) if num_workers > 1 else None
         try:
-            parts = pool.imap(_tokenize_chunk, chunks) if pool else map(_tokenize_chunk, chunks)
+            parts = _pool_map(pool, _tokenize_chunk, chunks, 2 * num_workers) if pool else map(_tokenize_chunk, chunks)
             with tqdm(total=total, desc="jieba", unit="doc", mininterval=5, disable=None) as bar:
                 return cls.merge(parts, bar.update)
         finally:

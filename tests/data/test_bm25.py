@@ -156,3 +156,22 @@ def test_search_scores_equal_bm25s_and_ties_go_by_doc_index():
         assert all(every[d] == s for d, s in hits)
         assert all((s1 > s2) or (s1 == s2 and d1 < d2) for (d1, s1), (d2, s2) in zip(hits, hits[1:]))
     assert [d for d, _ in ours[-1][:2]] == [200, 201]
+
+
+def test_the_worker_pool_reads_its_input_only_a_few_chunks_ahead():
+    import multiprocessing
+
+    from dpr.data.bm25 import _pool_map
+    pulled, ahead_seen = [0], []
+
+    def items():
+        for i in range(40):
+            pulled[0] += 1
+            yield i
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        out = []
+        for r in _pool_map(pool, abs, items(), 4):
+            ahead_seen.append(pulled[0] - len(out))
+            out.append(r)
+    assert out == list(range(40)) and max(ahead_seen) <= 4
