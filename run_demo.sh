@@ -24,7 +24,7 @@ TRAIN_P_LEN=${TRAIN_P_LEN:-128}              # passage cap while training
 P_LEN=${P_LEN:-256}                          # passage cap while encoding the collection
 ENC_BATCH=${ENC_BATCH:-64}
 PRECISION=${PRECISION:-fp32}                 # pinned, so the table repeats; "auto": bf16 on CPUs fast at it
-TRAIN_EXTRA=${TRAIN_EXTRA---freeze_embeddings}  # word embeddings fixed: faster CPU steps, less overfitting
+TRAIN_EXTRA=${TRAIN_EXTRA---freeze_embeddings --attention_dropout 0}  # frozen word embeddings (less overfitting), fused attention: faster CPU steps
 SEARCH_SPLITS=${SEARCH_SPLITS:-test}         # whose paragraphs form the searched collection
 HYBRID_ALPHA=${HYBRID_ALPHA:-0.3}            # hybrid row: weight of the fine-tuned dense score against BM25
 

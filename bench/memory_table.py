@@ -1,4 +1,5 @@
-"""GPU and host memory each index type needs, computed (not measured) from faiss's storage layouts.
+"""GPU and host memory each index type needs, computed from faiss's storage layouts; the CPU-window and IVF-sample
+peaks as measured by bench/search_memory.py (anonymous RSS, in windows / samples; scaled here to n x dim).
 
     python bench/memory_table.py [--n 8100000] [--dim 768]
 """
@@ -25,16 +26,20 @@ def rows(n: int, dim: int) -> list[tuple[str, str, str, str, str]]:
                     f"{piece / GiB:.1f}", f"e.g. {g} cards of {32 // g} GB"))
     out.append(("flat, CPU", "--faiss_cpu (or no GPU)", "0", f"{fp32 / GiB:.1f}",
                 "float32 even when the .npy files are float16 (--save_fp16)"))
+    window = min(n, 2_000_000) * dim * 4
     out.append(("flat, CPU windows", "--faiss_cpu --search_shard_size 2000000", "0",
-                f"{2_000_000 * dim * 4 / GiB:.1f}", "exact, same results; one window in RAM at a time"))
+                f"{window / GiB:.1f} (measured: 1.00 window; float32 vectors within one file: page cache only)",
+                "exact, same results; one window at a time, searched where it lies (no index copy)"))
     for nlist in (nlist_default, 65536):
         m = dim // 8 if nlist == nlist_default else 64
         codes = n * (m + 8)  # PQ code + 64-bit id per vector
         centroids = nlist * dim * 4
         sample = min(n, 256 * nlist) * dim * 4
+        read = min(n, 1 << 16) * dim * 4  # one SAMPLE_READ_ROWS read (dpr/index/search.py), at most float32
         flag = "--index_type ivfpq" if nlist == nlist_default else f"--index_factory IVF{nlist},PQ{m}np"
         out.append((f"IVF{nlist},PQ{m}np", flag, f"{(codes + centroids) / GiB:.2f}",
-                    f"{sample / GiB:.1f} (training sample of {min(n, 256 * nlist):,}), then {codes / GiB:.2f}",
+                    f"{sample / GiB:.1f} (training sample of {min(n, 256 * nlist):,}) + {read / GiB:.1f} (one read; "
+                    f"measured: 1.07 samples), then {codes / GiB:.2f}",
                     "approximate; saved and reused (emb.index.*.faiss)"))
     links = n * 32 * 2 * 4 * (1 + 1 / 31)  # level-0 links (2M) + upper levels (~1/(M-1))
     out.append(("HNSW32,Flat", "--index_type hnsw", "0 (no GPU version)", f"{(fp32 + links) / GiB:.1f}",

@@ -6,6 +6,13 @@ passage, 32-hex ids, a few thousand labelled questions), runs the preprocess scr
 speed (what BM25 mining costs per passage) on real passages.
 
   python bench/preprocess_scale.py --num_passages 1000000 --jieba_tsv data/cmrc2018_retrieval/passages.tsv
+
+With --project it measures, with one worker, each stage's cost per passage on real passages (--project_tsv, e.g. the
+CMRC2018 mini corpus; its tokens tiled --tile times for the index and the search) and which part of it stays serial
+(reading and writing the collection, numbering the tokens, the BM25 index), and projects step 1 on
+--target_passages over --target_cores cores (Amdahl: serial + parallel / cores), per layout:
+
+  python bench/preprocess_scale.py --project --project_tsv data/cmrc2018_retrieval/passages.tsv
 """
 from __future__ import annotations
 
@@ -118,6 +125,58 @@ def jieba_speed(tsv: Path, n: int) -> dict:
             "chars_per_s": round(chars / dt)}
 
 
+DUREADER = {"passages": 8_096_668, "release_questions": 86_395 + 2_000, "baseline_questions": 2_000}
+
+
+def stage_costs(tsv: Path, tile: int, n_queries: int, stream_passages: int, work_dir: Path) -> dict:
+    """Seconds per passage (or per query) of each stage of step 1, one worker, and the mean passage length."""
+    import jieba
+    from dpr.data.bm25 import TOKENIZE_CHUNK, BM25Index, TokenizedCorpus, _chunked, _tokenize_chunk
+    from dpr.data.formats import read_passages_tsv
+
+    jieba.initialize()
+    texts = [f"{title} {text}" if title else text for _, text, title in read_passages_tsv(tsv)]
+    t0 = time.perf_counter()
+    parts = list(map(_tokenize_chunk, _chunked(iter(texts), TOKENIZE_CHUNK)))  # what the workers do
+    t_tok = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    corpus = TokenizedCorpus.merge(parts)  # what the parent does, serially
+    t_merge = time.perf_counter() - t0
+    lengths = np.diff(corpus.offsets)
+    tiled = TokenizedCorpus(corpus.vocab, np.tile(corpus.ids, tile),
+                            np.concatenate([[0], np.cumsum(np.tile(lengths, tile))]))
+    t0 = time.perf_counter()
+    index = BM25Index(tiled)  # one thread: counted as serial (an upper bound; its sorts run in threads)
+    t_index = time.perf_counter() - t0
+    queries = [t[:16] for t in texts[:: max(1, len(texts) // n_queries)][:n_queries]]
+    t0 = time.perf_counter()
+    index.search(queries, 60)
+    t_search = time.perf_counter() - t0
+    src, out = work_dir / "stream_input", work_dir / "stream_output"
+    write_release(src, stream_passages, int(np.mean([len(t) for t in texts])), 1000, 200)
+    stream = timed_preprocess(src, out, bm25=False, workers=1)["stage_timings_s"]
+    shutil.rmtree(src)
+    shutil.rmtree(out)
+    n, n_tiled = len(texts), tiled.num_docs
+    return {"passages": n, "mean_chars": round(float(np.mean([len(t) for t in texts])), 1),
+            "tokens_per_passage": round(float(lengths.mean()), 1),
+            "tokenize_s": t_tok / n, "merge_s": t_merge / n, "index_s": t_index / n_tiled,
+            "search_s_per_query_per_passage": t_search / len(queries) / n_tiled,
+            "stream_s": (stream["total_s"]) / stream_passages, "index_passages": n_tiled,
+            "search_queries": len(queries), "stream_passages": stream_passages}
+
+
+def project(c: dict, n: int, cores: int, questions: int, chars: float) -> dict:
+    """Step 1's time for n passages of `chars` characters on `cores` cores: serial + parallel / cores."""
+    scale = chars / c["mean_chars"]  # jieba, the index and BM25 search cost per character / token
+    serial = n * (c["stream_s"] + scale * (c["merge_s"] + c["index_s"]))
+    parallel = n * scale * c["tokenize_s"] + questions * n * scale * c["search_s_per_query_per_passage"]
+    total = serial + parallel / cores
+    return {"passages": n, "cores": cores, "questions_mined": questions, "passage_chars": chars,
+            "serial_s": round(serial), "parallel_core_s": round(parallel), "serial_share_1_core": round(
+                serial / (serial + parallel), 3), "projected_minutes": round(total / 60, 1)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num_passages", type=int, default=1_000_000)
@@ -132,7 +191,25 @@ def main() -> None:
     p.add_argument("--with_bm25", action="store_true",
                    help="Mine BM25 negatives too (jieba over every synthetic passage: slow; use fewer passages).")
     p.add_argument("--num_workers", type=int, default=1)
+    p.add_argument("--project", action="store_true", help="Measure per-stage costs and project step 1 (see above).")
+    p.add_argument("--project_tsv", type=Path, default=ROOT / "data" / "cmrc2018_retrieval" / "passages.tsv")
+    p.add_argument("--tile", type=int, default=20, help="Copies of the passages' tokens the index and search use.")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--stream_passages", type=int, default=100_000)
+    p.add_argument("--target_passages", type=int, default=DUREADER["passages"])
+    p.add_argument("--target_cores", type=int, default=16)
+    p.add_argument("--target_chars", type=float, default=None,
+                   help="Mean passage length of the target collection (default: that of --project_tsv).")
     args = p.parse_args()
+    if args.project:
+        costs = stage_costs(args.project_tsv, args.tile, args.queries, args.stream_passages, args.work_dir)
+        print(json.dumps({"per_passage_costs_one_worker": {k: (f"{v:.3g}" if isinstance(v, float) else v)
+                                                           for k, v in costs.items()}}))
+        chars = args.target_chars or costs["mean_chars"]
+        for layout in ("release", "baseline"):
+            print(json.dumps({layout: project(costs, args.target_passages, args.target_cores,
+                                              DUREADER[f"{layout}_questions"], chars)}))
+        return
     if not Path("/usr/bin/time").exists():
         raise SystemExit("/usr/bin/time is missing (Debian/Ubuntu: apt-get install -y time)")
     results = {}

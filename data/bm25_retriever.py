@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out_file", required=True, help="Ranked output, official format {qid: [pid, ...]}.")
     parser.add_argument("--n_docs", type=positive_int, default=50, help="Passages per question.")
     parser.add_argument("--num_workers", type=positive_int, default=1,
-                   help="Processes for jieba tokenization and threads for search.")
+                   help="Processes for jieba tokenization, the BM25 index and search.")
     parser.add_argument("--no_cache", action="store_true", help="Neither read nor write the token cache.")
     args = parser.parse_args(argv)
     setup_logging()

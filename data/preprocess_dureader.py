@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dpr.data.bm25 import default_workers  # noqa: E402
 from dpr.data.preprocess import Options, run  # noqa: E402
 from dpr.options import NO_EFFECT, positive_int, setup_logging  # noqa: E402
 from dpr.utils.io import InputError  # noqa: E402
@@ -50,14 +51,15 @@ def main(argv: list[str] | None = None) -> dict:
                    help="Skip and count malformed lines instead of stopping at the first (file and line named).")
     parser.add_argument("--no_bm25", action="store_true",
                    help="Do not mine BM25 negatives (questions without given negatives get none).")
-    parser.add_argument("--num_workers", type=positive_int, default=1,
-                   help="Processes for jieba tokenization and threads for BM25 search.")
+    parser.add_argument("--num_workers", type=positive_int, default=None,
+                   help="Processes for jieba tokenization, the BM25 index and BM25 search (default: every core "
+                        "this process may use); the outputs are the same for any number.")
     args = parser.parse_args(argv)
     setup_logging()
     try:
         report = run(Options(args.input_dir, args.output_dir, args.layout, args.num_hard_negatives,
-                             args.dev_topk, args.skip_bad_lines, not args.no_bm25, args.num_workers,
-                             args.sibling_ids))
+                             args.dev_topk, args.skip_bad_lines, not args.no_bm25,
+                             args.num_workers or default_workers(), args.sibling_ids))
     except InputError as e:
         fail(str(e))
     print(json.dumps(report, ensure_ascii=False, indent=1))

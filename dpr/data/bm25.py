@@ -12,9 +12,12 @@ import multiprocessing
 import os
 import re
 from array import array
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import bm25s
 import jieba
@@ -29,11 +32,68 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 TOKENIZER_NAME = f"jieba-{jieba.__version__}-hmm0-lower"
 _NO_WORD = re.compile(r"^[\W_]+$")
+TOKENIZE_CHUNK = 4096  # passages a worker tokenizes (and numbers its own vocabulary for) at a time
+SCORE_CHUNK_DOCS = 250_000  # passages a score-matrix pass holds as (term, doc) pairs at a time
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_workers() -> int:
+    """Every core this process may run on (the default of --num_workers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def tokenize(text: str) -> list[str]:
     """jieba tokens of `text` (dictionary only, no HMM), lower-cased, without pure punctuation/space tokens."""
     return [t for t in jieba.lcut(text.lower(), HMM=False) if not _NO_WORD.match(t)]
+
+
+def _chunked(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def _tokenize_chunk(texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(local vocabulary in first-occurrence order, int32 local ids of all tokens, int64 tokens per text)."""
+    local: dict[str, int] = {}
+    ids: list[int] = []
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        tokens = tokenize(text)
+        ids.extend([local.setdefault(t, len(local)) for t in tokens])
+        lengths[i] = len(tokens)
+    return list(local), np.array(ids, dtype=np.int32), lengths
+
+
+def _pool_map(pool, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """fn over items in order in a process pool, at most `ahead` items sent and not yet taken back (Pool.imap reads
+    its whole input ahead: the whole collection's texts in memory when jieba is slower than reading the file)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], num_threads: int) -> Iterator[R]:
+    """fn over items in order, up to `num_threads` calls running at once (in threads) and no more held ahead."""
+    if num_threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(num_threads) as ex:
+        pending: deque = deque()
+        for item in items:
+            pending.append(ex.submit(fn, item))
+            if len(pending) >= num_threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 @dataclass
@@ -50,22 +110,37 @@ class TokenizedCorpus:
 
     @classmethod
     def build(cls, texts: Iterable[str], num_workers: int = 1, total: int | None = None) -> "TokenizedCorpus":
-        """Tokenize `texts` in order (with `num_workers` processes when > 1)."""
+        """Tokenize `texts` in order (with `num_workers` processes when > 1); the same arrays for any `num_workers`.
+
+        Each chunk of passages comes back with its tokens numbered in a local vocabulary (first occurrence first); the
+        parent only numbers that chunk's new tokens and maps its ids with one array lookup, so the serial part is per
+        distinct token of a chunk, not per token. Token ids follow first occurrence over the whole collection, as a
+        token-by-token loop would number them."""
         jieba.initialize()  # load the dictionary once, before any fork
-        vocab: dict[str, int] = {}
-        ids = array("i")
-        offsets = array("q", [0])
+        chunks = _chunked(iter(texts), TOKENIZE_CHUNK)
         pool = multiprocessing.get_context("fork").Pool(num_workers) if num_workers > 1 else None
         try:
-            token_lists: Iterator[list[str]] = (pool.imap(tokenize, texts, chunksize=256) if pool
-                                                else map(tokenize, texts))
-            for tokens in tqdm(token_lists, total=total, desc="jieba", unit="doc", mininterval=5, disable=None):
-                ids.extend([vocab.setdefault(t, len(vocab)) for t in tokens])
-                offsets.append(len(ids))
+            parts = _pool_map(pool, _tokenize_chunk, chunks, 2 * num_workers) if pool else map(_tokenize_chunk, chunks)
+            with tqdm(total=total, desc="jieba", unit="doc", mininterval=5, disable=None) as bar:
+                return cls.merge(parts, bar.update)
         finally:
             if pool:
                 pool.terminate()
-        return cls(vocab, np.frombuffer(ids, dtype=np.int32), np.frombuffer(offsets, dtype=np.int64))  # no copy
+
+    @classmethod
+    def merge(cls, parts: Iterable[tuple[list[str], np.ndarray, np.ndarray]],
+              progress: Callable[[int], object] = lambda n: None) -> "TokenizedCorpus":
+        """The corpus of `_tokenize_chunk` results in order: each chunk's new tokens numbered, its ids looked up."""
+        vocab: dict[str, int] = {}
+        ids = array("i")  # grown in place (no second copy at the end, as concatenating parts would need)
+        len_parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+        for local_vocab, local_ids, lengths in parts:
+            lut = np.fromiter((vocab.setdefault(t, len(vocab)) for t in local_vocab), dtype=np.int32,
+                              count=len(local_vocab))
+            ids.frombytes(lut[local_ids].tobytes())
+            len_parts.append(lengths)
+            progress(len(lengths))
+        return cls(vocab, np.frombuffer(ids, dtype=np.int32), np.cumsum(np.concatenate(len_parts)))
 
     def save(self, directory: str | os.PathLike, fingerprint: dict) -> None:
         """Write the cache; meta.json (with the source fingerprint) last, so a partial cache is never trusted."""
@@ -117,19 +192,24 @@ def cached_tokenize(texts: Iterable[str], source: str | os.PathLike, cache_dir: 
     return corpus
 
 
-def score_matrix(corpus: TokenizedCorpus, k1: float, b: float, chunk_docs: int = 250_000) -> dict:
+def score_matrix(corpus: TokenizedCorpus, k1: float, b: float, chunk_docs: int | None = None,
+                 num_threads: int = 1) -> dict:
     """bm25s's `scores` dict (CSC over docs x vocab) with Lucene BM25: idf = ln(1 + (N-df+.5)/(df+.5)).
 
     Two passes over chunks of documents (document frequencies, then scores written straight into their CSC slots),
-    so the peak memory is the output (8 bytes per distinct (doc, term)) plus one chunk.
+    so the peak memory is the output (8 bytes per distinct (doc, term)) plus one chunk. With `num_threads` > 1 the
+    chunks are that many times smaller and their (term, doc) sorts run in threads (numpy sorts without the GIL);
+    the output is the same for any chunking (each column lists its docs in ascending order).
     """
     n_docs, n_vocab = corpus.num_docs, len(corpus.vocab)
     doc_len = np.diff(corpus.offsets)
     avg_len = float(doc_len.mean()) if n_docs else 0.0
-    chunks = [(s, min(s + chunk_docs, n_docs)) for s in range(0, n_docs, chunk_docs)]
+    step = max(1, (chunk_docs or SCORE_CHUNK_DOCS) // max(1, num_threads))
+    chunks = [(s, min(s + step, n_docs)) for s in range(0, n_docs, step)]
 
-    def pairs(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pairs(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(term, doc, tf) of docs [start, stop), sorted by term, then doc."""
+        start, stop = bounds
         ids = corpus.ids[corpus.offsets[start]:corpus.offsets[stop]].astype(np.int64)
         docs = np.repeat(np.arange(start, stop, dtype=np.int64), doc_len[start:stop])
         keys, tf = np.unique(ids * n_docs + docs, return_counts=True)
@@ -137,15 +217,14 @@ def score_matrix(corpus: TokenizedCorpus, k1: float, b: float, chunk_docs: int =
         return term, doc, tf
 
     df = np.zeros(n_vocab, dtype=np.int64)
-    for start, stop in chunks:
-        df += np.bincount(pairs(start, stop)[0], minlength=n_vocab)
+    for term, _, _ in ordered_map(pairs, chunks, num_threads):
+        df += np.bincount(term, minlength=n_vocab)
     indptr = np.concatenate([[0], np.cumsum(df)])
     idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
     data = np.empty(indptr[-1], dtype=np.float32)
     indices = np.empty(indptr[-1], dtype=np.int32)
     free = indptr[:-1].copy()  # next free slot of each term's column
-    for start, stop in chunks:
-        term, doc, tf = pairs(start, stop)
+    for term, doc, tf in ordered_map(pairs, chunks, num_threads):
         pos = free[term] + np.arange(len(term)) - np.searchsorted(term, term)
         indices[pos] = doc
         data[pos] = idf[term] * tf / (tf + k1 * (1 - b + b * doc_len[doc] / avg_len))
@@ -159,8 +238,8 @@ _SCORE_ARRAYS = ("data", "indices", "indptr")
 class BM25Index:
     """bm25s retrieval over a TokenizedCorpus (Lucene variant; k1/b default to Anserini's 0.9 / 0.4)."""
 
-    def __init__(self, corpus: TokenizedCorpus, k1: float = 0.9, b: float = 0.4):
-        self._setup(corpus.vocab, score_matrix(corpus, k1, b), k1, b)
+    def __init__(self, corpus: TokenizedCorpus, k1: float = 0.9, b: float = 0.4, num_threads: int = 1):
+        self._setup(corpus.vocab, score_matrix(corpus, k1, b, num_threads=num_threads), k1, b)
 
     @classmethod
     def from_scores(cls, vocab: dict[str, int], scores: dict, k1: float, b: float) -> "BM25Index":
@@ -212,18 +291,69 @@ class BM25Index:
         return [self.vocab[t] for t in tokenize(text) if t in self.vocab]
 
     def search(self, queries: list[str], k: int, num_threads: int = 1) -> list[list[tuple[int, float]]]:
-        """Top-k (doc index, score) per query, best first; only docs sharing a token (score > 0); [] for no match."""
+        """Top-k (doc index, score) per query, best first; only docs sharing a token (score > 0); [] for no match.
+
+        With `num_threads` > 1 the queries are split over that many forked processes (bm25s's numpy scoring holds
+        the GIL, so threads do not help); each reads the score matrix the parent holds, shared, not copied."""
         k = min(k, self.num_docs)
         qids = [self.query_ids(q) for q in queries]
         todo = [i for i, q in enumerate(qids) if q]
         out: list[list[tuple[int, float]]] = [[] for _ in queries]
         if not todo or k <= 0:
             return out
-        docs, scores = self.model.retrieve([qids[i] for i in todo], k=k, show_progress=False,
-                                           n_threads=num_threads if num_threads > 1 else 0)
+        work = [qids[i] for i in todo]
+        workers = min(num_threads, -(-len(work) // _MIN_QUERIES_A_WORKER))
+        if workers > 1:
+            global _FORKED
+            _FORKED = self
+            step = -(-len(work) // (4 * workers))
+            try:
+                with multiprocessing.get_context("fork").Pool(workers) as pool:
+                    parts = pool.starmap(_forked_retrieve, [(work[s:s + step], k) for s in range(0, len(work), step)])
+            finally:
+                _FORKED = None
+            docs, scores = np.concatenate([d for d, _ in parts]), np.concatenate([s for _, s in parts])
+        else:
+            docs, scores = self._retrieve(work, k)
         for i, d_row, s_row in zip(todo, docs.tolist(), scores.tolist()):
             out[i] = [(d, s) for d, s in zip(d_row, s_row) if s > 0]
         return out
+
+    def _retrieve(self, qids: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """[Q, k] doc indices and scores, best first, equal scores by doc index; score 0 pads a short list."""
+        docs = np.zeros((len(qids), k), dtype=np.int64)
+        scores = np.zeros((len(qids), k), dtype=np.float32)
+        for i, q in enumerate(qids):
+            d, s = self._top_k(q, k)
+            docs[i, :len(d)], scores[i, :len(s)] = d, s
+        return docs, scores
+
+    def _top_k(self, qids: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """bm25s's float32 sum of the query tokens' columns (token by token, as its numpy backend adds them), then
+        the k best of the docs that score at all (a selection over every doc is slow when most score 0)."""
+        m = self.model.scores
+        data, indices, indptr = m["data"], m["indices"], m["indptr"]
+        total = np.zeros(self.num_docs, dtype=np.float32)
+        for t in qids:
+            a, b = indptr[t], indptr[t + 1]
+            total[indices[a:b]] += data[a:b]  # a column lists each doc once
+        hit = np.flatnonzero(total > 0)
+        if len(hit) > k:
+            vals = total[hit]
+            kth = np.partition(vals, len(vals) - k)[len(vals) - k]
+            above, tied = hit[vals > kth], hit[vals == kth]
+            hit = np.concatenate([above, tied[: k - len(above)]])  # ties at the cut: the lowest doc indices
+        order = np.lexsort((hit, -total[hit]))
+        return hit[order], total[hit[order]]
+
+
+_MIN_QUERIES_A_WORKER = 16
+_FORKED: "BM25Index | None" = None  # the index a forked search worker reads (inherited, never pickled)
+
+
+def _forked_retrieve(qids: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    assert _FORKED is not None
+    return _FORKED._retrieve(qids, k)
 
 
 def default_cache_dir(passages_tsv: str | os.PathLike) -> Path:
@@ -251,7 +381,7 @@ def index_passages(passages_tsv: str | os.PathLike, cache_dir: str | os.PathLike
             return index, pids
     texts = (f"{title} {text}" if title else text for _, text, title in read_passages_tsv(passages_tsv))
     corpus = cached_tokenize(texts, passages_tsv, cache, num_workers=num_workers, total=len(pids))
-    index = BM25Index(corpus, k1, b)
+    index = BM25Index(corpus, k1, b, num_threads=num_workers)
     if cache is not None:
         try:
             index.save(Path(cache) / "index", fp)

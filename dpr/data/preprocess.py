@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Iterable, Iterator
 
-from dpr.data.bm25 import default_cache_dir, index_passages
+from dpr.data.bm25 import default_cache_dir, default_workers, index_passages
 from dpr.data.cleaning import clean_text, is_empty
 from dpr.data.collection_meta import PARAGRAPH_K, meta_path, read_meta, sibling_ids_enabled, write_meta
 from dpr.data.exclusion import Exclusion, exclusion
@@ -41,7 +41,7 @@ class Options:
     dev_topk: Path | None = None
     skip_bad_lines: bool = False
     bm25: bool = True
-    num_workers: int = 1
+    num_workers: int = field(default_factory=default_workers)  # jieba processes, BM25 search processes
     sibling_ids: bool = False  # ids are `<paragraph>-<k>` (also turned on by the input's collection_meta.json)
 
 

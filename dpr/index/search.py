@@ -70,10 +70,20 @@ def gather_rows(shards: list[Shard], bounds: np.ndarray, start: int, stop: int) 
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+SAMPLE_READ_ROWS = 1 << 16  # rows one vectorised read of a training sample fetches from a shard at a time
+
+
 def _sample_rows(shards: list[Shard], bounds: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """`n` distinct random global rows (ascending) as one float32 [n, dim] array, filled in place shard by shard
+    with vectorised reads of up to SAMPLE_READ_ROWS rows: the peak is the sample plus one such read."""
     rows = np.sort(np.random.default_rng(seed).choice(int(bounds[-1]), size=n, replace=False))
-    which = np.searchsorted(bounds, rows, side="right") - 1
-    return np.stack([np.asarray(shards[w].vectors[r - bounds[w]], dtype=np.float32) for w, r in zip(which, rows)])
+    out = np.empty((n, shards[0].dim), dtype=np.float32)
+    cuts = np.searchsorted(rows, bounds)  # rows[cuts[i]:cuts[i+1]] lie in shard i
+    for i, shard in enumerate(shards):
+        for lo in range(int(cuts[i]), int(cuts[i + 1]), SAMPLE_READ_ROWS):
+            hi = min(lo + SAMPLE_READ_ROWS, int(cuts[i + 1]))
+            out[lo:hi] = shard.vectors[rows[lo:hi] - bounds[i]]
+    return out
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,33 @@ def build_full_index(shards: list[Shard], spec: IndexSpec, policy: SavedIndexPol
     return built
 
 
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int,
+                 query_batch: int = QUERY_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) [Q, k <= len(vectors)] by inner product, read from `vectors` where they lie: what a flat CPU
+    index returns (the same faiss routine), without copying the vectors into one."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    rows = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), query_batch):
+        q = np.ascontiguousarray(queries[start : start + query_batch], dtype=np.float32)
+        scores[start : start + len(q)], rows[start : start + len(q)] = faiss.knn(q, vectors, k,
+                                                                                 faiss.METRIC_INNER_PRODUCT)
+    return scores, rows
+
+
+def _search_window(spec: IndexSpec, dim: int, vectors: np.ndarray, queries: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one window: an index built over it and dropped, or, for a flat CPU index, `exact_search` (the same
+    results without faiss's copy of the window)."""
+    if not spec.use_gpu and is_flat_desc(factory_string(spec, dim, len(vectors))):
+        return exact_search(vectors, queries, k)
+    rng = np.random.default_rng(0)
+    built, _ = _fill(spec, dim, len(vectors), lambda a, b: vectors[a:b],
+                     lambda n: vectors[np.sort(rng.choice(len(vectors), n, replace=False))])
+    set_search_params(built, spec)
+    return search_index(built.index, queries, k)
+
+
 def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexSpec,
                   search_shard_size: int | None = None,
                   policy: SavedIndexPolicy = SavedIndexPolicy()) -> tuple[np.ndarray, np.ndarray]:
@@ -201,15 +238,14 @@ def search_shards(shards: list[Shard], queries: np.ndarray, k: int, spec: IndexS
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.full((len(queries), 0), -1, dtype=np.int64)
     total = sum(len(s.ids) for s in shards)
-    for start, vectors in tqdm(iter_windows(shards, search_shard_size), desc="search windows", unit="window",
-                               total=-(-total // search_shard_size)):
+    # the bar is updated by hand: a bar wrapping the iterator would hold the previous window while the next is read
+    bar = tqdm(desc="search windows", unit="window", total=-(-total // search_shard_size))
+    for start, vectors in iter_windows(shards, search_shard_size):
         with _oom_guard(spec, dim, len(vectors)):
-            rng = np.random.default_rng(0)
-            built, _ = _fill(spec, dim, len(vectors), lambda a, b: vectors[a:b],
-                             lambda n: vectors[np.sort(rng.choice(len(vectors), n, replace=False))])
-            set_search_params(built, spec)
-            scores, rows = search_index(built.index, queries, min(k, len(vectors)))
+            scores, rows = _search_window(spec, dim, vectors, queries, min(k, len(vectors)))
         rows = np.where(rows >= 0, rows + start, -1)
         best_scores, best_rows = merge_topk(best_scores, best_rows, scores, rows, k)
-        del built, vectors
+        del vectors
+        bar.update(1)
+    bar.close()
     return best_scores, best_rows

@@ -95,3 +95,83 @@ def test_index_is_built_once_and_never_reused_stale(tmp_path, monkeypatch):
     assert len(calls) == 3 and meta.is_file()
     index_passages(p, cache_dir=None, k1=1.2, b=0.75)  # no cache: always built
     assert len(calls) == 4
+
+
+def _reference_corpus(texts):
+    """The token-by-token numbering (first occurrence first) that any number of workers must reproduce."""
+    vocab, ids, offsets = {}, [], [0]
+    for text in texts:
+        ids += [vocab.setdefault(t, len(vocab)) for t in tokenize(text)]
+        offsets.append(len(ids))
+    return vocab, np.array(ids, dtype=np.int32), np.array(offsets, dtype=np.int64)
+
+
+def _many_texts(n):
+    rng = np.random.default_rng(0)
+    words = [w for t in TEXTS for w in tokenize(t)] + [f"w{i}" for i in range(50)]  # later chunks bring new tokens
+    return ["".join(rng.choice(words[: 10 + i % len(words)], size=3 + i % 9)) for i in range(n)]
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_one_and_many_workers_build_byte_identical_caches_and_indexes(tmp_path, monkeypatch):
+    import dpr.data.bm25 as bm25
+    monkeypatch.setattr(bm25, "TOKENIZE_CHUNK", 7)  # many chunks, each with tokens new to the collection
+    monkeypatch.setattr(bm25, "SCORE_CHUNK_DOCS", 30)
+    texts = _many_texts(300)
+    vocab, ids, offsets = _reference_corpus(texts)
+    fp = {"source": "x"}
+    for workers in (1, 3):
+        corpus = TokenizedCorpus.build(texts, num_workers=workers)
+        assert list(corpus.vocab.items()) == list(vocab.items())
+        assert corpus.ids.dtype == np.int32 and corpus.offsets.dtype == np.int64
+        np.testing.assert_array_equal(corpus.ids, ids)
+        np.testing.assert_array_equal(corpus.offsets, offsets)
+        corpus.save(tmp_path / f"tok{workers}", fp)
+        BM25Index(corpus, num_threads=workers).save(tmp_path / f"idx{workers}", fp)
+    assert _files(tmp_path / "tok1") == _files(tmp_path / "tok3")
+    assert _files(tmp_path / "idx1") == _files(tmp_path / "idx3")
+
+
+def test_search_in_several_processes_equals_one(monkeypatch):
+    import dpr.data.bm25 as bm25
+    monkeypatch.setattr(bm25, "_MIN_QUERIES_A_WORKER", 1)
+    texts = _many_texts(200)
+    index = BM25Index(TokenizedCorpus.build(texts))
+    queries = [t[:4] for t in texts[:50]] + ["xyz"]
+    assert index.search(queries, 20, num_threads=3) == index.search(queries, 20, num_threads=1)
+
+
+def test_search_scores_equal_bm25s_and_ties_go_by_doc_index():
+    texts = _many_texts(200) + ["天坛", "天坛"]  # two docs with one score: the lower index first
+    index = BM25Index(TokenizedCorpus.build(texts))
+    queries = [t[:4] for t in texts[:40]] + ["天坛"]
+    ours = index.search(queries, 15)
+    for q, hits in zip(queries, ours):
+        docs, scores = index.model.retrieve([index.query_ids(q)], k=index.num_docs, show_progress=False)
+        every = {int(d): float(s) for d, s in zip(docs[0], scores[0]) if s > 0}
+        assert [s for _, s in hits] == sorted(every.values(), reverse=True)[:15]
+        assert all(every[d] == s for d, s in hits)
+        assert all((s1 > s2) or (s1 == s2 and d1 < d2) for (d1, s1), (d2, s2) in zip(hits, hits[1:]))
+    assert [d for d, _ in ours[-1][:2]] == [200, 201]
+
+
+def test_the_worker_pool_reads_its_input_only_a_few_chunks_ahead():
+    import multiprocessing
+
+    from dpr.data.bm25 import _pool_map
+    pulled, ahead_seen = [0], []
+
+    def items():
+        for i in range(40):
+            pulled[0] += 1
+            yield i
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        out = []
+        for r in _pool_map(pool, abs, items(), 4):
+            ahead_seen.append(pulled[0] - len(out))
+            out.append(r)
+    assert out == list(range(40)) and max(ahead_seen) <= 4

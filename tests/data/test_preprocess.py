@@ -262,3 +262,30 @@ def test_the_scripts_sibling_ids_flag(tmp_path):
     script.main(common + ["--output_dir", str(tmp_path / "told"), "--sibling_ids"])
     assert len(_negatives(tmp_path / "plain")[0]) == 4 and _negatives(tmp_path / "told")[0] == []
     assert json.loads((tmp_path / "told" / "collection_meta.json").read_text())["id_scheme"] == "paragraph-k"
+
+
+def _comparable(path):
+    """The file's bytes; for a cache's meta.json, its record less the source path and mtime (two runs, two dirs)."""
+    if path.name != "meta.json":
+        return path.read_bytes()
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in ("source", "mtime_ns")}
+
+
+def test_one_and_many_workers_write_byte_identical_outputs(release, tmp_path, monkeypatch):
+    import dpr.data.bm25 as bm25
+    monkeypatch.setattr(bm25, "TOKENIZE_CHUNK", 3)  # several chunks, several search processes, several index chunks
+    monkeypatch.setattr(bm25, "SCORE_CHUNK_DOCS", 4)
+    monkeypatch.setattr(bm25, "_MIN_QUERIES_A_WORKER", 1)
+    outs = []
+    for workers in (1, 3):
+        out = tmp_path / f"out{workers}"
+        report = run(Options(release, out, num_hard_negatives=3, num_workers=workers))
+        assert report["counts"]["bm25_mined_questions"] == 3
+        outs.append({str(p.relative_to(out)): _comparable(p) for p in sorted(out.rglob("*"))
+                     if p.is_file() and p.name != "preprocess_stats.json"})  # (its timings differ)
+    assert "passages.jieba/index/data.npy" in outs[0] and "retrieval_train_data/dual_train.json" in outs[0]
+    assert outs[0] == outs[1]
+
+
+def test_num_workers_defaults_to_every_core():
+    assert Options("in", "out").num_workers == len(__import__("os").sched_getaffinity(0))

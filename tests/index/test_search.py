@@ -109,3 +109,50 @@ def test_refine_k_factor_reranks_more_candidates_exactly(tmp_path):
     _, many = search_shards(shards, queries, 10, IndexSpec(**spec, refine_k_factor=20))
     np.testing.assert_array_equal(many, exact)  # 10 x 20 = every vector re-scored exactly
     assert not np.array_equal(one, exact)  # faiss's default factor 1 only reorders PQ's top 10
+
+
+@pytest.mark.parametrize("factory", [None, "IVF4,Flat"])
+def test_windowed_search_holds_one_window_at_a_time(tmp_path, monkeypatch, factory):
+    """When a window is read, no reference to the previous one survives (progress bar included)."""
+    import weakref
+
+    import dpr.index.search as search
+    shards, _ = make_shards(tmp_path, [300, 300, 300], fp16=True)  # fp16: each window is a new float32 array
+    real, held = search.iter_windows, []
+
+    def watched(shards_, size):
+        for start, vectors in real(shards_, size):
+            held.append(sum(ref() is not None for ref in previous))
+            previous[:] = [weakref.ref(vectors)]
+            yield start, vectors
+            del vectors
+
+    previous: list = []
+    monkeypatch.setattr(search, "iter_windows", watched)
+    queries = np.random.default_rng(3).standard_normal((4, 16)).astype(np.float32)
+    search_shards(shards, queries, 5, IndexSpec(factory=factory), search_shard_size=250)
+    assert len(held) == 4 and held == [0, 0, 0, 0]
+
+
+def test_training_sample_is_read_shard_by_shard_into_one_array(tmp_path, monkeypatch):
+    import dpr.index.search as search
+    monkeypatch.setattr(search, "SAMPLE_READ_ROWS", 7)  # several reads per shard
+    shards, corpus = make_shards(tmp_path, [40, 3, 57, 20])
+    bounds = np.cumsum([0] + [len(s.ids) for s in shards])
+    sample = search._sample_rows(shards, bounds, 50, seed=4)
+    rows = np.sort(np.random.default_rng(4).choice(120, size=50, replace=False))
+    assert sample.dtype == np.float32 and sample.flags.c_contiguous
+    np.testing.assert_array_equal(sample, corpus[rows])
+
+
+def test_windowed_flat_cpu_search_copies_no_window_into_an_index(tmp_path, monkeypatch):
+    import dpr.index.search as search
+    shards, corpus = make_shards(tmp_path, [40, 60])
+    queries = np.random.default_rng(5).standard_normal((3, 16)).astype(np.float32)
+
+    def no_index(*a, **kw):
+        raise AssertionError("a flat CPU window was copied into a faiss index")
+
+    monkeypatch.setattr(search, "_fill", no_index)
+    scores, rows = search_shards(shards, queries, 10, IndexSpec("flat"), search_shard_size=30)
+    np.testing.assert_array_equal(rows, brute_force(corpus, queries, 10)[1])
