@@ -28,6 +28,7 @@ from dpr.training.data import (BatchBuilder, BiEncoderData, EpochBatches, averag
 from dpr.training.grad_cache import cached_step, full_step
 from dpr.training.loss import biencoder_nll, global_nll
 from dpr.training.plotting import plot_training_curves
+from dpr.utils.device_defaults import ModelShape
 from dpr.utils.io import atomic_write, remove_stale_temps, write_json
 from dpr.utils.precision import autocast
 
@@ -193,6 +194,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, q_encoder: Encoder, p_encoder: Encoder,
                  tokenizer: PreTrainedTokenizerBase, train_data: BiEncoderData, dev_data: BiEncoderData | None,
                  device: torch.device, dist_info: DistInfo):
+        # what the script built is resolved already (unchanged here); a hand-built config gets the device's values
+        config = config.resolved(device, q_encoder.settings.normalize, ModelShape.of(q_encoder), dist_info.world_size)
         self.config, self.q_encoder, self.p_encoder, self.tokenizer = config, q_encoder, p_encoder, tokenizer
         self.train_data, self.dev_data, self.device, self.amp_dtype = train_data, dev_data, device, config.amp_dtype
         self.dist, self.temperature = dist_info, config.temperature

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from dpr.utils.flags import add_flags, flag, from_flags
+from dpr.utils.flags import ConfigParser, add_flags, flag, from_flags
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,39 @@ def test_exclude_leaves_a_base_class_flags_to_whoever_added_them():
     add_flags(parser, Base)
     add_flags(parser, Config, exclude=Base)  # no "conflicting option string: --name"
     assert from_flags(Config, parser.parse_args(["--name", "z"])).name == "z"
+
+
+@dataclass(frozen=True)
+class Switches:
+    progress: bool = flag(True, group="log", invert="quiet", help="No bar.")
+    size: int = flag(3, type=int, help="A size.")
+
+    def __post_init__(self) -> None:
+        if self.size > 9:
+            raise ValueError("--size must be at most 9")
+
+
+def test_an_inverted_field_is_set_by_its_switch():
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flags(parser, Switches)
+    assert from_flags(Switches, parser.parse_args([])).progress is True
+    assert from_flags(Switches, parser.parse_args(["--quiet"])).progress is False
+    text = " ".join(parser.format_help().split())
+    assert "--quiet No bar. (default: False)" in text and "--progress" not in text
+
+
+def test_only_adds_a_base_class_flags_first():
+    parser = argparse.ArgumentParser()
+    groups = add_flags(parser, Config, only=Base)
+    assert [a.dest for a in parser._actions if a.dest != "help"] == ["name"]
+    add_flags(parser, Config, groups, exclude=Base)
+    assert [a.dest for a in parser._actions if a.dest != "help"] == ["name", "size", "mode", "on"]
+
+
+def test_config_parser_returns_the_config_and_a_config_error_is_a_usage_error(capsys):
+    parser = ConfigParser(Switches)
+    add_flags(parser, Switches)
+    assert parser.parse_args(["--size", "4", "--quiet"]) == Switches(progress=False, size=4)
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--size", "10"])
+    assert e.value.code == 2 and "--size must be at most 9" in capsys.readouterr().err
