@@ -7,6 +7,7 @@ window's index is built and dropped).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -137,19 +138,16 @@ def _fill(spec: IndexSpec, dim: int, n: int, rows: Callable[[int, int], np.ndarr
     return built, n_train
 
 
-def _oom_guard(spec: IndexSpec, dim: int, n: int):
+@contextlib.contextmanager
+def _oom_guard(spec: IndexSpec, dim: int, n: int) -> Iterator[None]:
     """Turn a faiss out-of-memory error into one IndexBuildError with the index size and the flags that fit."""
-    class Guard:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, kind, e, tb):
-            if e is not None and isinstance(e, (RuntimeError, MemoryError)) and is_out_of_memory(e):
-                where = "GPU" if spec.use_gpu else "host"
-                raise IndexBuildError(out_of_memory_message(factory_string(spec, dim, n), n, dim, spec,
-                                                            where)) from None
-            return False
-    return Guard()
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        where = "GPU" if spec.use_gpu else "host"
+        raise IndexBuildError(out_of_memory_message(factory_string(spec, dim, n), n, dim, spec, where)) from None
 
 
 def build_full_index(shards: list[Shard], spec: IndexSpec, policy: SavedIndexPolicy = SavedIndexPolicy()
