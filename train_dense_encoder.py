@@ -23,7 +23,7 @@ from dpr.training.data import BiEncoderData
 from dpr.training.trainer import (DistInfo, Trainer, check_attention_dropout_off, enable_gradient_checkpointing,
                                   set_attention_dropout)
 from dpr.utils.device_defaults import ModelShape
-from dpr.utils.cli import fail
+from dpr.utils.cli import fail, run_script
 from dpr.utils.flags import ConfigParser, add_flags
 from dpr.utils.io import InputError, check_writable_dir
 
@@ -175,4 +175,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_script(lambda: main(sys.argv[1:])))

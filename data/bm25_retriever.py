@@ -21,7 +21,7 @@ from dpr.data.formats import read_questions  # noqa: E402
 from dpr.eval.dureader import evaluate  # noqa: E402
 from dpr.options import positive_int, setup_logging  # noqa: E402
 from dpr.utils.io import InputError, check_writable_dir, write_json  # noqa: E402
-from dpr.utils.cli import fail  # noqa: E402
+from dpr.utils.cli import fail, run_script  # noqa: E402
 
 logger = logging.getLogger("bm25_retriever")
 
@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dpr.eval.dureader import evaluate, load_predictions, load_reference  # noqa: E402
 from dpr.options import setup_logging  # noqa: E402
 from dpr.utils.io import InputError  # noqa: E402
-from dpr.utils.cli import fail  # noqa: E402
+from dpr.utils.cli import fail, run_script  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,4 +36,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -21,7 +21,7 @@ from dpr.data.bm25 import default_workers  # noqa: E402
 from dpr.data.preprocess import Options, run  # noqa: E402
 from dpr.options import NO_EFFECT, positive_int, setup_logging  # noqa: E402
 from dpr.utils.io import InputError  # noqa: E402
-from dpr.utils.cli import fail  # noqa: E402
+from dpr.utils.cli import fail, run_script  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -67,4 +67,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -17,7 +17,7 @@ from dpr.data.collection_meta import sibling_ids_enabled  # noqa: E402
 from dpr.data.formats import PassagesWriter, read_passages_tsv, read_questions  # noqa: E402
 from dpr.data.siblings import paragraph_of  # noqa: E402
 from dpr.utils.io import InputError, atomic_write  # noqa: E402
-from dpr.utils.cli import fail  # noqa: E402
+from dpr.utils.cli import fail, run_script  # noqa: E402
 
 
 def subset(ctx_file: str, qa_files: list[str], out_file: str, sibling_ids: bool = False) -> int:
@@ -59,4 +59,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))
