@@ -20,10 +20,15 @@ from dpr.options import ModelFlags, add_length_args, add_precision_args, setup_l
 from dpr.training import checkpoint as ckpt
 from dpr.training.config import DEVICE_SIZED, TrainConfig, TrainFlags
 from dpr.training.data import BiEncoderData
-from dpr.training.trainer import (DistInfo, Trainer, check_attention_dropout_off, enable_gradient_checkpointing,
-                                  set_attention_dropout)
-from dpr.utils.device_defaults import ModelShape
+from dpr.training.trainer import (
+    DistInfo,
+    Trainer,
+    check_attention_dropout_off,
+    enable_gradient_checkpointing,
+    set_attention_dropout,
+)
 from dpr.utils.cli import fail, run_script
+from dpr.utils.device_defaults import ModelShape
 from dpr.utils.flags import ConfigParser, add_flags
 from dpr.utils.io import InputError, check_writable_dir
 

@@ -162,7 +162,7 @@ class Bench:
         b = self.batch
         self.encoder.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
-        cached_step(self.encoder, self.encoder, b["q_chunks"], b["p_chunks"], self.loss_fn, lambda l: l.backward(),
+        cached_step(self.encoder, self.encoder, b["q_chunks"], b["p_chunks"], self.loss_fn, lambda loss: loss.backward(),
                     self.amp(dtype), b["q_order"], b["p_order"])
         return time.perf_counter() - t0
 
@@ -173,7 +173,7 @@ class Bench:
         self.encoder.zero_grad(set_to_none=True)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             cached_step(self.encoder, self.encoder, b["q_chunks"], b["p_chunks"], self.loss_fn,
-                        lambda l: l.backward(), self.amp(dtype), b["q_order"], b["p_order"])
+                        lambda loss: loss.backward(), self.amp(dtype), b["q_order"], b["p_order"])
         events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
         return [{"op": e.key, "self_s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count} for e in events]
 

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dpr.data.formats import read_passages_tsv  # noqa: E402
+from dpr.data.formats import (
+    passage_input,  # noqa: E402
+    read_passages_tsv,  # noqa: E402
+)
 from dpr.encode import encode_texts  # noqa: E402
 from dpr.models.encoder import Encoder, load_tokenizer  # noqa: E402
 from dpr.models.pretrained import resolve_model_path  # noqa: E402
-from dpr.data.formats import passage_input  # noqa: E402
 
 
 def main() -> None:

@@ -32,9 +32,9 @@ from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
 
 from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
 from dpr.training.data import chunked, passage_text, sorted_chunks  # noqa: E402
-from dpr.utils.io import iter_json_array  # noqa: E402
 from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import biencoder_nll  # noqa: E402
+from dpr.utils.io import iter_json_array  # noqa: E402
 
 DEFAULT_DATA = ROOT / "data/cmrc2018_retrieval/retrieval_train_data/dual_train.json"
 
@@ -113,7 +113,7 @@ class Setup:
         fn = full_step if mode == "uncached" else cached_step
         self.encoder.zero_grad(set_to_none=True)
         t0 = time.process_time()
-        fn(self.encoder, self.encoder, q_chunks, p_chunks, loss_fn, lambda l: l.backward(), contextlib.nullcontext,
+        fn(self.encoder, self.encoder, q_chunks, p_chunks, loss_fn, lambda loss: loss.backward(), contextlib.nullcontext,
            q_order, p_order)
         return time.process_time() - t0
 

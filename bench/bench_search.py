@@ -24,8 +24,16 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dpr.index.faiss_index import IndexSpec, add_in_chunks, build_index, factory_string, set_search_params, train_index, train_size  # noqa: E402,E501
 from dpr.index.embeddings import open_shards  # noqa: E402
+from dpr.index.faiss_index import (  # noqa: E402,E501
+    IndexSpec,
+    add_in_chunks,
+    build_index,
+    factory_string,
+    set_search_params,
+    train_index,
+    train_size,
+)
 from dpr.index.search import gather_rows, search_index  # noqa: E402
 
 

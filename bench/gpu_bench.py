@@ -43,10 +43,10 @@ from dpr.encode import cast_for_inference, half_weights_dtype  # noqa: E402
 from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
 from dpr.models.tokens import pad_batch, padding_of, tokenize_ids  # noqa: E402
 from dpr.training.data import sorted_chunks  # noqa: E402
-from dpr.utils.device_defaults import ModelShape, device_defaults  # noqa: E402
 from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import global_nll  # noqa: E402
 from dpr.training.trainer import build_optimizer, unique_parameters  # noqa: E402
+from dpr.utils.device_defaults import ModelShape, device_defaults  # noqa: E402
 from dpr.utils.precision import autocast  # noqa: E402
 
 CHARS = [chr(c) for c in range(0x4E00, 0x4E00 + 21000)]  # the BERT-shaped model's vocabulary (as gpu_check.py)
@@ -335,7 +335,7 @@ def train_steps(q_enc: Encoder, p_enc: Encoder, tok, device: torch.device, dtype
     for i in range(max_steps + 1):  # step 0 warms up
         _sync(device)
         t0 = time.perf_counter()
-        step(q_enc, p_enc, q_chunks, p_chunks, loss_fn, lambda l: scaler.scale(l).backward(),
+        step(q_enc, p_enc, q_chunks, p_chunks, loss_fn, lambda loss: scaler.scale(loss).backward(),
              lambda: autocast(device, dtype), q_order, p_order)
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, 2.0)

@@ -65,7 +65,7 @@ def time_steps(enc: Encoder, batch: int, q_len: int, p_len: int, q_chunk: int, p
     for i in range(steps + 1):  # the first step warms up kernels and is not counted
         _sync(device)
         t0 = time.perf_counter()
-        step(enc, enc, q_chunks, p_chunks, loss_fn, lambda l: scaler.scale(l).backward(), lambda: autocast(device, dtype))
+        step(enc, enc, q_chunks, p_chunks, loss_fn, lambda loss: scaler.scale(loss).backward(), lambda: autocast(device, dtype))
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 2.0)
         scaler.step(opt)
@@ -111,7 +111,7 @@ def grad_agreement(enc: Encoder, dtype, device: torch.device, tiny: bool) -> dic
         torch.manual_seed(7)
         if device.type == "cuda":
             torch.cuda.manual_seed_all(7)
-        step(enc, enc, q_chunks, p_chunks, loss_fn, lambda l: scaler.scale(l).backward(), lambda: autocast(device, dtype))
+        step(enc, enc, q_chunks, p_chunks, loss_fn, lambda loss: scaler.scale(loss).backward(), lambda: autocast(device, dtype))
         scale = scaler.get_scale() if scaler.is_enabled() else 1.0
         grads.append(torch.cat([p.grad.float().flatten() / scale for p in enc.parameters() if p.grad is not None]))
     full, cached = grads
@@ -136,9 +136,9 @@ def faiss_gpu_search(n: int, dim: int, queries: int) -> dict:
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         print("faiss-gpu check skipped: this faiss build has no GPU support or sees no GPU", flush=True)
         return {"faiss": "skipped: no GPU support in this faiss build (pip install -r requirements-gpu.txt)"}
+    from dpr.index.embeddings import Shard
     from dpr.index.faiss_index import IndexSpec
     from dpr.index.search import SavedIndexPolicy, build_full_index, search_index
-    from dpr.index.embeddings import Shard
 
     rng = np.random.default_rng(0)
     xb = rng.standard_normal((n, dim), dtype=np.float32)

@@ -111,9 +111,10 @@ def timed_preprocess(input_dir: Path, output_dir: Path, bm25: bool, workers: int
 
 
 def jieba_speed(tsv: Path, n: int) -> dict:
+    import jieba
+
     from dpr.data.bm25 import TokenizedCorpus
     from dpr.data.formats import read_passages_tsv
-    import jieba
 
     jieba.initialize()
     texts = [t for _, (_, t, _) in zip(range(n), read_passages_tsv(tsv))]
@@ -131,6 +132,7 @@ DUREADER = {"passages": 8_096_668, "release_questions": 86_395 + 2_000, "baselin
 def stage_costs(tsv: Path, tile: int, n_queries: int, stream_passages: int, work_dir: Path) -> dict:
     """Seconds per passage (or per query) of each stage of step 1, one worker, and the mean passage length."""
     import jieba
+
     from dpr.data.bm25 import TOKENIZE_CHUNK, BM25Index, TokenizedCorpus, _chunked, _tokenize_chunk
     from dpr.data.formats import read_passages_tsv
 

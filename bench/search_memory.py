@@ -52,7 +52,7 @@ class AnonPeak:
             self.peak = max(self.peak, rss_anon() - self.base)
             time.sleep(self.every)
 
-    def __enter__(self) -> "AnonPeak":
+    def __enter__(self) -> AnonPeak:
         self.base = rss_anon()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()

@@ -20,8 +20,8 @@ from dpr.data.bm25 import index_passages  # noqa: E402
 from dpr.data.formats import read_questions  # noqa: E402
 from dpr.eval.dureader import evaluate  # noqa: E402
 from dpr.options import positive_int, setup_logging  # noqa: E402
-from dpr.utils.io import InputError, check_writable_dir, write_json  # noqa: E402
 from dpr.utils.cli import fail, run_script  # noqa: E402
+from dpr.utils.io import InputError, check_writable_dir, write_json  # noqa: E402
 
 logger = logging.getLogger("bm25_retriever")
 

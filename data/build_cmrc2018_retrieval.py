@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from dpr.data.cmrc import build, default_cmrc_dir  # noqa: E402
 from dpr.options import positive_int, setup_logging  # noqa: E402
-from dpr.utils.io import InputError  # noqa: E402
 from dpr.utils.cli import fail, run_script  # noqa: E402
+from dpr.utils.io import InputError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dpr.eval.dureader import evaluate, load_predictions, load_reference  # noqa: E402
 from dpr.options import setup_logging  # noqa: E402
-from dpr.utils.io import InputError  # noqa: E402
 from dpr.utils.cli import fail, run_script  # noqa: E402
+from dpr.utils.io import InputError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 from dpr.data.bm25 import default_workers  # noqa: E402
 from dpr.data.preprocess import Options, run  # noqa: E402
 from dpr.options import NO_EFFECT, positive_int, setup_logging  # noqa: E402
-from dpr.utils.io import InputError  # noqa: E402
 from dpr.utils.cli import fail, run_script  # noqa: E402
+from dpr.utils.io import InputError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

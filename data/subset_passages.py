@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dpr.data.collection_meta import sibling_ids_enabled  # noqa: E402
 from dpr.data.formats import PassagesWriter, read_passages_tsv, read_questions  # noqa: E402
 from dpr.data.siblings import paragraph_of  # noqa: E402
-from dpr.utils.io import InputError, atomic_write  # noqa: E402
 from dpr.utils.cli import fail, run_script  # noqa: E402
+from dpr.utils.io import InputError, atomic_write  # noqa: E402
 
 
 def subset(ctx_file: str, qa_files: list[str], out_file: str, sibling_ids: bool = False) -> int:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from dpr.models.source import TowerOptions, model_source
 from dpr.utils.flags import add_flags, flag
 
-
 DEFAULT_MODEL = "multilingual-e5-small"
 NO_EFFECT = "accepted for compatibility, no effect"
 

@@ -13,11 +13,12 @@ import os
 import re
 from array import array
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import bm25s
 import jieba
@@ -109,7 +110,7 @@ class TokenizedCorpus:
         return len(self.offsets) - 1
 
     @classmethod
-    def build(cls, texts: Iterable[str], num_workers: int = 1, total: int | None = None) -> "TokenizedCorpus":
+    def build(cls, texts: Iterable[str], num_workers: int = 1, total: int | None = None) -> TokenizedCorpus:
         """Tokenize `texts` in order (with `num_workers` processes when > 1); the same arrays for any `num_workers`.
 
         Each chunk of passages comes back with its tokens numbered in a local vocabulary (first occurrence first); the
@@ -129,7 +130,7 @@ class TokenizedCorpus:
 
     @classmethod
     def merge(cls, parts: Iterable[tuple[list[str], np.ndarray, np.ndarray]],
-              progress: Callable[[int], object] = lambda n: None) -> "TokenizedCorpus":
+              progress: Callable[[int], object] = lambda n: None) -> TokenizedCorpus:
         """The corpus of `_tokenize_chunk` results in order: each chunk's new tokens numbered, its ids looked up."""
         vocab: dict[str, int] = {}
         ids = array("i")  # grown in place (no second copy at the end, as concatenating parts would need)
@@ -155,7 +156,7 @@ class TokenizedCorpus:
                 json.dump(sorted(self.vocab, key=self.vocab.__getitem__), f, ensure_ascii=False)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, fingerprint: dict) -> "TokenizedCorpus | None":
+    def load(cls, directory: str | os.PathLike, fingerprint: dict) -> TokenizedCorpus | None:
         """The cached corpus when its fingerprint matches, else None."""
         d = Path(directory)
         try:
@@ -242,7 +243,7 @@ class BM25Index:
         self._setup(corpus.vocab, score_matrix(corpus, k1, b, num_threads=num_threads), k1, b)
 
     @classmethod
-    def from_scores(cls, vocab: dict[str, int], scores: dict, k1: float, b: float) -> "BM25Index":
+    def from_scores(cls, vocab: dict[str, int], scores: dict, k1: float, b: float) -> BM25Index:
         """An index over a score matrix built before (see `save` / `load`)."""
         index = cls.__new__(cls)
         index._setup(vocab, scores, k1, b)
@@ -272,7 +273,7 @@ class BM25Index:
                 json.dump(sorted(self.vocab, key=self.vocab.__getitem__), f, ensure_ascii=False)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, fingerprint: dict, k1: float, b: float) -> "BM25Index | None":
+    def load(cls, directory: str | os.PathLike, fingerprint: dict, k1: float, b: float) -> BM25Index | None:
         """The saved index when it was built from this fingerprint with this k1 and b, else None."""
         d = Path(directory)
         try:
@@ -348,7 +349,7 @@ class BM25Index:
 
 
 _MIN_QUERIES_A_WORKER = 16
-_FORKED: "BM25Index | None" = None  # the index a forked search worker reads (inherited, never pickled)
+_FORKED: BM25Index | None = None  # the index a forked search worker reads (inherited, never pickled)
 
 
 def _forked_retrieve(qids: list[list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,9 +7,9 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from dpr.data.cleaning import clean_text
 from dpr.data.collection_meta import PARAGRAPH_K, write_meta

@@ -2,8 +2,9 @@
 own negatives, --dev_topk) and dense_retriever.py --mine_hard_negatives all apply."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from dpr.data.formats import passage_input
 from dpr.data.siblings import sibling_key

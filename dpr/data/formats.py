@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import IO, Any, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
 
 from dpr.data.cleaning import clean_text
 from dpr.utils.io import InputError, atomic_write, count_lines, iter_json_array, iter_jsonl, iter_lines
@@ -73,7 +74,7 @@ class DPRJsonWriter:
         self._ctx = atomic_write(self.path)
         self._f: IO[str] | None = None
 
-    def __enter__(self) -> "DPRJsonWriter":
+    def __enter__(self) -> DPRJsonWriter:
         self._f = self._ctx.__enter__()
         self._f.write("[")
         return self

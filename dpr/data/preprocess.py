@@ -9,20 +9,35 @@ import glob
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Iterable, Iterator
+from typing import Any
 
 from dpr.data.bm25 import default_workers
 from dpr.data.bm25_mining import Bm25Miner
 from dpr.data.cleaning import clean_text, is_empty
 from dpr.data.collection_meta import PARAGRAPH_K, meta_path, read_meta, sibling_ids_enabled, write_meta
 from dpr.data.exclusion import Exclusion, exclusion
-from dpr.data.formats import (DPRJsonWriter, PassagesWriter, dpr_passage, read_passages_tsv, release_question,
-                              write_dpr_json)
+from dpr.data.formats import (
+    DPRJsonWriter,
+    PassagesWriter,
+    dpr_passage,
+    read_passages_tsv,
+    release_question,
+    write_dpr_json,
+)
 from dpr.data.siblings import sibling_key
-from dpr.utils.io import (InputError, atomic_write, check_writable_dir, iter_jsonl, iter_lines, read_json,
-                          remove_stale_temps, write_json)
+from dpr.utils.io import (
+    InputError,
+    atomic_write,
+    check_writable_dir,
+    iter_jsonl,
+    iter_lines,
+    read_json,
+    remove_stale_temps,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +61,7 @@ class Options:
     sibling_ids: bool = False  # ids are `<paragraph>-<k>` (also turned on by the input's collection_meta.json)
 
 
-Ctx = tuple[Optional[str], Optional[str]]  # (passage id, text): a passage as a question holds it, never changed in place
+Ctx = tuple[str | None, str | None]  # (passage id, text): a passage as a question holds it, never changed in place
 
 
 @dataclass

@@ -6,7 +6,8 @@ predictions scores 0); predicted questions outside the reference are ignored. A 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def _first_ranks(pids: Iterable[Any], gold: set[str], k: int) -> list[int]:

@@ -47,7 +47,7 @@ def record_path(vectors_path: str | os.PathLike) -> Path:
     return Path(str(path) + RECORD_SUFFIX)
 
 
-def source_hasher() -> "hashlib._Hash":
+def source_hasher() -> hashlib._Hash:
     """The hash of a source file's bytes (fed block by block by whoever reads the file anyway)."""
     return hashlib.new(SOURCE_HASH)
 

@@ -11,20 +11,36 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
 from dpr.index.embeddings import Shard
-from dpr.index.faiss_index import (BuiltIndex, IndexBuildError, IndexSpec, add_in_chunks, build_gpu_flat,
-                                   build_index, factory_string, is_flat_desc, is_out_of_memory, iter_chunks,
-                                   out_of_memory_message, set_search_params, to_cpu, to_gpu, train_index,
-                                   train_size, _hnsw)
-from dpr.index.faiss_index import GPU_MAX_K, over_gpu_limits
+from dpr.index.faiss_index import (
+    GPU_MAX_K,
+    BuiltIndex,
+    IndexBuildError,
+    IndexSpec,
+    _hnsw,
+    add_in_chunks,
+    build_gpu_flat,
+    build_index,
+    factory_string,
+    is_flat_desc,
+    is_out_of_memory,
+    iter_chunks,
+    out_of_memory_message,
+    over_gpu_limits,
+    set_search_params,
+    to_cpu,
+    to_gpu,
+    train_index,
+    train_size,
+)
 from dpr.index.records import FORMAT, differences, identity_sha256, read_record, record_path
 from dpr.utils.io import atomic_path, publish_then_mark
 

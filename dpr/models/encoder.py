@@ -131,7 +131,7 @@ class Encoder(nn.Module):
         return pool(hidden, attention_mask, self.settings)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, settings: EncoderSettings | None = None, **kwargs) -> "Encoder":
+    def from_pretrained(cls, path: str | os.PathLike, settings: EncoderSettings | None = None, **kwargs) -> Encoder:
         """Load from an HF or sentence-transformers directory; settings: explicit > stored in the directory
         (dpr_encoder.json) > its sentence-transformers modules > defaults (cls pooling)."""
         path = str(path)

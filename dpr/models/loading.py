@@ -16,8 +16,15 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from dpr.models.encoder import Encoder, EncoderSettings, load_tokenizer
-from dpr.models.source import (P_SUFFIX, Q_SUFFIX, ModelDirs, TowerOptions, apply_settings_options,  # noqa: F401
-                               encoder_dirs, resolve_model)
+from dpr.models.source import (  # noqa: F401
+    P_SUFFIX,
+    Q_SUFFIX,
+    ModelDirs,
+    TowerOptions,
+    apply_settings_options,
+    encoder_dirs,
+    resolve_model,
+)
 from dpr.utils.io import InputError
 
 Need = Literal["question", "passage", "both"]

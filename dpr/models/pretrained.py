@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from dpr.utils.io import atomic_dir, write_json
 

@@ -43,7 +43,7 @@ class EncoderSettings:
             json.dump(dataclasses.asdict(self), f, indent=2, ensure_ascii=False)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "EncoderSettings | None":
+    def load(cls, directory: str | os.PathLike) -> EncoderSettings | None:
         """Settings stored in `directory`, or None when it has none (a plain HF checkpoint)."""
         path = Path(directory) / SETTINGS_FILE
         if not path.is_file():

@@ -23,8 +23,7 @@ from dpr.retrieval.config import RetrievalConfig
 from dpr.retrieval.dense import BM25Side, Ranking, check_model_pairs, hybrid_search, model_side, search_dense
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import check_in_collection, lookup_passages
-from dpr.retrieval.query_cache import (check_saved_pairs, load_question_vectors, question_record,
-                                       save_question_vectors)
+from dpr.retrieval.query_cache import check_saved_pairs, load_question_vectors, question_record, save_question_vectors
 from dpr.retrieval.results import Retrieved, write_rerank_file, write_submission, write_trec_file
 from dpr.retrieval.retriever import Retriever
 from dpr.utils.io import InputError, check_writable_dir, write_json

@@ -17,8 +17,8 @@ The rule is also what the usual guard against a zero range gives: (s - min) / ma
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 FUSIONS = ("convex", "rrf")
 DEFAULT_ALPHA = 0.3  # weight of the dense side: best MRR@10 of zero-shot e5 on held-out CMRC train questions (README)

@@ -17,8 +17,15 @@ from dpr.data.shards import shard_range
 from dpr.encode import DEFAULT_BLOCK_SIZE, cast_for_inference, encode_stream, half_weights_dtype
 from dpr.index import records
 from dpr.index.embeddings import shard_is_complete, shard_paths, write_ids
-from dpr.index.records import (differences, older, read_record, record_path, source_fingerprint, source_hasher,
-                                source_record)
+from dpr.index.records import (
+    differences,
+    older,
+    read_record,
+    record_path,
+    source_fingerprint,
+    source_hasher,
+    source_record,
+)
 from dpr.models import source as model_sources
 from dpr.models.encoder import Encoder, EncoderSettings
 from dpr.models.fingerprint import ModelFingerprint, dirs_fingerprint

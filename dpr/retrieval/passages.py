@@ -3,8 +3,8 @@ offsets found once (repeated questions); the whole collection's texts never sit 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

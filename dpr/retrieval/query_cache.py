@@ -14,8 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from dpr.index.embeddings import map_npy, read_ids, write_ids
-from dpr.index.records import (FORMAT, SHARED_SETTINGS, VectorsMismatchError, describe_model, older, read_record,
-                                record_path, settings_dict)
+from dpr.index.records import (
+    FORMAT,
+    SHARED_SETTINGS,
+    VectorsMismatchError,
+    describe_model,
+    older,
+    read_record,
+    record_path,
+    settings_dict,
+)
 from dpr.retrieval.dense import check_pairs
 from dpr.utils.io import InputError, atomic_write, publish_then_mark
 

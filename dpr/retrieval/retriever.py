@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, overload
+from typing import overload
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class Retriever:
              query_max_length: int = 32, passage_max_length: int = 384, batch_size: int = 64,
              index_spec: IndexSpec | None = None, rebuild_index: bool = False,
              allow_mismatched_vectors: bool = False, num_threads: int | None = None,
-             allow_partial_index: bool = False, search_shard_size: int | None = None) -> "Retriever":
+             allow_partial_index: bool = False, search_shard_size: int | None = None) -> Retriever:
         """A ready Retriever.
 
         model: a training checkpoint (dpr_biencoder.E.I), an exported encoder directory, a sentence-transformers

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from dpr.data.shards import shard_range
 from dpr.data.formats import iter_dpr_json, passage_input
+from dpr.data.shards import shard_range
 from dpr.models.encoder import EncoderSettings
 from dpr.models.tokens import pad_batch, padding_of, tokenize_ids
 from dpr.utils.io import InputError

@@ -23,8 +23,14 @@ from dpr.eval.average_rank import average_rank
 from dpr.models.encoder import Encoder
 from dpr.training import checkpoint as ckpt
 from dpr.training.config import TrainConfig
-from dpr.training.data import (BatchBuilder, BiEncoderData, EpochBatches, average_rank_pool, epoch_batches,
-                                unpack_chunks)
+from dpr.training.data import (
+    BatchBuilder,
+    BiEncoderData,
+    EpochBatches,
+    average_rank_pool,
+    epoch_batches,
+    unpack_chunks,
+)
 from dpr.training.grad_cache import cached_step, full_step
 from dpr.training.loss import biencoder_nll, global_nll
 from dpr.training.plotting import plot_training_curves
@@ -290,7 +296,7 @@ class Trainer:
                           temperature=self.temperature, q_sizes=batch["global_sizes"], masked=batch["masked"])
         step = cached_step if self.config.grad_cache else full_step
         loss, correct = step(self.q_encoder, self.p_encoder, q_chunks, p_chunks, loss_fn,
-                             lambda l: self.scaler.scale(l).backward(), self._amp, batch["q_order"], batch["p_order"])
+                             lambda loss: self.scaler.scale(loss).backward(), self._amp, batch["q_order"], batch["p_order"])
         sync_gradients(self.params)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
@@ -451,7 +457,7 @@ class Trainer:
                 loss_fn = partial(biencoder_nll, passages_per_question=sampling.passages_per_question,
                                   temperature=self.temperature, masked=batch["masked"])
                 loss, correct = full_step(self.q_encoder, self.p_encoder, _to_device(batch["q"], self.device),
-                                          _to_device(batch["p"], self.device), loss_fn, lambda l: None,
+                                          _to_device(batch["p"], self.device), loss_fn, lambda loss: None,
                                           self._amp, batch["q_order"], batch["p_order"])
                 total_loss += loss * len(idx)
                 total_correct += correct

@@ -23,7 +23,7 @@ class ModelShape:
     heads: int
 
     @classmethod
-    def of(cls, model: torch.nn.Module) -> "ModelShape":
+    def of(cls, model: torch.nn.Module) -> ModelShape:
         """From an Encoder's (or HF model's) config."""
         config = getattr(model, "model", model).config
         return cls(int(config.hidden_size), int(config.num_hidden_layers), int(config.num_attention_heads))

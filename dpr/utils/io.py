@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import glob
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 
 def _umask() -> int:

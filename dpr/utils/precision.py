@@ -4,14 +4,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from typing import ContextManager
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has AMX or AVX512-BF16 (bf16 autocast is then faster than fp32, not slower)."""
     try:

@@ -3,10 +3,10 @@ import json
 
 import torch
 
+from bench import bench_bf16_step
 from dpr.models.encoder import Encoder, EncoderSettings
 from tests.data_scripts import ROOT  # noqa: F401  (puts the repository on sys.path like the other script tests)
 from tests.tiny_encoder import random_passages, tiny_bert, tiny_tokenizer
-from bench import bench_bf16_step
 
 
 def toy_inputs(tmp_path):

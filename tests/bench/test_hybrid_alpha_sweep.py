@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from tests.data_scripts import ROOT  # noqa: F401  (puts the repository on sys.path like the other script tests)
 from bench.hybrid_alpha_sweep import main
+from tests.data_scripts import ROOT  # noqa: F401  (puts the repository on sys.path like the other script tests)
 
 
 def write_inputs(tmp_path):

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from tests.data_scripts import ROOT  # noqa: F401  (puts the repository on sys.path like the other script tests)
 from bench.preprocess_scale import project
 from bench.search_memory import AnonPeak
+from tests.data_scripts import ROOT  # noqa: F401  (puts the repository on sys.path like the other script tests)
 
 
 def test_projection_is_serial_plus_parallel_over_cores():

@@ -2,8 +2,14 @@ import json
 
 import pytest
 
-from dpr.data.formats import (DPRJsonWriter, PassagesWriter, read_dpr_json, read_passages_tsv,
-                              read_questions, write_dpr_json)
+from dpr.data.formats import (
+    DPRJsonWriter,
+    PassagesWriter,
+    read_dpr_json,
+    read_passages_tsv,
+    read_questions,
+    write_dpr_json,
+)
 from dpr.utils.io import InputError, atomic_write
 
 

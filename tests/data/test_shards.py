@@ -1,8 +1,8 @@
-from dpr.data.shards import shard_range
-from dpr.training.data import split_for_rank
-
 import numpy as np
 import pytest
+
+from dpr.data.shards import shard_range
+from dpr.training.data import split_for_rank
 
 
 def test_shard_range_is_contiguous_larger_first_and_covers_everything():

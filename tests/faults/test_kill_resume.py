@@ -17,8 +17,15 @@ from dpr.data.formats import read_dpr_json, read_passages_tsv
 from dpr.index.embeddings import load_shard, shard_paths
 from dpr.models.encoder import Encoder
 from dpr.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
-from tests.faults.common import (kill_when, run_script, save_tiny_model, script, temp_leftovers, visible_files,
-                                 write_dpr_train)
+from tests.faults.common import (
+    kill_when,
+    run_script,
+    save_tiny_model,
+    script,
+    temp_leftovers,
+    visible_files,
+    write_dpr_train,
+)
 from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_bert, tiny_tokenizer, write_passages_tsv
 
 pytestmark = pytest.mark.slow

@@ -124,8 +124,9 @@ else:
 
 
 def _fp16_shards(tmp_path, rows: int, dim: int, n_shards: int) -> str:
-    from dpr.index.embeddings import save_shard
     import numpy as np
+
+    from dpr.index.embeddings import save_shard
     rng = np.random.default_rng(0)
     per = rows // n_shards
     for k in range(n_shards):

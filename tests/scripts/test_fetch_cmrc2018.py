@@ -5,6 +5,7 @@ import urllib.request
 import pytest
 
 from tests.data_scripts import load_script
+
 fetch = load_script("fetch_cmrc2018")
 
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from dpr.models.encoder import Encoder, EncoderSettings
+from tests.data_scripts import ROOT, load_script
 from tests.tiny_encoder import tiny_bert, tiny_tokenizer
 
-from tests.data_scripts import ROOT, load_script
 fetch = load_script("fetch_cmrc2018")
 
 

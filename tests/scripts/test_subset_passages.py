@@ -4,8 +4,8 @@ import pytest
 
 from dpr.data.formats import read_passages_tsv
 from dpr.utils.io import InputError
-
 from tests.data_scripts import load_script
+
 mod = load_script("subset_passages")
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from tests.training.builders import make_dpr_json, make_model_dir
 
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return make_model_dir(tmp_path_factory.mktemp("tiny_bert"))

@@ -12,12 +12,12 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from test_distributed import MASK, PPQ, TEMPERATURE, batch, flat_grads, towers  # noqa: E402
 
 from dpr.training.data import chunked, split_for_rank  # noqa: E402
 from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import global_nll  # noqa: E402
 from dpr.training.trainer import sync_gradients, unique_parameters  # noqa: E402
-from test_distributed import MASK, PPQ, TEMPERATURE, batch, flat_grads, towers  # noqa: E402
 
 
 def main(model_dir: str, out: str) -> None:
@@ -35,7 +35,7 @@ def main(model_dir: str, out: str) -> None:
     for name, step, qc, pc in (("cached", cached_step, 2, 3), ("uncached", full_step, len(q_local), len(p_local))):
         q_enc, p_enc = towers(model_dir)
         params = unique_parameters(q_enc, p_enc)
-        step(q_enc, p_enc, chunked(q_local, qc, 0), chunked(p_local, pc, 0), loss_fn, lambda l: l.backward(),
+        step(q_enc, p_enc, chunked(q_local, qc, 0), chunked(p_local, pc, 0), loss_fn, lambda loss: loss.backward(),
              __import__("contextlib").nullcontext)
         sync_gradients(params)
         results[name] = flat_grads(q_enc, p_enc)

@@ -9,10 +9,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
+from dpr.models.loading import TowerOptions, load_towers  # noqa: E402
 from dpr.training.config import TrainConfig  # noqa: E402
 from dpr.training.data import BiEncoderData  # noqa: E402
 from dpr.training.trainer import DistInfo, Trainer  # noqa: E402
-from dpr.models.loading import TowerOptions, load_towers  # noqa: E402
 
 
 def main(model_dir: str, train_file: str, out_dir: str, limit: int) -> None:

