@@ -38,6 +38,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # gpu_check.py, beside this file
+
+from gpu_check import _sync, optimizer_step  # noqa: E402  (bench/, this script's folder)
 
 from dpr.encode import cast_for_inference, half_weights_dtype  # noqa: E402
 from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
@@ -117,9 +120,6 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:
@@ -333,18 +333,10 @@ def train_steps(q_enc: Encoder, p_enc: Encoder, tok, device: torch.device, dtype
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i in range(max_steps + 1):  # step 0 warms up
-        _sync(device)
-        t0 = time.perf_counter()
-        step(q_enc, p_enc, q_chunks, p_chunks, loss_fn, lambda loss: scaler.scale(loss).backward(),
-             lambda: autocast(device, dtype), q_order, p_order)
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, 2.0)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
+        seconds = optimizer_step(step, q_enc, p_enc, q_chunks, p_chunks, loss_fn, scaler, opt, params, device, dtype,
+                                 q_order, p_order)
         if i:
-            times.append(time.perf_counter() - t0)
+            times.append(seconds)
         if time.perf_counter() > deadline:
             break
     if not times:

@@ -63,17 +63,10 @@ def time_steps(enc: Encoder, batch: int, q_len: int, p_len: int, q_chunk: int, p
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for i in range(steps + 1):  # the first step warms up kernels and is not counted
-        _sync(device)
-        t0 = time.perf_counter()
-        step(enc, enc, q_chunks, p_chunks, loss_fn, lambda loss: scaler.scale(loss).backward(), lambda: autocast(device, dtype))
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(enc.parameters(), 2.0)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
+        seconds = optimizer_step(step, enc, enc, q_chunks, p_chunks, loss_fn, scaler, opt, list(enc.parameters()),
+                                 device, dtype)
         if i:
-            times.append(time.perf_counter() - t0)
+            times.append(seconds)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"batch": batch, "dtype": str(dtype).replace("torch.", "") if dtype else "fp32", "cached": cached,
             "s_per_step": round(float(np.median(times)), 3), "peak_gib": round(peak, 2)}
@@ -82,6 +75,23 @@ def time_steps(enc: Encoder, batch: int, q_len: int, p_len: int, q_chunk: int, p
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def optimizer_step(step, q_enc, p_enc, q_chunks, p_chunks, loss_fn, scaler, opt, params, device: torch.device,
+                   dtype, *order) -> float:
+    """One training step as the trainer takes it (forward/backward through `step`, unscale, clip at 2.0, optimizer
+    step), timed in seconds between two device syncs (gpu_bench.py times its steps with it too)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    step(q_enc, p_enc, q_chunks, p_chunks, loss_fn, lambda loss: scaler.scale(loss).backward(),
+         lambda: autocast(device, dtype), *order)
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(params, 2.0)
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    _sync(device)
+    return time.perf_counter() - t0
 
 
 def encoding_speed(enc: Encoder, tok, n: int, p_len: int, batch: int, dtype, device: torch.device) -> dict:
