@@ -84,15 +84,22 @@ def is_training_checkpoint(path: str | os.PathLike) -> bool:
     return Path(path).is_file() and re.match(r"^.+\.\d+\.\d+$", Path(path).name) is not None
 
 
-def latest_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> Path | None:
-    """The most advanced complete checkpoint in `output_dir` (by epoch, then iteration), or None."""
+def complete_checkpoints(output_dir: str | os.PathLike, prefix: str = PREFIX) -> list[Path]:
+    """The complete checkpoints in `output_dir` (state file and both tower directories), oldest first (by epoch,
+    then iteration)."""
     found = []
     pattern = _name_re(prefix)
     for p in Path(output_dir).glob(f"{prefix}.*"):
         m = pattern.match(p.name)
-        if m and p.is_file() and Path(str(p) + Q_SUFFIX).is_dir() and Path(str(p) + P_SUFFIX).is_dir():
+        if m and _complete(p):
             found.append(((int(m.group(1)), int(m.group(2))), p))
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> Path | None:
+    """The most advanced complete checkpoint in `output_dir` (by epoch, then iteration), or None."""
+    found = complete_checkpoints(output_dir, prefix)
+    return found[-1] if found else None
 
 
 def rng_state() -> dict:
@@ -210,15 +217,9 @@ def prune_checkpoints(output_dir: str | os.PathLike, prefix: str, run_id: str, k
     Checkpoints of any other run (or without a run id) are never touched. Returns what was deleted."""
     if keep <= 0:
         return []
-    pattern = _name_re(prefix)
-    mine = []
-    for p in Path(output_dir).glob(f"{prefix}.*"):
-        m = pattern.match(p.name)
-        if m and _complete(p) and checkpoint_run_id(p) == run_id:
-            mine.append(((int(m.group(1)), int(m.group(2))), p))
-    mine.sort()
-    keep_names = {p.name for _, p in mine[-keep:]} | ({Path(str(protect)).name} if protect else set())
-    removed = [p for _, p in mine if p.name not in keep_names]
+    mine = [p for p in complete_checkpoints(output_dir, prefix) if checkpoint_run_id(p) == run_id]
+    keep_names = {p.name for p in mine[-keep:]} | ({Path(str(protect)).name} if protect else set())
+    removed = [p for p in mine if p.name not in keep_names]
     for p in removed:
         remove_checkpoint(p)
     return removed
