@@ -70,16 +70,22 @@ def _tokenize_chunk(texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray
     return list(local), np.array(ids, dtype=np.int32), lengths
 
 
+def _bounded_map(submit: Callable[[T], Callable[[], R]], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """The results of `submit(item)()` in order, with at most `ahead` items submitted and not yet taken back
+    (`submit` starts the work and returns what waits for its result)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(submit(item))
+        if len(pending) >= ahead:
+            yield pending.popleft()()
+    while pending:
+        yield pending.popleft()()
+
+
 def _pool_map(pool, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
     """fn over items in order in a process pool, at most `ahead` items sent and not yet taken back (Pool.imap reads
     its whole input ahead: the whole collection's texts in memory when jieba is slower than reading the file)."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.apply_async(fn, (item,)))
-        if len(pending) >= ahead:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
+    return _bounded_map(lambda item: pool.apply_async(fn, (item,)).get, items, ahead)
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], num_threads: int) -> Iterator[R]:
@@ -88,13 +94,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], num_threads: int) -> I
         yield from map(fn, items)
         return
     with ThreadPoolExecutor(num_threads) as ex:
-        pending: deque = deque()
-        for item in items:
-            pending.append(ex.submit(fn, item))
-            if len(pending) >= num_threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        yield from _bounded_map(lambda item: ex.submit(fn, item).result, items, num_threads)
 
 
 @dataclass
