@@ -206,14 +206,17 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int,
                  query_batch: int = QUERY_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows) [Q, k <= len(vectors)] by inner product, read from `vectors` where they lie: what a flat CPU
     index returns (the same faiss routine), without copying the vectors into one."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    scores = np.empty((len(queries), k), dtype=np.float32)
-    rows = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), query_batch):
-        q = np.ascontiguousarray(queries[start : start + query_batch], dtype=np.float32)
-        scores[start : start + len(q)], rows[start : start + len(q)] = faiss.knn(q, vectors, k,
-                                                                                 faiss.METRIC_INNER_PRODUCT)
-    return scores, rows
+    return search_index(_ExactIP(vectors), queries, k, query_batch)
+
+
+class _ExactIP:
+    """Vectors searched where they lie by faiss.knn, with an index's `search(queries, k)` (for search_index)."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return faiss.knn(queries, self.vectors, k, faiss.METRIC_INNER_PRODUCT)
 
 
 def _search_window(spec: IndexSpec, dim: int, vectors: np.ndarray, queries: np.ndarray,
