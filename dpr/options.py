@@ -11,6 +11,7 @@ from dpr.models.source import TowerOptions, model_source
 from dpr.utils.flags import add_flags, flag
 
 DEFAULT_MODEL = "multilingual-e5-small"
+Q_SEQUENCE_LENGTH, P_SEQUENCE_LENGTH = 32, 384  # the length caps' defaults: the flags and the configs they fill
 NO_EFFECT = "accepted for compatibility, no effect"
 
 
@@ -52,8 +53,8 @@ class EncoderFlags(ModelFlags):
     """ModelFlags plus the values the shared helpers below set: --precision (and its shorthands) and the lengths."""
 
     precision: str = "auto"
-    q_sequence_length: int = 32
-    p_sequence_length: int = 384
+    q_sequence_length: int = Q_SEQUENCE_LENGTH
+    p_sequence_length: int = P_SEQUENCE_LENGTH
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -79,9 +80,9 @@ def add_length_args(parser: argparse.ArgumentParser, used: tuple[str, ...] = ("q
     (the reference command passes both to every script)."""
     g = parser.add_argument_group("lengths (caps: batches are padded only to their longest member)")
     unused = f"{NO_EFFECT} in this script (the reference command passes it)."
-    g.add_argument("--q_sequence_length", type=int, default=32,
+    g.add_argument("--q_sequence_length", type=int, default=Q_SEQUENCE_LENGTH,
                    help="Max question tokens." if "q" in used else unused)
-    g.add_argument("--p_sequence_length", type=int, default=384,
+    g.add_argument("--p_sequence_length", type=int, default=P_SEQUENCE_LENGTH,
                    help="Max passage tokens." if "p" in used else unused)
 
 

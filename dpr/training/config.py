@@ -13,7 +13,14 @@ from typing import Literal
 
 import torch
 
-from dpr.options import ModelFlags, non_negative_int, positive_float, positive_int
+from dpr.options import (
+    P_SEQUENCE_LENGTH,
+    Q_SEQUENCE_LENGTH,
+    ModelFlags,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from dpr.training.checkpoint import PREFIX
 from dpr.training.data import SamplingConfig
 from dpr.utils.device_defaults import ModelShape, device_defaults, resolve
@@ -57,8 +64,8 @@ class TrainConfig:
     num_workers: int | None = flag(None, group=DATA, type=non_negative_int, help=(  # resolved: device-sized
         "DataLoader workers that sample, tokenize and pad batches (default: for the device: 2 on CPU; on CUDA half "
         "the cores per GPU process, 2 to 8)."))
-    q_sequence_length: int = 32
-    p_sequence_length: int = 384
+    q_sequence_length: int = Q_SEQUENCE_LENGTH
+    p_sequence_length: int = P_SEQUENCE_LENGTH
     # optimisation
     batch_size: int = flag(2, group=TRAIN, type=positive_int, help=(
         "GLOBAL batch: questions per optimizer step over all ranks; with torchrun each rank takes "
