@@ -33,7 +33,6 @@ from dpr.utils.precision import default_device, resolve_amp_dtype
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RERANK_DEPTH = 50  # the official metric reads the top 50
 
 
 class _PairScorer(torch.nn.Module):

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -28,8 +28,11 @@ from dpr.index.search import SavedIndexPolicy
 from dpr.retrieval.dense import BM25Side, DenseIndex, Ranking, check_model_pairs, hybrid_search, search_dense
 from dpr.retrieval.hybrid import fusion_config
 from dpr.retrieval.passages import PassageStore, check_in_collection
-from dpr.retrieval.reranker import DEFAULT_RERANK_DEPTH, Reranker, rerank_many
+from dpr.retrieval.rerank_config import DEFAULT_RERANK_DEPTH
 from dpr.utils.io import InputError, publish_then_mark
+
+if TYPE_CHECKING:
+    from dpr.retrieval.reranker import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +168,8 @@ class Retriever:
             retriever._open_index(open_shards(index_pattern(index_dir)))
         retriever._question_tower()
         if reranker is not None:
+            from dpr.retrieval.reranker import Reranker
+
             retriever.reranker = (reranker if isinstance(reranker, Reranker) else
                                   Reranker.load(reranker, batch_size=reranker_batch_size, precision=precision))
         return retriever
@@ -317,6 +322,8 @@ class Retriever:
             first = hybrid_search(lambda d: self._dense(vectors, d), self._bm25, questions, depth, config)
         if self.reranker is None:
             return first
+        from dpr.retrieval.reranker import rerank_many
+
         depth = self.options.reranker_depth
         texts = self._store.get({pid for r in first for pid in r.pids[:depth]})
         return [Ranking(*lists) for lists in rerank_many(self.reranker, questions, first, texts, depth, k)]
