@@ -105,6 +105,41 @@ def encoding_speed(enc: Encoder, tok, n: int, p_len: int, batch: int, dtype, dev
     return {"passages": n, "p_len": p_len, "batch": batch, "passages_per_s": round(n / (time.perf_counter() - t0), 1)}
 
 
+def reranker_scoring(tiny: bool, n: int, device: torch.device) -> dict:
+    """Pair scoring (dpr.retrieval.reranker, through dpr.encode.score_pairs) with a random bert-base-sized
+    cross-encoder at the reranker's shapes (question 32 + passage, 256-token pairs), the device's default batch and
+    precision: pairs/s, and whether fp16 / bf16 autocast keeps the fp32 order (the head stays fp32)."""
+    from transformers import BertForSequenceClassification
+
+    from dpr.models.cross_encoder import CrossEncoder, CrossEncoderSettings
+    from dpr.retrieval.reranker import Reranker
+
+    _, tok = build_encoder(True, torch.device("cpu"))
+    cfg = (BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, num_labels=1) if tiny else BertConfig(vocab_size=tok.vocab_size, num_labels=1))
+    torch.manual_seed(0)
+    settings = CrossEncoderSettings(max_length=24 if tiny else 256, q_max_length=8 if tiny else 32)
+    ce = CrossEncoder(BertForSequenceClassification(cfg).eval(), tok, settings)
+    rng = np.random.default_rng(0)
+    questions = ["".join(rng.choice(CHARS, size=12)) for _ in range(n)]
+    passages = ["".join(rng.choice(CHARS, size=int(rng.integers(settings.max_length // 2, settings.max_length))))
+                for _ in range(n)]
+    rr = Reranker(ce, "random", precision="auto", device=device)
+    rr.score_pairs(questions[: rr.batch_size], passages[: rr.batch_size])  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    scores = rr.score_pairs(questions, passages)
+    _sync(device)
+    took = time.perf_counter() - t0
+    fp32 = Reranker(ce, "random", batch_size=rr.batch_size, precision="fp32", device=device).score_pairs(
+        questions[:256], passages[:256])
+    top = int(np.argmax(fp32))
+    return {"reranker_scoring": {"pairs": n, "max_length": settings.max_length, "batch": rr.batch_size,
+                                 "amp": str(rr.amp_dtype), "pairs_per_s": round(n / took, 1),
+                                 "max_abs_diff_vs_fp32": round(float(np.abs(scores[:256] - fp32).max()), 5),
+                                 "same_top_as_fp32": bool(np.argmax(scores[:256]) == top)}}
+
+
 def grad_agreement(enc: Encoder, dtype, device: torch.device, tiny: bool) -> dict:
     """Relative error between the cached and the uncached gradient of one step on the same chunks, dropout on."""
     batch, ppq, q_len, p_len = (8, 5, 8, 24) if tiny else (16, 5, 32, 128)
@@ -210,6 +245,9 @@ def main() -> None:
     enc_r = encoding_speed(enc, tok, 64 if tiny else 8192, p_len, 16 if tiny else 512, dtypes[0], device)
     print(json.dumps(enc_r), flush=True)
     report["encoding"] = enc_r
+    rr_r = reranker_scoring(tiny, 64 if tiny else 8192, device)
+    print(json.dumps(rr_r), flush=True)
+    report.update(rr_r)
     report.update(faiss_gpu_search(10_000 if tiny else args.faiss_vectors, 768, 100 if tiny else 2000))
     print(json.dumps(report, indent=2))
 

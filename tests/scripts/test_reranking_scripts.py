@@ -303,3 +303,24 @@ def test_denoise_threshold_outside_zero_one_is_a_usage_error(world, tmp_path, ca
         denoise_script.main(["--in_file", "x", "--out_file", str(tmp_path / "o.json"), "--reranker", "r",
                              "--denoise_threshold", "1.5"])
     assert e.value.code == 2 and "probability in (0, 1)" in capsys.readouterr().err
+
+
+def test_run_test_sh_reranks_with_RERANKER(world, plain, tmp_path):
+    import os
+    import subprocess
+
+    from tests.data_scripts import ROOT
+
+    env = {**os.environ, "MODEL_FILE": str(world["model"]), "CTX_FILE": str(world["ctx"]), "EMB_DIR": str(world["root"]),
+           "QA_FILE": str(world["root"] / "dev.json"), "OUT_FILE": str(tmp_path / "res.json"), "N_DOCS": "5",
+           "PRECISION": "", "RERANKER": str(world["reranker"]), "RERANKER_DEPTH": "3", "RERANKER_BATCH_SIZE": "2"}
+    run = subprocess.run(["sh", "run_test.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sub = json.loads((tmp_path / "res.json").read_text())
+    assert sub["q0"] == expected_order(world, world["questions"][0], plain["q0"], 3, 5)[0]
+    assert "batch 2 on cpu" in run.stderr
+    rows = json.loads((tmp_path / "res.rerank.jsonl").read_text(encoding="utf-8").splitlines()[0])["passages"]
+    assert [p["reranker_score"] is None for p in rows] == [False] * 3 + [True] * 2
+    bad = subprocess.run(["sh", "run_test.sh"], cwd=ROOT, env={**env, "RERANKER": str(tmp_path / "none")},
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "RERANKER=" in bad.stderr
