@@ -17,7 +17,7 @@ from dpr.models.cross_encoder import CrossEncoder, load_cross_encoder, new_cross
 from dpr.options import add_precision_args, setup_logging
 from dpr.training import checkpoint as ckpt
 from dpr.training.reranker_config import RerankerFlags
-from dpr.training.reranker_data import RerankData, dev_candidates
+from dpr.training.reranker_data import RerankData, dev_candidates, read_run_negatives
 from dpr.training.reranker_trainer import RerankerTrainer, model_dir
 from dpr.training.trainer import set_attention_dropout
 from dpr.utils.cli import fail, run_script
@@ -105,11 +105,14 @@ def main(argv: list[str] | None = None) -> dict:
                  f"{flags.q_sequence_length} and the special tokens")
         sibling_ids, why = sibling_ids_enabled(flags.sibling_ids, flags.ctx_file or flags.train_file)
         train = RerankData(flags.train_file, flags.max_train_questions, sibling_ids)
-        dev = RerankData(flags.dev_file, flags.max_dev_questions, sibling_ids) if flags.dev_file else None
+        if flags.dev_run and not flags.dev_file:
+            fail("--dev_run gives negatives to --dev_file's questions: pass --dev_file too")
+        run = read_run_negatives(flags.dev_run, flags.dev_candidates) if flags.dev_run else None
+        dev = RerankData(flags.dev_file, flags.max_dev_questions, sibling_ids, run) if flags.dev_file else None
         if dev is not None and not dev_candidates(dev, flags.dev_candidates).questions:
             fail(f"--dev_file {flags.dev_file}: no question has a negative to rank against (validation needs the "
-                 f"file's hard_negative_ctxs, e.g. step 1's dev_with_hn.json or a dense_retriever.py "
-                 f"--mine_hard_negatives file of the dev questions)")
+                 f"file's hard_negative_ctxs, e.g. step 1's dev_with_hn.json, or --dev_run: a first-stage run of the dev "
+                 f"questions)")
         check_writable_dir(flags.output_dir)  # inputs read and checked: now the output may be touched
         resume_from = resume_checkpoint(flags, dist_info)
         seed_everything(flags.seed + dist_info.rank)

@@ -60,6 +60,10 @@ class RerankerConfig:
         "Use only the first N questions of --train_file (0: all); for smoke runs."))
     max_dev_questions: int = flag(0, group=DATA, type=non_negative_int, help=(
         "Use only the first N questions of --dev_file (0: all)."))
+    dev_run: str | None = flag(None, group=VAL, metavar="RERANK_FILE", help=(
+        "For dev questions that list no hard_negative_ctxs (step 1 with --no_bm25): a first-stage run of the dev "
+        "questions, dense_retriever.py's .rerank.jsonl written with --ctx_file; its top --dev_candidates passages "
+        "(minus positives, by the exclusion rule) are reranked with the positives. Matched by question_id."))
     dev_candidates: int = flag(50, group=VAL, type=group_size_arg, help=(
         "Passages reranked per dev question: its positives, then its listed negatives in file order (the official "
         "metric's depth)."))

@@ -22,7 +22,10 @@ class RerankData(BiEncoderData):
     are dropped when the file is read (counted in `rejected_negatives`), and random fillers are drawn only among
     passages it allows."""
 
-    def __init__(self, path: str | os.PathLike, limit: int = 0, sibling_ids: bool = False):
+    def __init__(self, path: str | os.PathLike, limit: int = 0, sibling_ids: bool = False,
+                 run_negatives: dict[str, list[dict]] | None = None):
+        """Read `path`; `run_negatives` (question_id -> passages, from read_run_negatives) stand in for the
+        hard_negative_ctxs of a question that lists none."""
         self.path = str(path)
         self.questions: list[str] = []
         self.passages = PassageStore()
@@ -44,8 +47,10 @@ class RerankData(BiEncoderData):
             self.exclusions.append(excl)
             self.positives.append([self._add(c) for c in pos])
             for key, part in (("hard_negative_ctxs", self.hard), ("negative_ctxs", self.other)):
-                kept = []
-                for c in _contexts(path, item, key, line):
+                kept, listed = [], _contexts(path, item, key, line)
+                if key == "hard_negative_ctxs" and not listed and run_negatives:
+                    listed = run_negatives.get(str(item.get("question_id")), [])
+                for c in listed:
                     pid = None if c.get("passage_id") in (None, "") else str(c["passage_id"])
                     if excl.rejects(pid, c["text"], c.get("title")):
                         self.rejected_negatives += 1
@@ -88,6 +93,27 @@ class RerankData(BiEncoderData):
         """Question i's group: its (first) positive, then group_size - 1 allowed negatives."""
         positive, negatives = self.sample_indices(i, group_size - 1, 0, rng)
         return [positive, *negatives]
+
+
+def read_run_negatives(path: str | os.PathLike, k: int) -> dict[str, list[dict]]:
+    """question_id -> the first k passages of a first-stage run: dense_retriever.py's rerank file (JSON lines
+    {"question_id", "passages": [{"passage_id", "text", "title"}, ...]}, written with --ctx_file so that passages carry
+    their texts), best first."""
+    from dpr.utils.io import iter_jsonl
+
+    out: dict[str, list[dict]] = {}
+    for line, obj in iter_jsonl(path):
+        passages = obj.get("passages")
+        if "question_id" not in obj or not isinstance(passages, list):
+            raise InputError(path, "expected {\"question_id\", \"passages\": [...]} (dense_retriever.py's rerank file)",
+                             line=line)
+        ctxs = []
+        for p in passages[:k]:
+            if not isinstance(p, dict) or not isinstance(p.get("text"), str):
+                raise InputError(path, "a passage without its text: write the rerank file with --ctx_file", line=line)
+            ctxs.append({"passage_id": p.get("passage_id"), "text": p["text"], "title": p.get("title") or ""})
+        out[str(obj["question_id"])] = ctxs
+    return out
 
 
 def group_rng(seed: int, epoch: int, question: int) -> np.random.Generator:

@@ -305,3 +305,31 @@ def test_two_ranks_train_the_same_model_as_one_process(tiny_model_dir_no_dropout
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     shared = [k for k in start if "bert." + k in a]
     assert shared and any(not torch.allclose(a["bert." + k], start[k], atol=1e-4) for k in shared)  # it trained
+
+
+def test_dev_run_gives_negatives_to_a_dev_file_without_them(tiny_model_dir_no_dropout, planted, tmp_path):
+    """A dev file without hard negatives + a first-stage run (the positive at rank 1, then the listed negatives)
+    validates exactly as the dev file with those negatives does."""
+    train, dev = planted
+    items = json.loads(dev.read_text())
+    lines = [json.dumps({"question_id": it["question_id"], "question": it["question"],
+                         "passages": [{"rank": r, "passage_id": c["passage_id"], "score": 0.0, "text": c["text"],
+                                       "title": ""}
+                                      for r, c in enumerate(it["positive_ctxs"] + it["hard_negative_ctxs"], 1)]},
+                        ensure_ascii=False) for it in items]
+    run = tmp_path / "dev.rerank.jsonl"
+    run.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    bare = write(tmp_path / "bare.json", [{**it, "hard_negative_ctxs": []} for it in items])
+    common = ["--num_train_epochs", "1", "--dev_candidates", "4"]
+    train_reranker.main(args(tiny_model_dir_no_dropout, train, tmp_path / "a", *common, dev=dev))
+    train_reranker.main(args(tiny_model_dir_no_dropout, train, tmp_path / "b", *common, "--dev_run", str(run),
+                             dev=bare))
+    va, vb = ([r for r in log(tmp_path / x) if r["type"] == "validation"] for x in "ab")
+    # --dev_candidates 4 cuts the run at its top 4 (positive + 3 negatives) and the listed candidates at 4
+    assert va == vb and va[0]["pairs"] == 4 * 16
+    textless = tmp_path / "textless.jsonl"
+    textless.write_text('{"question_id": "0", "passages": [{"passage_id": "p"}]}\n', encoding="utf-8")
+    proc = run_script("--pretrained_model_cfg", str(tiny_model_dir_no_dropout), "--output_dir", str(tmp_path / "c"),
+                      "--train_file", str(train), "--dev_file", str(bare), "--dev_run", str(textless))
+    assert proc.returncode == 2 and f"error: {textless}:1: a passage without its text" in proc.stderr
+    assert not (tmp_path / "c").exists()
