@@ -49,6 +49,8 @@ CASES = {
     "train_dense_encoder.py": (lambda f, o: ["--pretrained_model_cfg", f["model"] / "question_encoder", "--train_file",
                                              f["dpr"], "--output_dir", o, "--num_workers", "0", "--no_progress"],
                                "bad_dpr.json:1"),
+    "train_reranker.py": (lambda f, o: ["--pretrained_model_cfg", f["model"] / "question_encoder", "--train_file",
+                                        f["dpr"], "--output_dir", o, "--no_progress"], "bad_dpr.json:1"),
     "generate_dense_embeddings.py": (lambda f, o: ["--model_file", f["model"], "--ctx_file", f["tsv"], "--out_file",
                                                    f"{o}/emb"], "bad.tsv:2"),
     "dense_retriever.py": (lambda f, o: ["--qa_file", f["json"], "--index_dir", o, "--out_file", f"{o}/r.json"],
