@@ -55,6 +55,10 @@ CASES = {
                                                    f"{o}/emb"], "bad.tsv:2"),
     "dense_retriever.py": (lambda f, o: ["--qa_file", f["json"], "--index_dir", o, "--out_file", f"{o}/r.json"],
                            "bad.json:2"),
+    "data/rerank.py": (lambda f, o: ["--in_file", f["json"], "--qa_file", f["json"], "--ctx_file", f["good_tsv"],
+                                     "--reranker", o, "--out_file", f"{o}/r.json"], "bad.json:2"),
+    "data/denoise_negatives.py": (lambda f, o: ["--in_file", f["dpr"], "--out_file", f"{o}/d.json", "--reranker", o],
+                                  "bad_dpr.json:1"),
     "data/subset_passages.py": (lambda f, o: ["--ctx_file", f["tsv"], "--qa_file", f["json"], "--out_file",
                                               f"{o}/s.tsv", "--sibling_ids"], "bad."),
 }

@@ -324,3 +324,29 @@ def test_run_test_sh_reranks_with_RERANKER(world, plain, tmp_path):
     bad = subprocess.run(["sh", "run_test.sh"], cwd=ROOT, env={**env, "RERANKER": str(tmp_path / "none")},
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "RERANKER=" in bad.stderr
+
+
+def test_the_reranker_flags_derived_depths_and_threshold():
+    base = ["--qa_file", "q", "--encoded_ctx_file", "e", "--ctx_file", "c"]
+    c = dr.parse_args(base + ["--out_file", "o", "--reranker", "R", "--n_docs", "10"])
+    assert (c.rerank_depth, c.first_stage_depth, c.search_depth, c.denoise) == (50, 50, 50, None)
+    c = dr.parse_args(base + ["--out_file", "o", "--reranker", "R", "--n_docs", "10", "--reranker_depth", "5",
+                              "--hybrid_alpha", "0.5"])
+    assert (c.rerank_depth, c.first_stage_depth, c.search_depth) == (5, 10, 100)
+    c = dr.parse_args(base + ["--mine_hard_negatives", "m.json", "--reranker", "R"])
+    assert (c.rerank_depth, c.first_stage_depth, c.denoise) == (None, 50, 0.5)  # mining filters, never reranks
+    assert dr.parse_args(base + ["--mine_hard_negatives", "m", "--reranker", "R", "--denoise_threshold", "0.2"]
+                         ).denoise == 0.2
+    assert dr.parse_args(base + ["--out_file", "o"]).first_stage_depth == 50
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mine_hard_negatives", "m", "--reranker", "R", "--reranker_depth", "5"], "no effect with --mine_hard"),
+    (["--mine_hard_negatives", "m", "--reranker", "R", "--denoise_threshold", "1"], "probability in (0, 1)"),
+    (["--out_file", "o", "--reranker", "R", "--ctx_file", ""], "--reranker needs --ctx_file"),
+    (["--q_encoding_path", "q.npy", "--encode_q_and_save", "--reranker", "R"], "not with --encode_q_and_save"),
+])
+def test_reranker_rules_between_flags(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        dr.parse_args(["--qa_file", "q", "--encoded_ctx_file", "e", "--ctx_file", "c", *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
