@@ -45,6 +45,7 @@ def run_batch(config: RetrievalConfig) -> list[Retrieved] | None:
         torch.set_num_threads(config.num_threads)
     for d in config.output_dirs():  # before encoding and searching, not after
         check_writable_dir(d)
+    reranker = open_reranker(config) if config.reranker else None  # a bad directory stops the run before the work
     questions, entries = load_questions(config)
     paths = [] if config.encode_q_and_save else expand_shards(config.embeddings)
     if paths and not config.saved_questions:
@@ -56,11 +57,11 @@ def run_batch(config: RetrievalConfig) -> list[Retrieved] | None:
         check_passage_vectors(config, paths)
     results = search(config, open_shards(config.embeddings), questions, vectors)
     if config.mine_hard_negatives:
-        write_mined(config, entries, results)
+        write_mined(config, entries, results, reranker)
         return results
     passages = passages_of(config.ctx_file, results) if config.ctx_file else None
-    if config.rerank_depth:
-        results = rerank(config, results, passages)
+    if reranker is not None:
+        results = rerank(config, reranker, results, passages)
     write_results(config, questions, results, passages)
     return results
 
@@ -143,11 +144,11 @@ def open_reranker(config: RetrievalConfig) -> Reranker:
     return reranker
 
 
-def rerank(config: RetrievalConfig, results: list[Retrieved],
+def rerank(config: RetrievalConfig, reranker: Reranker, results: list[Retrieved],
            passages: dict[str, tuple[str, str]]) -> list[Retrieved]:
     """--reranker: each question's top --reranker_depth reordered by the reranker, the rest after them, --n_docs
     kept (dpr.retrieval.reranker.rerank_lists)."""
-    reranked = rerank_many(open_reranker(config), [r.question for r in results], results, passages,
+    reranked = rerank_many(reranker, [r.question for r in results], results, passages,
                            config.rerank_depth, config.n_docs, progress=True)
     return [Retrieved(r.qid, r.question, *lists) for r, lists in zip(results, reranked)]
 
@@ -160,17 +161,18 @@ def passages_of(ctx_file: str, results: list[Retrieved]) -> dict[str, tuple[str,
     return passages
 
 
-def write_mined(config: RetrievalConfig, entries: list[dict], results: list[Retrieved]) -> None:
+def write_mined(config: RetrievalConfig, entries: list[dict], results: list[Retrieved],
+                reranker: Reranker | None = None) -> None:
     """--mine_hard_negatives: the training file with the retrieved non-positives as hard negatives."""
     passages = passages_of(config.ctx_file, results)
     sibling_ids, why = sibling_ids_enabled(config.sibling_ids, config.ctx_file)
     logger.info("paragraph-sibling rule %s (%s)", "on" if sibling_ids else "off", why)
-    threshold = config.denoise
+    threshold = config.denoise if reranker is not None else None
     mined, empty = with_mined_negatives(entries, [r.pids for r in results], passages, config.skip_top,
                                         None if threshold is not None else config.num_hard_negatives,
                                         sibling_ids=sibling_ids)
     if threshold is not None:
-        mined, empty = denoised(open_reranker(config), mined, threshold, config.num_hard_negatives)
+        mined, empty = denoised(reranker, mined, threshold, config.num_hard_negatives)
     write_json(config.mine_hard_negatives, mined, indent=None)
     logger.info("wrote %d training questions with mined hard negatives to %s (%d got none)", len(mined),
                 config.mine_hard_negatives, empty)

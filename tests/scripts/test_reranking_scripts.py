@@ -173,14 +173,16 @@ def test_reranker_flag_errors(world, tmp_path, capsys, argv, message):
 
 
 @pytest.mark.parametrize("which", ["missing", "bi-encoder"])
-def test_a_bad_reranker_directory_is_one_error_line(world, tmp_path, capsys, which):
+def test_a_bad_reranker_directory_is_one_error_line(world, tmp_path, capsys, caplog, which):
     path = tmp_path / "nowhere" if which == "missing" else world["model"] / "question_encoder"
+    caplog.set_level(logging.INFO)
     assert dr.main(["--model_file", str(world["model"]), "--qa_file", str(world["root"] / "dev.json"),
                     "--ctx_file", str(world["ctx"]), "--encoded_ctx_file", world["emb"], "--out_file",
                     str(tmp_path / "o" / "res.json"), "--fp32", "--reranker", str(path)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(path) in errors[0]
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+    assert "encoded" not in caplog.text and "searched" not in caplog.text  # refused before the work
 
 
 # ----- data/rerank.py -----
