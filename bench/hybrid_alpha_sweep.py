@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--qa_file", required=True, help="The same questions, with their gold passages.")
     p.add_argument("--alphas", type=float, nargs="+", default=[round(0.1 * i, 1) for i in range(11)])
     p.add_argument("--fusion", choices=FUSIONS, default="convex")
-    p.add_argument("--depth", type=int, default=100, help="Passages of each side fused (<= the run's depth).")
+    p.add_argument("--depth", type=int, default=100, help=(
+        "Passages of each side fused: the run's --hybrid_depth (a BM25 list shorter than it holds every match and "
+        "is scaled against 0), or less."))
     p.add_argument("--json_out", default=None, help="Also write the rows and the best alpha as JSON here.")
     args = p.parse_args(argv)
     reference = {qid: set(gold) for qid, _, gold in read_questions(args.qa_file) if gold}

@@ -114,8 +114,9 @@ class RetrievalConfig(EncoderFlags):
         f"Fuse the dense and BM25 rankings; A in [0, 1] is the weight of the dense side (alone: {DEFAULT_ALPHA}, "
         f"chosen on held-out CMRC train questions, see README)."))
     fusion: str | None = flag(None, group=HYB, choices=FUSIONS, help=(
-        "convex (default): A * minmax(dense) + (1 - A) * minmax(bm25) over the union of both lists; rrf: "
-        "reciprocal-rank fusion (k=60) weighted 2A / 2(1 - A), plain RRF at A=0.5."))
+        "convex (default): A * dense' + (1 - A) * bm25' over the union of both lists (dense min-max scaled; BM25 "
+        "divided by its best when its list is shorter than --hybrid_depth, so holds every match, else min-max; see "
+        "dpr/retrieval/hybrid.py); rrf: reciprocal-rank fusion (k=60) weighted 2A / 2(1 - A), plain RRF at A=0.5."))
     hybrid_depth: int | None = flag(None, group=HYB, type=positive_int, help=(
         f"Passages taken from each side before fusing (default {FusionConfig.depth})."))
 

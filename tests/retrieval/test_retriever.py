@@ -229,3 +229,21 @@ def test_retriever_windowed_search_and_given_vectors_rank_as_the_index(world, tm
     given = load(world).rank(world["questions"], k=K, vectors=saved)
     assert [r.pids for r in given] == [r.pids for r in whole]
     np.testing.assert_allclose([r.scores for r in given], [r.scores for r in whole], atol=1e-5)
+
+
+def test_hybrid_keeps_the_only_passages_that_share_the_questions_words(world, tmp_path):
+    # two of 20 passages contain 北京: BM25's list is those two (exhaustive), each worth (nearly) the whole BM25 weight,
+    # so both lead the fused top 3 whatever the random model's dense order (min-max made the weaker worth 0)
+    import random
+
+    from tests.tiny_encoder import CHARS
+
+    rng = random.Random(5)
+    plain = [c for c in CHARS if c not in "北京"]
+    passages = [(f"x{i}", "".join(rng.choices(plain, k=30))) for i in range(18)]
+    passages += [("bj1", "北京" + "".join(rng.choices(plain, k=28))), ("bj2", "".join(rng.choices(plain, k=40)) + "北京")]
+    ctx = write_passages_tsv(tmp_path / "passages.tsv", passages)
+    r = Retriever.load(world["model"], passages=ctx, precision="fp32")
+    hits = r.search("北京", k=3, hybrid_alpha=0.3)
+    assert {h.pid for h in hits[:2]} == {"bj1", "bj2"}
+    assert all(h.bm25_score is not None for h in hits[:2])
