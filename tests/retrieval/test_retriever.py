@@ -151,9 +151,19 @@ def test_answer_lines_stop_at_an_empty_line(world):
     assert [q for q, _ in answered] == world["questions"][:2] and all(len(h) == 2 for _, h in answered)
 
 
-def test_load_needs_an_index_or_passages(world):
-    with pytest.raises(ValueError, match="index_dir"):
-        Retriever.load(world["model"])
+def test_an_encoder_only_retriever_encodes_and_search_says_what_it_lacks(world):
+    # neither index_dir nor passages: it was refused, though encoding needs neither (SentenceTransformer.encode users)
+    r = Retriever.load(world["model"], precision="fp32")
+    indexed = load(world)
+    assert np.array_equal(r.encode_queries(["北京", "大学"]), indexed.encode_queries(["北京", "大学"]))
+    assert np.array_equal(r.encode_passages("北京大学"), indexed.encode_passages("北京大学"))
+    assert len(r) == 0
+    for call in (lambda: r.search("x"), lambda: r.rank(["x"]), lambda: r.search("x", hybrid_alpha=0.5)):
+        with pytest.raises(ValueError, match="^this Retriever was loaded without index_dir or passages: it encodes"):
+            call()
+
+
+def test_load_needs_a_positive_k_and_passages_for_hybrid(world):
     with pytest.raises(ValueError, match="k must be"):
         load(world).search("x", k=0)
     with pytest.raises(ValueError, match="passages="):
@@ -247,3 +257,22 @@ def test_hybrid_keeps_the_only_passages_that_share_the_questions_words(world, tm
     hits = r.search("北京", k=3, hybrid_alpha=0.3)
     assert {h.pid for h in hits[:2]} == {"bj1", "bj2"}
     assert all(h.bm25_score is not None for h in hits[:2])
+
+
+def test_the_library_path_applies_the_flags_positive_number_rules(world, tmp_path):
+    # run_batch wrote a submission with 0 passages per question for search_shard_size=-1; n_docs 0 / -3 reached faiss
+    base = dict(model_file=str(world["model"]), qa_file=str(world["qa"]), index_dir=str(world["index"]),
+                precision="fp32", out_file=str(tmp_path / "b.json"))
+    for field, value in (("search_shard_size", -1), ("n_docs", 0), ("n_docs", -3), ("batch_size", 0),
+                         ("nprobe", 0), ("hybrid_depth", -1)):
+        with pytest.raises(ValueError, match=f"^--{field}: must be a positive integer, got {value}$"):
+            run_batch(RetrievalConfig(**{**base, field: value}))
+    assert not (tmp_path / "b.json").exists()
+    # the Retriever refuses at load, with the same rule (it returned [] from search)
+    for field, value in (("search_shard_size", -1), ("batch_size", 0), ("num_threads", -2)):
+        with pytest.raises(ValueError, match=f"^{field}: must be a positive integer, got {value}$"):
+            load(world, **{field: value})
+    with pytest.raises(ValueError, match="^index_spec.nprobe: must be a positive integer, got 0$"):
+        load(world, index_spec=api.IndexSpec(nprobe=0))
+    with pytest.raises(ValueError, match="^pooling: invalid choice 'first'"):
+        load(world, pooling="first")
