@@ -26,7 +26,15 @@ from dpr.index.faiss_index import IndexSpec, gpu_available
 from dpr.index.records import passage_record, record_path, source_fingerprint
 from dpr.index.search import SavedIndexPolicy
 from dpr.retrieval.config import SHARD_GLOB, RetrievalConfig
-from dpr.retrieval.dense import BM25Side, DenseIndex, Ranking, check_model_pairs, hybrid_search, search_dense
+from dpr.retrieval.dense import (
+    BM25Side,
+    DenseIndex,
+    Ranking,
+    check_model_pairs,
+    check_source,
+    hybrid_search,
+    search_dense,
+)
 from dpr.retrieval.hybrid import fusion_config
 from dpr.retrieval.passages import PassageStore, check_in_collection
 from dpr.utils.flags import value_problem
@@ -125,8 +133,9 @@ class Retriever:
             cover their collection (else InputError, unless allow_partial_index). A directory with no embeddings
             and `passages` given: the passages are encoded and saved there (the same files
             generate_dense_embeddings.py writes). A path that does not exist is an InputError saying so.
-        passages: the passages.tsv (id, text, title) the vectors were made from: hits carry its texts, hybrid
-            search runs BM25 over it; with no index_dir the passages are encoded now and kept in memory. With
+        passages: the passages.tsv (id, text, title) the vectors were made from (with index_dir: the file their
+            records name, by size and hash, else InputError unless allow_mismatched_vectors): hits carry its texts,
+            hybrid search runs BM25 over it; with no index_dir the passages are encoded now and kept in memory. With
             neither index_dir nor passages the Retriever only encodes (encode_queries / encode_passages; search
             says what it lacks).
         precision: auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on CPUs fast at it, fp16 on CUDA).
@@ -146,8 +155,11 @@ class Retriever:
         build = not encoder_only and index_dir is None or (passages is not None and Path(index_dir).is_dir()
                                       and not list(Path(index_dir).glob(SHARD_GLOB)))
         if not build and not encoder_only:
-            check_model_pairs(expand_shards(index_pattern(index_dir)), str(model), allow_mismatched_vectors,
-                              _tower_options(str(model), options), allow_partial_index)
+            paths = expand_shards(index_pattern(index_dir))
+            check_model_pairs(paths, str(model), allow_mismatched_vectors, _tower_options(str(model), options),
+                              allow_partial_index)
+            if passages is not None:
+                check_source(paths, passages, allow_mismatched_vectors)
         retriever = cls(model, options, passages)  # (the pairing is checked before any model is loaded)
         if build:
             retriever._build_index()

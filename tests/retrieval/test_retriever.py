@@ -118,8 +118,10 @@ def test_index_of_another_model_is_refused(world, tmp_path):
 
 def test_passages_of_another_collection_are_refused(world, tmp_path):
     other = write_passages_tsv(tmp_path / "other.tsv", [("p0", "甲"), ("x1", "乙")])
+    with pytest.raises(InputError, match="other.tsv: is not the passages file the passage vectors were encoded from"):
+        load(dict(world, ctx=other))  # the records name their source (size + hash)
     with pytest.raises(InputError, match="other.tsv: passage id 'p1' .* is not in this file"):
-        load(dict(world, ctx=other))
+        load(dict(world, ctx=other), allow_mismatched_vectors=True)  # overridden: the ids still must be there
 
 
 def test_index_built_from_passages_ranks_alike_and_saves_what_generate_dense_embeddings_writes(world, tmp_path):
@@ -276,3 +278,25 @@ def test_the_library_path_applies_the_flags_positive_number_rules(world, tmp_pat
         load(world, index_spec=api.IndexSpec(nprobe=0))
     with pytest.raises(ValueError, match="^pooling: invalid choice 'first'"):
         load(world, pooling="first")
+
+
+def test_ctx_file_must_be_the_file_the_shards_were_encoded_from(world, tmp_path, capsys):
+    # a larger --ctx_file than the one encoded: hybrid search exited 0, ranking passages the dense index never held
+    bigger = write_passages_tsv(tmp_path / "bigger.tsv", [*world["passages"].items(), ("extra", "北京大学")])
+    args = ["--model_file", str(world["model"]), "--qa_file", str(world["qa"]), "--ctx_file", str(bigger),
+            "--index_dir", str(world["index"]), "--out_file", str(tmp_path / "r.json"), "--n_docs", str(K), "--fp32",
+            "--hybrid_alpha", "0.3"]
+    assert dr.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bigger}: is not the passages file the passage vectors were "
+                                               f"encoded from: emb_shard0.npy records {world['ctx']}, ")
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(InputError, match="is not the passages file"):
+        Retriever.load(world["model"], world["index"], bigger, precision="fp32")
+    # overridden: a warning, and a duplicated id is one error: FILE:LINE line, not a traceback
+    doubled = write_passages_tsv(tmp_path / "doubled.tsv", [*world["passages"].items(), ("p3", "北京大学")])
+    assert dr.main([*args[:5], str(doubled), *args[6:], "--allow_mismatched_vectors"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == f"error: {doubled}:26: passage id 'p3' appears twice"
+    # the file that made them passes
+    assert dr.main([*args[:5], str(world["ctx"]), *args[6:]]) == 0
