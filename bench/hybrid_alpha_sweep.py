@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         config = FusionConfig(alpha=alpha, method=args.fusion, depth=args.depth)
         ranked = {q: [h.pid for h in fuse(d, b, config)] for q, (d, b) in lists.items()}
         rows.append({"ranking": f"{args.fusion} alpha {alpha:.2f}", **evaluate(reference, ranked)})
-    print(f"{len(reference)} questions, {args.rerank_file}")
+    exhaustive = sum(len(b) < args.depth for _, b in lists.values())
+    print(f"{len(reference)} questions, {args.rerank_file}; {exhaustive} with a BM25 list shorter than --depth "
+          f"{args.depth} (it holds every match: scaled against 0, see dpr/retrieval/hybrid.py)")
     print(f"| {'ranking':<20} | " + " | ".join(KEYS) + " |")
     for r in rows:
         print(f"| {r['ranking']:<20} | " + " | ".join(f"{r[k]:.4f}".ljust(len(k)) for k in KEYS) + " |")
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"best MRR@10: {best['ranking']} ({best['MRR@10']:.4f})")
     if args.json_out:
         write_json(args.json_out, {"rerank_file": args.rerank_file, "qa_file": args.qa_file, "fusion": args.fusion,
-                                   "depth": args.depth, "rows": rows, "best_alpha": best_alpha})
+                                   "depth": args.depth, "bm25_lists_below_depth": exhaustive, "rows": rows,
+                                   "best_alpha": best_alpha})
     return rows
 
 
