@@ -32,7 +32,7 @@ from dpr.models.fingerprint import ModelFingerprint, dirs_fingerprint
 from dpr.models.loading import load_towers
 from dpr.options import EncoderFlags, positive_int
 from dpr.utils.device_defaults import ModelShape, device_defaults
-from dpr.utils.flags import flag
+from dpr.utils.flags import flag, value_problem
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, publish_then_mark, remove_stale_temps
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
@@ -65,6 +65,9 @@ class EncodeConfig(EncoderFlags):
     num_threads: int | None = flag(None, group=ENC, type=positive_int, help="torch CPU threads (default: torch's).")
 
     def __post_init__(self) -> None:
+        problem = value_problem(self)  # each flag's own rule (positive_int, choices), as the parser applies it
+        if problem:
+            raise ValueError(problem)
         if not 0 <= self.shard_id < self.num_shards:
             raise ValueError(f"--shard_id must be in [0, {self.num_shards}), got {self.shard_id}")
 
