@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -230,6 +231,18 @@ def test_the_smoothed_loss_follows_the_trend_without_the_zig_zag(tmp_path):
     assert zigzag(s) < zigzag(raw) / 5
     log = [{"type": "step", "step": i + 1, "loss": v, "lr": 1e-5} for i, v in enumerate(raw)]
     log.append({"type": "validation", "step": 100, "epoch": 0, "metric": "average_rank", "average_rank": 3.0})
+    plot_training_curves(log, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_non_finite_loss_leaves_the_rest_of_the_smoothed_line_finite(tmp_path):
+    """The issue's case: one NaN (or inf) loss must not make every later smoothed point NaN."""
+    raw = [1.0] * 5 + [float("nan")] + [1.0] * 60
+    assert smooth(raw).tolist() == [1.0] * 66
+    s = smooth([2.0, float("inf"), 4.0, float("nan"), float("nan"), 6.0], window=2)
+    assert s[:3].tolist() == [2.0, 2.0, 4.0] and s[3] == 4.0 and math.isnan(s[4]) and s[5] == 6.0  # (nan, nan): none
+    log = [{"type": "step", "step": i + 1, "loss": v, "lr": 1e-5} for i, v in enumerate(raw)]
+    assert all(math.isfinite(v) for v in curve_series(log)["loss_smooth"])
     plot_training_curves(log, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
