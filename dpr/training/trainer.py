@@ -99,6 +99,23 @@ def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, ep
         return torch.optim.AdamW(groups, lr=lr, eps=eps)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)` keeping this optimizer's kernel: each group's `fused` flag is put back (the
+    saved one may be None: a state written before fused AdamW or by its fallback; GradScaler would then hand
+    `found_inf` to the plain loop, an AssertionError) and each `step` is moved to its parameter's device as float32,
+    where a fused kernel reads it (load_state_dict placed it by the saved flag)."""
+    fused = [g.get("fused") for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flag in zip(optimizer.param_groups, fused):
+        group["fused"] = flag
+        if not flag:
+            continue
+        for param in group["params"]:
+            s = optimizer.state.get(param, {})
+            if torch.is_tensor(s.get("step")):
+                s["step"] = s["step"].to(device=param.device, dtype=torch.float32)
+
+
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     """LR multiplier of DPR's schedule: step / warmup during warmup (0 at step 0), then linear decay to 0 at
     `total`."""
@@ -260,7 +277,7 @@ class Trainer:
                 "config": dataclasses.asdict(self.config)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -88,6 +88,47 @@ def test_a_fit_that_trains_nothing_exits_non_zero(tiny_model_dir, tiny_train_fil
     assert e.value.code != 0 and "trained none" in capsys.readouterr().err
 
 
+def test_fused_adamw_resumes_a_state_saved_without_the_fused_kernel(tiny_model_dir, tiny_train_file, tmp_path,
+                                                                   monkeypatch):
+    """A state saved by plain AdamW (before fused AdamW, or its fallback) has groups with fused None; loaded as it is
+    into the fused optimizer, fp16's GradScaler handed found_inf to the plain loop: AssertionError on the first step.
+    fp16 autocast + GradScaler run on this CPU as the stand-in for CUDA's (the policy would fall back to fp32 here)."""
+    import dpr.training.config as config
+
+    real = config.resolve_amp_dtype
+    monkeypatch.setattr(config, "resolve_amp_dtype", lambda device, mode="auto": torch.float16 if mode == "fp16"
+                        else real(device, mode))
+    out = tmp_path / "run"
+    main(_args(tiny_model_dir, tiny_train_file, out, "--precision", "fp16"))
+    state = _state(out / "dpr_biencoder.0.3")
+    assert state["optimizer"]["param_groups"][0]["fused"] is True  # what this torch builds; now make it plain's
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None
+    torch.save(state, out / "dpr_biencoder.0.3")
+    main(_args(tiny_model_dir, tiny_train_file, out, "--precision", "fp16", "--num_train_epochs", "2", "--resume"))
+    resumed = _state(out / "dpr_biencoder.1.3")
+    assert resumed["global_step"] == 6 and resumed["config"]["precision"] == "fp16" and resumed["scaler"]["scale"] > 0
+    assert resumed["optimizer"]["param_groups"][0]["fused"] is True
+
+
+def test_loading_an_optimizer_state_keeps_the_kernel_and_places_step_for_it():
+    from dpr.training.trainer import load_optimizer_state
+
+    params = [torch.nn.Parameter(torch.randn(4, 3))]
+    plain = torch.optim.AdamW(params, lr=1e-3)
+    params[0].grad = torch.randn(4, 3)
+    plain.step()
+    saved = plain.state_dict()
+    saved["state"][0]["step"] = saved["state"][0]["step"].double()  # any dtype a saved step may have
+    fused = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    load_optimizer_state(fused, saved)
+    step = fused.state[params[0]]["step"]
+    assert fused.param_groups[0]["fused"] is True and float(step) == 1.0
+    assert (step.device, step.dtype) == (params[0].device, torch.float32)
+    load_optimizer_state(plain, fused.state_dict())  # and the other way: plain stays plain
+    assert not plain.param_groups[0]["fused"]
+
+
 # ----- 2. run ids -----
 
 def test_fresh_run_refuses_another_runs_directory_unless_overwrite(tiny_model_dir, tiny_train_file, tiny_dev_file,
