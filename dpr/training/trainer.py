@@ -347,6 +347,7 @@ class Trainer:
         if self.dist.is_main:
             for name in (LOG_FILE, PLOT_FILE, BEST_FILE):  # temp files of a killed run
                 remove_stale_temps(self.output_dir / name)
+            self.write_best_record()  # a resumed run's record is the restored state's, whatever was on disk
         self.q_encoder.train()
         self.p_encoder.train()
         if self.dist.is_main:
@@ -407,6 +408,7 @@ class Trainer:
         if self.dist.is_main:
             ckpt.save_checkpoint(path, self.q_encoder, self.p_encoder, self.tokenizer, state,
                                  self.config.q_sequence_length, self.config.p_sequence_length)
+            self.write_best_record()  # after the checkpoint it may name is complete
             self._write_log()
             logger.info("saved checkpoint %s", path)
             if self.config.keep_checkpoints:
@@ -415,6 +417,16 @@ class Trainer:
                                                   self.progress.best.get("checkpoint")):
                     logger.info("--keep_checkpoints %d: removed %s", self.config.keep_checkpoints, old)
         self.dist.barrier()
+
+    def write_best_record(self) -> None:
+        """best_checkpoint.json from progress.best (none: no record). Written only where every checkpoint that
+        progress.best can name is complete (publish-then-mark: after each save, and when a run starts from a restored
+        state, so a record written before a kill is never the one a resumed run leaves)."""
+        path = self.output_dir / BEST_FILE
+        if self.progress.best:
+            write_json(path, self.progress.best)
+        else:
+            path.unlink(missing_ok=True)
 
     # ----- validation -----
     def selection_rule(self) -> str:
@@ -428,8 +440,9 @@ class Trainer:
         return f"best checkpoint: lowest dev {c.best_metric}, computed at every epoch end{extra}{within}"
 
     def validate(self, epoch: int, end_of_epoch: bool = True) -> None:
-        """Dev metrics into the log. At an epoch end: every metric of config.validation_metrics, and the best record
-        (one metric, config.best_metric, across the whole run). Within an epoch (--eval_every_steps): the best metric
+        """Dev metrics into the log. At an epoch end: every metric of config.validation_metrics, and progress.best
+        (one metric, config.best_metric, across the whole run; best_checkpoint.json follows once save() has written
+        the checkpoint it names). Within an epoch (--eval_every_steps): the best metric
         only, a point for the log and the plot, no checkpoint and no best record."""
         if self.dev_data is None:
             return
@@ -451,8 +464,7 @@ class Trainer:
                 if best.get("metric") != metric or value[metric] < best["value"]:
                     self.progress.best = {"metric": metric, "value": value[metric], "checkpoint": str(name),
                                           "epoch": epoch, "run_id": self.progress.run_id}
-                    write_json(self.output_dir / BEST_FILE, self.progress.best)
-                    logger.info("new best validation %s %.4f at %s", metric, value[metric], name)
+                    logger.info("new best validation %s %.4f at %s", metric, value[metric], name)  # recorded by save
         if self.dist.world_size > 1:  # every rank keeps the same progress
             box = [self.progress.best, self.progress.log]
             dist.broadcast_object_list(box, src=0)

@@ -216,6 +216,42 @@ def test_a_worse_late_average_rank_does_not_reset_the_best(tiny_model_dir, tiny_
     assert ckpt.pick_checkpoint(out)[0].name == "dpr_biencoder.0.3"
 
 
+class _Killed(BaseException):
+    """A stand-in for kill -9 at one point of a run (nothing after it runs)."""
+
+
+def test_the_best_record_is_written_after_its_checkpoint_and_rewritten_on_resume(tiny_model_dir, tiny_train_file,
+                                                                                 tiny_dev_file, tmp_path, monkeypatch):
+    """Killed between epoch 1's validation (a new best, 0.5) and its save; the resumed run re-validates epoch 1 worse
+    (0.95, e.g. another world size) than epoch 0 (0.9). The record must name 0.3 at 0.9, never 1.3 at 0.5."""
+    from dpr.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    nll = iter([0.9, 0.5, 0.95])
+    monkeypatch.setattr(Trainer, "validate_nll", lambda self: {"nll": next(nll), "accuracy": 0.5})
+    real_save = ckpt.save_checkpoint
+
+    def killed_at_epoch_1(path, *args, **kwargs):
+        if Path(path).name == "dpr_biencoder.1.3":
+            raise _Killed
+        real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", killed_at_epoch_1)
+    args = _args(tiny_model_dir, tiny_train_file, out, "--num_train_epochs", "2", dev=tiny_dev_file)
+    with pytest.raises(_Killed):
+        main(args)
+    record = json.loads((out / "best_checkpoint.json").read_text())
+    assert (Path(record["checkpoint"]).name, record["value"]) == ("dpr_biencoder.0.3", 0.9)  # not the unsaved 1.3
+    (out / "best_checkpoint.json").write_text(json.dumps({**record, "checkpoint": str(out / "dpr_biencoder.1.3"),
+                                                          "value": 0.5}))  # what the old order left on disk
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    best = main([*args, "--resume"])
+    assert (Path(best["checkpoint"]).name, best["value"]) == ("dpr_biencoder.0.3", 0.9)
+    record = json.loads((out / "best_checkpoint.json").read_text())
+    assert (Path(record["checkpoint"]).name, record["value"]) == ("dpr_biencoder.0.3", 0.9)
+    assert ckpt.pick_checkpoint(out)[0].name == "dpr_biencoder.0.3"
+
+
 # ----- 5. retention -----
 
 def test_keep_checkpoints_keeps_the_newest_and_the_best_of_this_run_only(tiny_model_dir, tiny_train_file,
