@@ -151,6 +151,79 @@ def test_fresh_run_refuses_another_runs_directory_unless_overwrite(tiny_model_di
     assert path.name == "dpr_biencoder.0.3" and why == "newest"
 
 
+def _tree(out: Path) -> dict[str, bytes]:
+    """Every file under `out` (temp names too) with its bytes."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_refuses_a_starting_model_it_would_delete(tiny_model_dir, tiny_train_file, tmp_path, capsys):
+    """README's retraining on re-mined negatives with the refusal's own suggestion: --model_file OUT/dpr_biencoder.0.3
+    --output_dir OUT --overwrite_output_dir deleted the model it was about to load, then failed."""
+    out = tmp_path / "run"
+    main(_args(tiny_model_dir, tiny_train_file, out))
+    before = _tree(out)
+    for model in (out / "dpr_biencoder.0.3", out / "dpr_biencoder.0.3.question_encoder"):
+        with pytest.raises(SystemExit) as e:
+            main(_args(tiny_model_dir, tiny_train_file, out, "--model_file", str(model), "--overwrite_output_dir"))
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert e.value.code == 2 and len(lines) == 1, err
+        assert str(model) in lines[0] and "starting model is among the files this run deletes" in lines[0]
+        assert _tree(out) == before
+
+
+@pytest.mark.parametrize("bad", ["train", "dev", "model"])
+def test_overwrite_deletes_nothing_until_models_and_data_have_loaded(bad, tiny_model_dir, tiny_train_file,
+                                                                     tiny_dev_file, tmp_path, capsys):
+    """A mistyped --train_file (or --dev_file, or model) with --overwrite_output_dir removed the old run, then said
+    "file not found"."""
+    out = tmp_path / "run"
+    main(_args(tiny_model_dir, tiny_train_file, out, dev=tiny_dev_file))
+    before = _tree(out)
+    missing = str(tmp_path / "missing")
+    argv = _args(missing if bad == "model" else tiny_model_dir, missing if bad == "train" else tiny_train_file, out,
+                 "--overwrite_output_dir", dev=missing if bad == "dev" else tiny_dev_file)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code != 0 and "missing" in capsys.readouterr().err
+    assert _tree(out) == before
+
+
+def test_overwrite_deletes_right_before_training_and_takes_killed_saves_temps(tiny_model_dir, tiny_train_file,
+                                                                             tmp_path, monkeypatch):
+    """The old run's files (and a killed save's .dpr_biencoder.*.tmp folders) are gone when the first step starts,
+    not before the trainer exists; a fresh run claiming a directory with only such temps removes them too."""
+    from dpr.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    main(_args(tiny_model_dir, tiny_train_file, out))
+    temp = out / ".dpr_biencoder.0.2.passage_encoder.k3j2.tmp"
+    temp.mkdir()
+    (temp / "model.safetensors").write_bytes(b"half")
+    seen = {}
+    real_init, real_fit = Trainer.__init__, Trainer.fit
+
+    def init(self, *args, **kwargs):
+        seen["at_init"] = sorted(p.name for p in out.iterdir())
+        real_init(self, *args, **kwargs)
+
+    def fit(self):
+        seen["at_fit"] = sorted(p.name for p in out.iterdir())
+        return real_fit(self)
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    monkeypatch.setattr(Trainer, "fit", fit)
+    main(_args(tiny_model_dir, tiny_train_file, out, "--overwrite_output_dir", "--seed", "4"))
+    assert "dpr_biencoder.0.3" in seen["at_init"] and temp.name in seen["at_init"]
+    assert not [n for n in seen["at_fit"] if n.startswith(("dpr_biencoder", ".dpr_biencoder"))]
+    assert not temp.exists()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / temp.name).mkdir()
+    main(_args(tiny_model_dir, tiny_train_file, fresh))  # temps alone are no run to refuse: removed
+    assert not (fresh / temp.name).exists() and _names(fresh) == {"dpr_biencoder.0.3"}
+
+
 def test_pick_checkpoint_ignores_a_best_record_of_another_run(tiny_model_dir, tiny_train_file, tiny_dev_file,
                                                               tmp_path):
     """The issue's case: a record left by run A names dpr_biencoder.0.3, which run B (no dev file) overwrote."""
