@@ -6,7 +6,8 @@ batch 1024, 4 hard negatives, q 32 / p 384 tokens, chunks 512 / 64) in fp16 and 
 vs uncached step time at a batch that fits both; corpus encoding passages/s at p 384 through dpr.encode; and, when
 faiss-gpu imports, flat (fp32, fp16) and IVF-PQ (trained as dense_retriever trains it: GPU k-means, then cloned
 and filled) search over random 768-dim vectors through dpr.index, with recall@50 against exact fp32 search and the
-GPU memory in use. A missing faiss-gpu is one line. Imports only torch, transformers, numpy (and faiss when there).
+GPU memory in use; resume checks (the run's CUDA seed survives --attention_dropout 0's check; fused AdamW resumes a
+plain AdamW state under fp16 + GradScaler). A missing faiss-gpu is one line. Imports only torch, transformers, numpy (and faiss when there).
 `--tiny` runs the same code at toy sizes on any machine (a smoke test of this script).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dpr.encode import encode_texts  # noqa: E402
 from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
 from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import global_nll  # noqa: E402
+from dpr.training.trainer import check_attention_dropout_off, load_optimizer_state  # noqa: E402
 from dpr.utils.precision import autocast  # noqa: E402
 
 CHARS = [chr(c) for c in range(0x4E00, 0x4E00 + 21000)]  # a Chinese-BERT-sized character vocabulary
@@ -40,6 +42,33 @@ def build_encoder(tiny: bool, device: torch.device) -> tuple[Encoder, BertTokeni
            if tiny else BertConfig(vocab_size=len(vocab)))  # BertConfig defaults = bert-base: 768 x 12 layers
     torch.manual_seed(0)
     return Encoder(BertModel(cfg, add_pooling_layer=False), EncoderSettings(pooling="cls")).to(device), tok
+
+
+def resume_checks(device: torch.device) -> dict:
+    """Issue 26 items 3 and 5 on the real device: the attention-dropout check (on CPU towers, as the script runs it)
+    leaves this device's generator at the run's seed; fused AdamW loads a plain AdamW state and takes an fp16
+    GradScaler step (it raised an AssertionError) with `step` on the parameter's device as float32."""
+    enc, _ = build_encoder(True, torch.device("cpu"))
+    torch.manual_seed(1234)  # seed_everything(seed + rank)
+    check_attention_dropout_off(enc)
+    seed_kept = (torch.cuda.initial_seed() if device.type == "cuda" else torch.initial_seed()) == 1234
+    params = [torch.nn.Parameter(torch.randn(8, 4, device=device))]
+    plain = torch.optim.AdamW(params, lr=1e-3)
+    params[0].grad = torch.randn(8, 4, device=device)
+    plain.step()
+    fused = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    load_optimizer_state(fused, plain.state_dict())
+    scaler = torch.amp.GradScaler(device.type)
+    with torch.autocast(device.type, dtype=torch.float16):
+        loss = (params[0] * 2).sum()
+    fused.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(fused)
+    scaler.update()
+    step = fused.state[params[0]]["step"]
+    return {"resume_checks": {"device_seed_kept_after_dropout_check": bool(seed_kept),
+                              "fused_adamw_resumed_plain_state_fp16_step": True,
+                              "step_on_param_device_fp32": step.device == params[0].device and step.dtype == torch.float32}}
 
 
 def random_chunks(n: int, length: int, chunk: int, vocab: int, device: torch.device) -> list[dict]:
@@ -210,6 +239,9 @@ def main() -> None:
     enc_r = encoding_speed(enc, tok, 64 if tiny else 8192, p_len, 16 if tiny else 512, dtypes[0], device)
     print(json.dumps(enc_r), flush=True)
     report["encoding"] = enc_r
+    r = resume_checks(device)
+    print(json.dumps(r), flush=True)
+    report.update(r)
     report.update(faiss_gpu_search(10_000 if tiny else args.faiss_vectors, 768, 100 if tiny else 2000))
     print(json.dumps(report, indent=2))
 

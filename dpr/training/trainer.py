@@ -99,6 +99,23 @@ def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, ep
         return torch.optim.AdamW(groups, lr=lr, eps=eps)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)` keeping this optimizer's kernel: each group's `fused` flag is put back (the
+    saved one may be None: a state written before fused AdamW or by its fallback; GradScaler would then hand
+    `found_inf` to the plain loop, an AssertionError) and each `step` is moved to its parameter's device as float32,
+    where a fused kernel reads it (load_state_dict placed it by the saved flag)."""
+    fused = [g.get("fused") for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flag in zip(optimizer.param_groups, fused):
+        group["fused"] = flag
+        if not flag:
+            continue
+        for param in group["params"]:
+            s = optimizer.state.get(param, {})
+            if torch.is_tensor(s.get("step")):
+                s["step"] = s["step"].to(device=param.device, dtype=torch.float32)
+
+
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     """LR multiplier of DPR's schedule: step / warmup during warmup (0 at step 0), then linear decay to 0 at
     `total`."""
@@ -159,7 +176,9 @@ def set_attention_dropout(encoder: Encoder, p: float) -> int:
 def check_attention_dropout_off(encoder: Encoder) -> None:
     """The effect of attention dropout 0, not only the attributes: with every Dropout module off, two forward passes
     in train mode must give the same vectors. ValueError when they differ (this transformers version applies
-    attention dropout from somewhere set_attention_dropout does not set). RNG states and modes are restored."""
+    attention dropout from somewhere set_attention_dropout does not set). Nothing is seeded (every dropout is off, so
+    no seed is needed; a global seed would also reseed every CUDA generator, lazily, after the run's own seeding); RNG
+    states and modes are restored."""
     model = encoder.model
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     saved_p, was_training = [m.p for m in dropouts], encoder.training
@@ -173,8 +192,7 @@ def check_attention_dropout_off(encoder: Encoder) -> None:
         for m in dropouts:
             m.p = 0.0
         encoder.train()
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
+        with torch.random.fork_rng(devices=devices):  # no seeding: torch.manual_seed would reseed every GPU too
             first = encoder(ids, mask)
             second = encoder(ids, mask)
     finally:
@@ -259,7 +277,7 @@ class Trainer:
                 "config": dataclasses.asdict(self.config)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -329,6 +347,7 @@ class Trainer:
         if self.dist.is_main:
             for name in (LOG_FILE, PLOT_FILE, BEST_FILE):  # temp files of a killed run
                 remove_stale_temps(self.output_dir / name)
+            self.write_best_record()  # a resumed run's record is the restored state's, whatever was on disk
         self.q_encoder.train()
         self.p_encoder.train()
         if self.dist.is_main:
@@ -389,6 +408,7 @@ class Trainer:
         if self.dist.is_main:
             ckpt.save_checkpoint(path, self.q_encoder, self.p_encoder, self.tokenizer, state,
                                  self.config.q_sequence_length, self.config.p_sequence_length)
+            self.write_best_record()  # after the checkpoint it may name is complete
             self._write_log()
             logger.info("saved checkpoint %s", path)
             if self.config.keep_checkpoints:
@@ -397,6 +417,16 @@ class Trainer:
                                                   self.progress.best.get("checkpoint")):
                     logger.info("--keep_checkpoints %d: removed %s", self.config.keep_checkpoints, old)
         self.dist.barrier()
+
+    def write_best_record(self) -> None:
+        """best_checkpoint.json from progress.best (none: no record). Written only where every checkpoint that
+        progress.best can name is complete (publish-then-mark: after each save, and when a run starts from a restored
+        state, so a record written before a kill is never the one a resumed run leaves)."""
+        path = self.output_dir / BEST_FILE
+        if self.progress.best:
+            write_json(path, self.progress.best)
+        else:
+            path.unlink(missing_ok=True)
 
     # ----- validation -----
     def selection_rule(self) -> str:
@@ -410,8 +440,9 @@ class Trainer:
         return f"best checkpoint: lowest dev {c.best_metric}, computed at every epoch end{extra}{within}"
 
     def validate(self, epoch: int, end_of_epoch: bool = True) -> None:
-        """Dev metrics into the log. At an epoch end: every metric of config.validation_metrics, and the best record
-        (one metric, config.best_metric, across the whole run). Within an epoch (--eval_every_steps): the best metric
+        """Dev metrics into the log. At an epoch end: every metric of config.validation_metrics, and progress.best
+        (one metric, config.best_metric, across the whole run; best_checkpoint.json follows once save() has written
+        the checkpoint it names). Within an epoch (--eval_every_steps): the best metric
         only, a point for the log and the plot, no checkpoint and no best record."""
         if self.dev_data is None:
             return
@@ -433,8 +464,7 @@ class Trainer:
                 if best.get("metric") != metric or value[metric] < best["value"]:
                     self.progress.best = {"metric": metric, "value": value[metric], "checkpoint": str(name),
                                           "epoch": epoch, "run_id": self.progress.run_id}
-                    write_json(self.output_dir / BEST_FILE, self.progress.best)
-                    logger.info("new best validation %s %.4f at %s", metric, value[metric], name)
+                    logger.info("new best validation %s %.4f at %s", metric, value[metric], name)  # recorded by save
         if self.dist.world_size > 1:  # every rank keeps the same progress
             box = [self.progress.best, self.progress.log]
             dist.broadcast_object_list(box, src=0)

@@ -16,6 +16,9 @@ def test_gpu_check_tiny_runs(tmp_path):
     assert report["encoding"]["passages_per_s"] > 0
     fp32 = [r for r in report["grad_agreement"] if r["dtype"] == "fp32"][0]
     assert fp32["cached_vs_uncached_rel_err"] < 1e-5  # dropout on: the CPU RNG replay makes them agree
+    assert report["resume_checks"] == {"device_seed_kept_after_dropout_check": True,
+                                       "fused_adamw_resumed_plain_state_fp16_step": True,
+                                       "step_on_param_device_fp32": True}
 
 
 def test_faiss_part_with_the_gpu_stand_in(monkeypatch, capsys):
