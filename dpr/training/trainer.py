@@ -100,6 +100,29 @@ def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, ep
         return torch.optim.AdamW(groups, lr=lr, eps=eps)
 
 
+def apply_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list[nn.Parameter],
+                 max_grad_norm: float, loss: torch.Tensor | float, correct: torch.Tensor | int
+                 ) -> tuple[float, int, bool, float]:
+    """Unscale, clip at `max_grad_norm` (<= 0: no clipping), step unless the gradients are not finite, zero them.
+    Returns (loss, correct, skipped, grad norm), read from the device together in one wait (with the fused AdamW
+    of `build_optimizer`, GradScaler's step and update do not wait). The trainer's update; the GPU benches call it."""
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    if scaler.is_enabled():
+        before = scale_tensor(scaler).clone()
+        scaler.step(optimizer)
+        scaler.update()
+        loss, correct, norm, before, after = read_together(loss, correct, norm, before, scale_tensor(scaler))
+        skipped = after < before
+    else:
+        loss, correct, norm = read_together(loss, correct, norm)
+        skipped = not math.isfinite(norm)
+        if not skipped:
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, int(correct), skipped, norm
+
+
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     """LR multiplier of DPR's schedule: step / warmup during warmup (0 at step 0), then linear decay to 0 at
     `total`."""
@@ -307,24 +330,11 @@ class Trainer:
                              lambda loss: self.scaler.scale(loss).backward(), self._amp, batch["q_order"],
                              batch["p_order"], read=False)
         sync_gradients(self.params)
-        self.scaler.unscale_(self.optimizer)
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        if self.scaler.is_enabled():
-            before = scale_tensor(self.scaler).clone()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            loss, correct, norm, before, after = read_together(loss, correct, norm, before, scale_tensor(self.scaler))
-            skipped = after < before
-        else:
-            loss, correct, norm = read_together(loss, correct, norm)
-            skipped = not math.isfinite(norm)
-            if not skipped:
-                self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        loss, correct, skipped, norm = apply_update(self.optimizer, self.scaler, self.params, self.config.max_grad_norm,
+                                                    loss, correct)
         if not skipped:  # a skipped step (inf/nan gradients) neither updates nor advances the schedule
             self.scheduler.step()
-        return loss, int(correct), skipped, norm
+        return loss, correct, skipped, norm
 
     # ----- loop -----
     def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
