@@ -136,11 +136,12 @@ def encoding_speed(enc: Encoder, tok, n: int, p_len: int, batch: int, block: int
             "overall_passages_per_s": round(n / (end - t0), 1)}
 
 
-def encoding_check(enc: Encoder, tok, dtype, device: torch.device, n: int, p_len: int) -> dict:
+def encoding_check(enc: Encoder, tok, dtypes: list, device: torch.device, n: int, p_len: int) -> list[dict]:
     """`n` passages through the project's encoding path on `device` (pinned memory, tokenizing threads, half weights
-    on CUDA, `dtype` autocast) against fp32 CPU vectors of the same model: max |1 - cosine| within 1e-3, every row
-    nearest its own reference row, and 8 threads bitwise equal to 1 thread (blocks of 32 texts, batches of 8). A read
-    before the copy landed (zeros), a stale or swapped row fails it (tests/bench/test_gpu_check.py plants them)."""
+    on CUDA, each of `dtypes` as autocast) against fp32 CPU vectors of the same model: max |1 - cosine| within 1e-3,
+    every row nearest its own reference row, and 8 threads bitwise equal to 1 thread (blocks of 32 texts, batches of
+    8). A read before the copy landed (zeros), a stale or swapped row fails it (tests/bench/test_gpu_check.py plants
+    them)."""
     texts = random_texts(n, p_len, 5)
     model = copy.deepcopy(enc.model).float().cpu()
     with torch.no_grad():  # random init (std 0.02) gives every text nearly the same vector: word embeddings x25
@@ -150,22 +151,26 @@ def encoding_check(enc: Encoder, tok, dtype, device: torch.device, n: int, p_len
     with torch.no_grad():  # the reference bypasses dpr.encode: fp32 on the CPU, one batch of 32 texts at a time
         ref = np.concatenate([ref_enc(**tokenize(tok, settings.prepare(texts[s : s + 32], "passage"), p_len)).numpy()
                               for s in range(0, n, 32)])
-    infer = Encoder(copy.deepcopy(model).to(device), settings)
-    cast_for_inference(infer, half_weights_dtype(device, dtype))
-    runs = {t: np.concatenate(list(encode_stream(infer, tok, texts, "passage", p_len, 8, device, dtype, block_size=32,
-                                                 threads=t))) for t in (1, 8)}
-    got = runs[8]
     unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)  # noqa: E731
-    sims = unit(got) @ unit(ref).T
-    own = np.diag(sims)
-    others = np.where(np.eye(n, dtype=bool), -np.inf, sims).max(1)
-    err = float(np.max(1 - own))
-    matching = int(np.sum(own > others))
-    equal = bool(np.array_equal(runs[1], runs[8]))
-    return {"dtype": dtype_name(dtype), "passages": n, "weights": str(next(infer.parameters()).dtype),
-            "max_1_minus_cos": float(f"{err:.3g}"), "rows_nearest_own_reference": matching,
-            "min_margin_own_vs_other": float(f"{float(np.min(own - others)):.3g}"), "threads8_equal_threads1": equal,
-            "ok": bool(err <= 1e-3 and matching == n and equal)}
+    out = []
+    for dtype in dtypes:
+        infer = Encoder(copy.deepcopy(model).to(device), settings)
+        cast_for_inference(infer, half_weights_dtype(device, dtype))
+        runs = {t: np.concatenate(list(encode_stream(infer, tok, texts, "passage", p_len, 8, device, dtype,
+                                                     block_size=32, threads=t))) for t in (1, 8)}
+        sims = unit(runs[8]) @ unit(ref).T
+        own = np.diag(sims)
+        others = np.where(np.eye(n, dtype=bool), -np.inf, sims).max(1)
+        err = float(np.max(1 - own))
+        matching = int(np.sum(own > others))
+        equal = bool(np.array_equal(runs[1], runs[8]))
+        out.append({"dtype": dtype_name(dtype), "passages": n, "weights": str(next(infer.parameters()).dtype),
+                    "max_1_minus_cos": float(f"{err:.3g}"), "rows_nearest_own_reference": matching,
+                    "min_margin_own_vs_other": float(f"{float(np.min(own - others)):.3g}"),
+                    "threads8_equal_threads1": equal, "ok": bool(err <= 1e-3 and matching == n and equal)})
+        print(json.dumps(out[-1]), flush=True)
+        del infer
+    return out
 
 
 def grad_agreement(enc: Encoder, dtype, device: torch.device, tiny: bool) -> dict:
@@ -272,10 +277,8 @@ def main() -> None:
         r = time_steps(enc, small, q_len, p_len, min(512, small), 8 if tiny else 64, dtypes[0], cached, args.steps, device)
         print(json.dumps(r), flush=True)
         report.setdefault("cached_vs_uncached", []).append(r)
-    for dt in dtypes if device.type == "cuda" else [torch.bfloat16]:  # the encoding path against fp32 CPU vectors
-        r = encoding_check(enc, tok, dt, device, 64 if tiny else 256, p_len)
-        print(json.dumps(r), flush=True)
-        report.setdefault("encoding_check", []).append(r)
+    report["encoding_check"] = encoding_check(enc, tok, dtypes if device.type == "cuda" else [torch.bfloat16], device,
+                                              64 if tiny else 256, p_len)  # the encoding path vs fp32 CPU vectors
     enc_r = encoding_speed(enc, tok, 64 if tiny else 3 * DEFAULT_BLOCK_SIZE, p_len, 16 if tiny else 512,
                            16 if tiny else DEFAULT_BLOCK_SIZE, dtypes[0], device)
     print(json.dumps(enc_r), flush=True)

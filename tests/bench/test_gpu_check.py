@@ -63,7 +63,7 @@ def test_encoding_check_catches_an_unsynchronised_or_out_of_order_read(monkeypat
     mod = _module()
     enc, tok = mod.build_encoder(True, torch.device("cpu"))
     DeferredCopies(monkeypatch, plant=plant)
-    r = mod.encoding_check(enc, tok, torch.bfloat16, torch.device("cpu"), 64, 24)
+    (r,) = mod.encoding_check(enc, tok, [torch.bfloat16], torch.device("cpu"), 64, 24)
     assert r["ok"] == (plant is None), r
     if plant is not None:
         assert r["rows_nearest_own_reference"] < 64 or r["max_1_minus_cos"] > 1e-3
