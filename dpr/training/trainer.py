@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from dpr.encode import encode_texts
 from dpr.eval.average_rank import average_rank
 from dpr.models.encoder import Encoder
+from dpr.models.tokens import model_mask
 from dpr.training import checkpoint as ckpt
 from dpr.training.config import TrainConfig
 from dpr.training.data import (
@@ -31,12 +32,12 @@ from dpr.training.data import (
     epoch_batches,
     unpack_chunks,
 )
-from dpr.training.grad_cache import cached_step, full_step
+from dpr.training.grad_cache import cached_step, full_step, read_together
 from dpr.training.loss import biencoder_nll, global_nll
 from dpr.training.plotting import plot_training_curves
 from dpr.utils.device_defaults import ModelShape
 from dpr.utils.io import atomic_write, remove_stale_temps, write_json
-from dpr.utils.precision import autocast
+from dpr.utils.precision import autocast, scale_tensor
 
 logger = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
@@ -114,6 +115,29 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
             s = optimizer.state.get(param, {})
             if torch.is_tensor(s.get("step")):
                 s["step"] = s["step"].to(device=param.device, dtype=torch.float32)
+
+
+def apply_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list[nn.Parameter],
+                 max_grad_norm: float, loss: torch.Tensor | float, correct: torch.Tensor | int
+                 ) -> tuple[float, int, bool, float]:
+    """Unscale, clip at `max_grad_norm` (<= 0: no clipping), step unless the gradients are not finite, zero them.
+    Returns (loss, correct, skipped, grad norm), read from the device together in one wait (with the fused AdamW
+    of `build_optimizer`, GradScaler's step and update do not wait). The trainer's update; the GPU benches call it."""
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    if scaler.is_enabled():
+        before = scale_tensor(scaler).clone()
+        scaler.step(optimizer)
+        scaler.update()
+        loss, correct, norm, before, after = read_together(loss, correct, norm, before, scale_tensor(scaler))
+        skipped = after < before
+    else:
+        loss, correct, norm = read_together(loss, correct, norm)
+        skipped = not math.isfinite(norm)
+        if not skipped:
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, int(correct), skipped, norm
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
@@ -210,8 +234,14 @@ def _identity(x):
 
 
 def _to_device(packed: dict[str, torch.Tensor], device: torch.device) -> list[dict]:
-    """Unpack a side's chunks (sliced here, in the main process) onto `device`."""
-    return [{k: v.to(device, non_blocking=True) for k, v in c.items()} for c in unpack_chunks(packed)]
+    """Unpack a side's chunks (sliced here, in the main process) onto `device`; a chunk without padding goes without
+    its attention mask (tokens.model_mask: no device-side padding test in its forward passes)."""
+    out = []
+    for c in unpack_chunks(packed):
+        mask = model_mask(c["attention_mask"])
+        out.append({"input_ids": c["input_ids"].to(device, non_blocking=True),
+                    "attention_mask": None if mask is None else mask.to(device, non_blocking=True)})
+    return out
 
 
 class Trainer:
@@ -307,28 +337,19 @@ class Trainer:
         return autocast(self.device, self.amp_dtype)
 
     def train_step(self, batch: dict) -> tuple[float, int, bool, float]:
-        """Forward/backward/update for one global batch; returns (loss, correct, skipped, grad norm)."""
+        """Forward/backward/update for one global batch; returns (loss, correct, skipped, grad norm), read from the
+        device together in one wait (with fused AdamW, GradScaler's step and update do not wait)."""
         q_chunks = _to_device(batch["q"], self.device)
         p_chunks = _to_device(batch["p"], self.device)
         loss_fn = partial(global_nll, passages_per_question=self.sampling.passages_per_question,
                           temperature=self.temperature, q_sizes=batch["global_sizes"], masked=batch["masked"])
         step = cached_step if self.config.grad_cache else full_step
         loss, correct = step(self.q_encoder, self.p_encoder, q_chunks, p_chunks, loss_fn,
-                             lambda loss: self.scaler.scale(loss).backward(), self._amp, batch["q_order"], batch["p_order"])
+                             lambda loss: self.scaler.scale(loss).backward(), self._amp, batch["q_order"],
+                             batch["p_order"], read=False)
         sync_gradients(self.params)
-        self.scaler.unscale_(self.optimizer)
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        if self.scaler.is_enabled():
-            before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            skipped = self.scaler.get_scale() < before
-        else:
-            skipped = not math.isfinite(norm)
-            if not skipped:
-                self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        loss, correct, skipped, norm = apply_update(self.optimizer, self.scaler, self.params, self.config.max_grad_norm,
+                                                    loss, correct)
         if not skipped:  # a skipped step (inf/nan gradients) neither updates nor advances the schedule
             self.scheduler.step()
         return loss, correct, skipped, norm
