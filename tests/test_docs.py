@@ -185,10 +185,8 @@ def test_the_checker_catches_what_it_is_for(tmp_path):
 
 
 def slug(heading: str) -> str:
-    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
-    text = re.sub(r"[^\w\- ]", "", text)
-    return text.replace(" ", "-")
+    """GitHub's anchor for a heading: lower case, punctuation dropped (not - or _), each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 def anchors(path: Path) -> set[str]:
@@ -218,8 +216,9 @@ def test_links_resolve(doc):
 
 
 def test_a_broken_link_is_reported(tmp_path):
-    (tmp_path / "a.md").write_text("# Title here\n## GPUs (one, two)\n", encoding="utf-8")
+    (tmp_path / "a.md").write_text("# Title here\n## GPUs (one, two)\n## 1. 训练 train — `sh run_train.sh`\n", encoding="utf-8")
     doc = tmp_path / "b.md"
     doc.write_text("[ok](a.md#gpus-one-two) [top](a.md#title-here) ![img](a.md) [web](https://x.org/y)\n"
+                   "[step](a.md#1-训练-train--sh-run_trainsh)\n"
                    "[gone](c.md) [bad anchor](a.md#nope)\n```\n[in code](d.md)\n```\n", encoding="utf-8")
     assert broken_links(doc) == ["c.md: no such file", "a.md#nope: no heading #nope in a.md"]
