@@ -1,5 +1,5 @@
 """README stays true to the scripts: every flag a README command passes to a project script is one that script's
---help lists, every VAR=... set before a .sh file is a variable that file reads, every script it names exists, and
+--help lists (the commands of docs/ beside their numbers are held to the same), every VAR=... set before a .sh file is a variable that file reads, every script it names exists, and
 every link of README and docs/ resolves (files, and #anchors to their headings). pip and time lines are skipped
 (their variables are for the tools the line times)."""
 from __future__ import annotations
@@ -155,14 +155,17 @@ def check_command(cmd: list[str]) -> list[str]:
     return problems
 
 
-def readme_commands() -> list[list[str]]:
-    return [c for line in shell_lines(README.read_text(encoding="utf-8")) for c in simple_commands(line)]
+def doc_commands(doc: Path) -> list[list[str]]:
+    return [c for line in shell_lines(doc.read_text(encoding="utf-8")) for c in simple_commands(line)]
 
 
-def test_readme_commands_pass_only_flags_and_variables_their_scripts_know():
-    commands = readme_commands()
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_commands_pass_only_flags_and_variables_their_scripts_know(doc):
+    """README's commands (and, as they sit beside the numbers they made, those of docs/)."""
+    commands = doc_commands(doc)
     runs = [c for c in commands if any(w.endswith((".py", ".sh")) for w in c)]
-    assert len(runs) >= 10, "README's commands were not found: the parser no longer sees its code blocks"
+    if doc == README:
+        assert len(runs) >= 10, "README's commands were not found: the parser no longer sees its code blocks"
     problems = [f"{' '.join(c)}\n    -> {p}" for c in commands for p in check_command(c)]
     assert not problems, "\n".join(problems)
 
