@@ -32,6 +32,7 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
 def shell_lines(text: str) -> list[str]:
     """The shell lines of the fenced blocks that are not Python (continuations joined), and the inline code spans
     that are whole commands (`NPROC=8 sh run_train.sh`, `python data/...py --flag`)."""
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)  # notes to editors, not shown
     lines = []
     for lang, body in code_blocks(text):
         if lang in ("python", "py", "json"):
@@ -183,7 +184,8 @@ def test_the_checker_catches_what_it_is_for(tmp_path):
     assert check_command(["bash", "bench/gpu_check.sh", "--huge"]) != []
     assert check_command(["HF_HUB_OFFLINE=1", "/usr/bin/time", "-v", "bash", "run_demo.sh"]) == []  # time: skipped
     assert check_command(["pip", "install", "-r", "requirements.txt"]) == []
-    lines = shell_lines("x\n```\nA=1 sh run_test.sh \\\n  # note\n```\nthen `B=2 sh run_x.sh` here\n")
+    lines = shell_lines("x\n```\nA=1 sh run_test.sh \\\n  # note\n```\nthen `B=2 sh run_x.sh` here\n"
+                        "<!-- `C=3 sh run_y.sh` once it lands -->\n")
     assert [simple_commands(line) for line in lines] == [[["A=1", "sh", "run_test.sh"]], [["B=2", "sh", "run_x.sh"]]]
 
 
@@ -200,6 +202,7 @@ def anchors(path: Path) -> set[str]:
 def broken_links(doc: Path) -> list[str]:
     """The links of one markdown file (images included) whose file or #heading does not exist."""
     text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.S | re.M)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
     broken = []
     for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", text):
         if re.match(r"[a-z]+://", target) or target.startswith("mailto:"):
