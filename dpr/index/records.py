@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 RECORD_SUFFIX = ".meta.json"
 FORMAT = 2  # 2: settings compared at search, whole-file source hash, rows' total, question texts' hash
-# Of the whole source file, fed while the file is counted anyway (its cost per GiB: docs/reference.md, step 3).
+# Of the whole source file, fed while the file is counted anyway (its cost per GiB: docs/benchmarks.md, section 6).
 SOURCE_HASH = "sha256"
 BLOCK = 1 << 22
 SHARED_SETTINGS = ("pooling", "normalize", "lowercase")  # must agree between the question and the passage side

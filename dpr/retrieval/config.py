@@ -112,7 +112,7 @@ class RetrievalConfig(EncoderFlags):
     # hybrid
     hybrid_alpha: float | None = flag(None, group=HYB, type=float, nargs="?", const=DEFAULT_ALPHA, metavar="A", help=(
         f"Fuse the dense and BM25 rankings; A in [0, 1] is the weight of the dense side (alone: {DEFAULT_ALPHA}, "
-        f"chosen on held-out CMRC train questions, see README)."))
+        f"chosen on held-out CMRC train questions, see docs/benchmarks.md)."))
     fusion: str | None = flag(None, group=HYB, choices=FUSIONS, help=(
         "convex (default): A * dense' + (1 - A) * bm25' over the union of both lists (dense min-max scaled; BM25 "
         "divided by its best when its list is shorter than --hybrid_depth, so holds every match, else min-max; see "

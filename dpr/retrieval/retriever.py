@@ -143,7 +143,7 @@ class Retriever:
         query_max_length / passage_max_length: token caps; batch_size: texts per forward pass.
         index_spec: the faiss index (default flat, exact; a trained one is saved beside the embeddings and reused).
         num_threads: torch's CPU threads for the whole process (torch.set_num_threads; None leaves them). One
-            question at a time is fastest with 1 on a busy machine (measured in README, "Query your model").
+            question at a time is fastest with 1 on a busy machine (measured in docs/benchmarks.md, section 2).
         search_shard_size: search that many vectors at a time with a running top-k merge (memory bounded; an index
             per window, built and dropped at each search, none saved), as dense_retriever.py --search_shard_size.
         """

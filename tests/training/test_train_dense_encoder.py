@@ -261,7 +261,7 @@ def test_every_config_field_is_read_by_the_library():
 
 
 def test_no_effect_flags_are_listed():
-    """The flags README's compatibility table lists for this script."""
+    """The flags docs/reference.md's compatibility table lists for this script."""
     noop = sorted(a.option_strings[0] for a in _flags() if NO_EFFECT in (a.help or "").lower())
     assert noop == ["--encoder_model_type", "--global_loss_buf_sz"]
 
