@@ -6,13 +6,16 @@ threads tokenizes, length-sorts and pads the next ones (fast tokenizers release 
 tokenizer, as a fast tokenizer must not be called from two threads at once); on CUDA several blocks are in flight
 and the padded batches sit in pinned host memory, copied without blocking. Within a block, batches are formed from
 length-sorted texts (longest first, so an out-of-memory shows up on the first batch) and padded only to their own
-longest member: the block (--block_size texts) is the unit of length bucketing. A block's vectors stay on the device
-until the next block's batches are queued, so the host waits on the device once per block, not once per batch. On
-CUDA out-of-memory the batch size is halved and encoding continues.
+longest member: the block (--block_size texts) is the unit of length bucketing. At the end of its launch a block's
+vectors are copied to pinned host memory without blocking and an event is recorded; the host waits on that event
+only after the next block's batches are queued, so the device never idles behind the host's un-sorting and writing.
+Host waits: one per block (the event), none per batch when the batch has no padding (the model gets no mask) and one
+per padded batch (transformers' SDPA path tests `mask.all()` on the device). On CUDA out-of-memory the batch size is
+halved and encoding continues.
 
-Pairs (question, passage) go through the same blocks, threads, sorting, pinned batches and halving: a pair's token
-ids (and its token type ids, where the tokenizer makes them) are sorted and padded together, and the model gives one
-float per pair instead of a vector.
+Pairs (question, passage) go through the same pipeline (`score_pairs`): blocks, threads, sorting, pinned batches
+and halving; a pair's token ids (and its token type ids, where the tokenizer makes them) are sorted and padded
+together, and the model gives one float per pair instead of a vector.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -32,12 +36,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from dpr.models.encoder import Encoder, Kind
-from dpr.models.tokens import pad_batch, padding_of, tokenize_ids
+from dpr.models.tokens import model_mask, pad_batch, padding_of, tokenize_ids
 from dpr.utils.precision import autocast
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_SIZE = 8192
+T = TypeVar("T")
 
 
 def tokenize_threads(device: torch.device | str) -> int:
@@ -80,18 +85,36 @@ class _Tokenizers:
 @dataclass
 class _Block:
     """A tokenized block: `order[k]` is the input row of sorted text k; `batches[start]` the padded batch of
-    `seqs[start : start + rows]` (made at the batch size of the time); `types`: the token type ids of pairs, sorted
-    as `seqs` (None for single texts, or a tokenizer that makes none)."""
+    `seqs[start : start + rows]` (made at the batch size of the time)."""
 
     order: np.ndarray
     seqs: list[list[int]]
     batches: dict[int, tuple[torch.Tensor, ...]]
-    types: list[list[int]] | None = None
+    types: list[list[int]] | None = None  # token type ids of pairs, sorted as seqs (None: single texts / none made)
+
+
+@dataclass
+class _Launched:
+    """A launched block: `host` receives its [n, H] vectors (sorted order) by a copy that is complete once `ready`
+    (a CUDA event recorded after the copy; None on CPU, where the copy is done already) has been waited for."""
+
+    host: torch.Tensor
+    ready: torch.cuda.Event | None
+    order: np.ndarray
+
+
+class BlockRunner(Protocol):
+    """What `stream_blocks` drives: `launch` queues a prepared block's work without waiting for it; `wait` waits for
+    that block alone and returns its float32 [n, H] rows in input order."""
+
+    def launch(self, block: Any) -> Any: ...
+
+    def wait(self, launched: Any) -> np.ndarray: ...
 
 
 class _BatchRunner:
-    """Runs the encoder over length-sorted token lists; halves the batch size on CUDA out-of-memory. `width`: the
-    model's output columns (default the encoder's hidden size; 1 for a pair scorer)."""
+    """Runs the encoder over a block's length-sorted batches; halves the batch size on CUDA out-of-memory. `width`:
+    the model's output columns (default the encoder's hidden size; 1 for a pair scorer)."""
 
     def __init__(self, encoder: Encoder | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int,
                  device: torch.device | str, amp_dtype: torch.dtype | None, on_done: Callable[[int], None] | None,
@@ -112,20 +135,33 @@ class _BatchRunner:
 
     def prepare(self, seqs: list[list[int]], types: list[list[int]] | None = None) -> _Block:
         """Sort by length (longest first) and pad every batch (runs in a tokenizing thread)."""
-        order = np.argsort([-len(x) for x in seqs], kind="stable")
+        order = np.argsort(-np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs)), kind="stable")
         seqs = [seqs[i] for i in order]
         types = None if types is None else [types[i] for i in order]
         size = self.batch_size
         return _Block(order, seqs, {s: self.pad(seqs[s : s + size], _rows(types, s, size))
                                     for s in range(0, len(seqs), size)}, types)
 
-    def _forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        mask = model_mask(mask)  # host-side: an unpadded batch gives the model no mask to test on the device
         with torch.inference_mode(), autocast(self.device, self.amp_dtype):
-            return self.encoder(*(t.to(self.device, non_blocking=True) for t in tensors))
+            return self.encoder(ids.to(self.device, non_blocking=True),
+                                None if mask is None else mask.to(self.device, non_blocking=True),
+                                *(t.to(self.device, non_blocking=True) for t in rest))
 
-    def launch(self, block: _Block) -> torch.Tensor:
-        """Queue the block's batches; returns its [n, H] float32 vectors (sorted order) on the device, not waited
-        for."""
+    def _to_host(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """Issue the copy of a block's vectors to pinned host memory without waiting; the event marks its end."""
+        if self.device.type != "cuda":
+            return vectors, None
+        with torch.inference_mode():
+            host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+            host.copy_(vectors, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return host, ready
+
+    def launch(self, block: _Block) -> _Launched:
+        """Queue the block's batches and the copy of its vectors to the host; nothing is waited for."""
         seqs = block.seqs
         with torch.inference_mode():
             out = torch.empty((len(seqs), self.width), dtype=torch.float32, device=self.device)
@@ -151,23 +187,53 @@ class _BatchRunner:
             start += rows
             if self.on_done is not None:
                 self.on_done(rows)
-        return out
+        return _Launched(*self._to_host(out), block.order)
 
-    def run(self, seqs: list[list[int]]) -> np.ndarray:
-        """Encode length-sorted `seqs` now: float32 [n, H] on the host, rows in the order given."""
-        return self.launch(_Block(np.arange(len(seqs)), seqs, {})).cpu().numpy()
+    def wait(self, launched: _Launched) -> np.ndarray:
+        """Wait for this block's copy (its event, not the whole stream) and return its rows in input order."""
+        if launched.ready is not None:
+            launched.ready.synchronize()
+        sorted_rows = launched.host.numpy()
+        out = np.empty_like(sorted_rows)
+        out[launched.order] = sorted_rows
+        return out
 
 
 def _rows(types: list[list[int]] | None, start: int, rows: int) -> list[list[int]] | None:
     return None if types is None else types[start : start + rows]
 
 
-def _unsorted(vectors: torch.Tensor, order: np.ndarray) -> np.ndarray:
-    """Wait for a launched block and return its vectors in input order."""
-    sorted_rows = vectors.cpu().numpy()
-    out = np.empty_like(sorted_rows)
-    out[order] = sorted_rows
-    return out
+def stream_blocks(items: Iterable[T], prepare: Callable[[list[T]], Any], runner: BlockRunner, block_size: int,
+                  threads: int) -> Iterator[np.ndarray]:
+    """The block pipeline: `prepare` (tokenize, sort, pad) runs in `threads` threads, blocks are launched in order,
+    and block k is waited for only after block k+1 is launched (its copy is then behind nothing but its own work).
+
+    Block 0 is submitted alone (it gets every core, so the device starts sooner); after each launch the pool is
+    refilled to `threads` + 1 blocks, so `threads` blocks are tokenizing while the model runs (on CPU the launch
+    is the model run). `items` is read in this thread, in order, after the launch.
+    """
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize") as pool:
+        pending: deque[Future] = deque()
+
+        def refill(limit: int) -> None:
+            while len(pending) < limit and (block := list(islice(source, block_size))):
+                pending.append(pool.submit(prepare, block))
+
+        try:
+            refill(1)
+            launched = None
+            while pending:
+                current = runner.launch(pending.popleft().result())
+                refill(threads + 1)
+                if launched is not None:
+                    yield runner.wait(launched)
+                launched = current
+            if launched is not None:
+                yield runner.wait(launched)
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def encode_stream(
@@ -185,121 +251,27 @@ def encode_stream(
 ) -> Iterator[np.ndarray]:
     """Yield one float32 [n, H] array per block of `block_size` texts, rows in input order.
 
-    `texts` may be a lazy iterator (a file being read, in this thread, in order): `threads` + 2 blocks are held at a
-    time (threads: tokenizing threads, default `tokenize_threads(device)`; each has one block in flight).
+    `texts` may be a lazy iterator (a file being read, in this thread, in order): up to `threads` + 3 blocks are
+    held at a time (threads: tokenizing threads, default `tokenize_threads(device)`; see `stream_blocks`).
     `on_done(n)` is called after each batch of n texts is queued (progress bars).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
+    threads = threads or tokenize_threads(device)
     tokenizers = _Tokenizers(tokenizer)
     runner = _BatchRunner(encoder, tokenizer, batch_size, device, amp_dtype, on_done)
 
     def prepare(block: list[str]) -> _Block:
         return runner.prepare(tokenize_ids(tokenizers.get(), encoder.settings.prepare(block, kind), max_length))
 
-    yield from _run_blocks(encoder, runner, texts, prepare, block_size, threads or tokenize_threads(device))
-
-
-def _run_blocks(model: torch.nn.Module, runner: _BatchRunner, items: Iterable, prepare: Callable[[list], _Block],
-                block_size: int, threads: int) -> Iterator[np.ndarray]:
-    """The block loop of encode_stream and score_pairs: `prepare` tokenizes a block of items in a pool thread while
-    the model runs the previous one; yields each block's outputs in input order."""
-    source = iter(items)
-    was_training = model.training
-    model.eval()
+    was_training = encoder.training
+    encoder.eval()
     try:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize") as pool:
-            pending: deque[Future] = deque()
-
-            def refill() -> None:
-                while len(pending) < threads and (block := list(islice(source, block_size))):
-                    pending.append(pool.submit(prepare, block))
-
-            try:
-                refill()
-                launched: tuple[torch.Tensor, np.ndarray] | None = None
-                while pending:
-                    block = pending.popleft().result()
-                    refill()
-                    vectors = runner.launch(block)
-                    if launched is not None:  # the previous block's copy waits only after this one is queued
-                        yield _unsorted(*launched)
-                    launched = (vectors, block.order)
-                if launched is not None:
-                    yield _unsorted(*launched)
-            finally:
-                for f in pending:
-                    f.cancel()
+        yield from stream_blocks(texts, prepare, runner, block_size, threads)
     finally:
-        model.train(was_training)
-
-
-PairIds = Callable[[PreTrainedTokenizerBase, list[str], list[str]], tuple[list[list[int]], list[list[int]] | None]]
-
-
-def score_pairs_stream(
-    scorer: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    pair_ids: PairIds,
-    pairs: Iterable[tuple[str, str]],
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    on_done: Callable[[int], None] | None = None,
-    threads: int | None = None,
-) -> Iterator[np.ndarray]:
-    """Yield one float32 [n] array of scores per block of `block_size` (question, passage) pairs, in input order.
-
-    `pair_ids(tokenizer, questions, passages)` is the pair-tokenizing rule: unpadded token ids per pair and their
-    token type ids (None when the tokenizer makes none); `scorer(input_ids, attention_mask[, token_type_ids])` gives
-    one float per pair. Batches, threads, pinned memory and the halving on out-of-memory are encode_stream's.
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if block_size <= 0:
-        raise ValueError(f"block_size must be positive, got {block_size}")
-    tokenizers = _Tokenizers(tokenizer)
-    runner = _BatchRunner(_Column(scorer), tokenizer, batch_size, device, amp_dtype, on_done, width=1)
-
-    def prepare(block: list[tuple[str, str]]) -> _Block:
-        ids, types = pair_ids(tokenizers.get(), [q for q, _ in block], [p for _, p in block])
-        return runner.prepare(ids, types)
-
-    for out in _run_blocks(scorer, runner, pairs, prepare, block_size, threads or tokenize_threads(device)):
-        yield out[:, 0]
-
-
-class _Column(torch.nn.Module):
-    """A pair scorer's [B] output as the [B, 1] column the batch runner fills."""
-
-    def __init__(self, scorer: torch.nn.Module):
-        super().__init__()
-        self.scorer = scorer
-
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.scorer(*tensors).float().reshape(-1, 1)
-
-
-def score_pairs(
-    scorer: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    pair_ids: PairIds,
-    pairs: list[tuple[str, str]],
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """float32 [N] scores of (question, passage) pairs in input order (see score_pairs_stream)."""
-    with tqdm(total=len(pairs), disable=not progress, desc="score pairs", unit="pair", smoothing=0.05) as bar:
-        blocks = list(score_pairs_stream(scorer, tokenizer, pair_ids, pairs, batch_size, device, amp_dtype,
-                                         on_done=bar.update))
-    if not blocks:
-        return np.empty((0,), dtype=np.float32)
-    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        encoder.train(was_training)
 
 
 def encode_texts(
@@ -319,4 +291,76 @@ def encode_texts(
                                     on_done=bar.update))
     if not blocks:
         return np.empty((0, encoder.hidden_size), dtype=np.float32)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+PairIds = Callable[[PreTrainedTokenizerBase, list[str], list[str]], tuple[list[list[int]], list[list[int]] | None]]
+
+
+class _Column(torch.nn.Module):
+    """A pair scorer's [B] output as the [B, 1] column the batch runner fills."""
+
+    def __init__(self, scorer: torch.nn.Module):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, *tensors: torch.Tensor | None) -> torch.Tensor:
+        return self.scorer(*tensors).float().reshape(-1, 1)
+
+
+def score_pairs_stream(
+    scorer: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    pair_ids: PairIds,
+    pairs: Iterable[tuple[str, str]],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    on_done: Callable[[int], None] | None = None,
+    threads: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield one float32 [n] array of scores per block of `block_size` (question, passage) pairs, in input order.
+
+    `pair_ids(tokenizer, questions, passages)` is the pair-tokenizing rule: unpadded token ids per pair and their
+    token type ids (None when the tokenizer makes none); `scorer(input_ids, attention_mask or None[,
+    token_type_ids])` gives one float per pair. Blocks, threads, pinned memory, copies and the halving on
+    out-of-memory are encode_stream's (`stream_blocks`).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    tokenizers = _Tokenizers(tokenizer)
+    runner = _BatchRunner(_Column(scorer), tokenizer, batch_size, device, amp_dtype, on_done, width=1)
+
+    def prepare(block: list[tuple[str, str]]) -> _Block:
+        ids, types = pair_ids(tokenizers.get(), [q for q, _ in block], [p for _, p in block])
+        return runner.prepare(ids, types)
+
+    was_training = scorer.training
+    scorer.eval()
+    try:
+        for out in stream_blocks(pairs, prepare, runner, block_size, threads or tokenize_threads(device)):
+            yield out[:, 0]
+    finally:
+        scorer.train(was_training)
+
+
+def score_pairs(
+    scorer: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    pair_ids: PairIds,
+    pairs: list[tuple[str, str]],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """float32 [N] scores of (question, passage) pairs in input order (see score_pairs_stream)."""
+    with tqdm(total=len(pairs), disable=not progress, desc="score pairs", unit="pair", smoothing=0.05) as bar:
+        blocks = list(score_pairs_stream(scorer, tokenizer, pair_ids, pairs, batch_size, device, amp_dtype,
+                                         on_done=bar.update))
+    if not blocks:
+        return np.empty((0,), dtype=np.float32)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
