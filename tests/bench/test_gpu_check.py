@@ -14,6 +14,7 @@ def test_gpu_check_tiny_runs(tmp_path):
     assert [r["cached"] for r in report["cached_vs_uncached"]] == [False, True]
     assert report["seed_shape_steps"][0]["batch"] == 16 and report["seed_shape_steps"][0]["s_per_step"] > 0
     assert report["encoding"]["passages_per_s"] > 0
+    assert report["reranker"]["train_pairs_per_s"] > 0 and report["reranker"]["reranker_precision"] == "fp32"
     fp32 = [r for r in report["grad_agreement"] if r["dtype"] == "fp32"][0]
     assert fp32["cached_vs_uncached_rel_err"] < 1e-5  # dropout on: the CPU RNG replay makes them agree
 
