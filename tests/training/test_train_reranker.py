@@ -358,3 +358,14 @@ def test_the_fp16_gradscaler_path_with_a_cpu_stand_in(tiny_model_dir_no_dropout,
     _, _, skipped, _ = t.train_step(t._batches(0)[1], 0)
     assert skipped and t.scheduler.last_epoch == 1 and t.scaler.get_scale() < 2.0 ** 127
     assert all(torch.equal(after_one[k], v) for k, v in ce.model.state_dict().items())
+
+
+def test_schedule_and_seed_flags(tiny_model_dir_no_dropout, planted, tmp_path):
+    train, _ = planted
+    for name, extra in (("a", ["--warmup_steps", "2", "--learning_rate", "1e-3"]), ("b", ["--seed", "3"])):
+        train_reranker.main(args(tiny_model_dir_no_dropout, train, tmp_path / name, "--num_train_epochs", "1",
+                                 *extra))
+    lrs = [r["lr"] for r in log(tmp_path / "a") if r["type"] == "step"]
+    assert lrs == pytest.approx([5e-4, 1e-3, 5e-4, 0.0])  # the lr after each step: warmup 2, then linear decay
+    a, b = weights(tmp_path / "a" / "dpr_reranker.0.4.reranker"), weights(tmp_path / "b" / "dpr_reranker.0.4.reranker")
+    assert not torch.equal(a["classifier.weight"], b["classifier.weight"])  # another seed: another new head
