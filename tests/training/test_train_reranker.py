@@ -333,3 +333,39 @@ def test_dev_run_gives_negatives_to_a_dev_file_without_them(tiny_model_dir_no_dr
                       "--train_file", str(train), "--dev_file", str(bare), "--dev_run", str(textless))
     assert proc.returncode == 2 and f"error: {textless}:1: a passage without its text" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_the_fp16_gradscaler_path_with_a_cpu_stand_in(tiny_model_dir_no_dropout, planted, tmp_path):
+    """CUDA's --precision auto is fp16 + GradScaler; here fp16 autocast and an enabled GradScaler on CPU stand in: a
+    step with finite gradients updates, a step whose gradients overflow is skipped (no update, no schedule step, the
+    scale halves). bench/gpu_check.py runs the real thing on a GPU."""
+    from dpr.training.reranker_config import RerankerConfig
+    from dpr.training.trainer import DistInfo
+
+    train, _ = planted
+    torch.manual_seed(0)
+    ce = new_cross_encoder(str(tiny_model_dir_no_dropout), CrossEncoderSettings(64, 32))
+    config = RerankerConfig(train_file=str(train), output_dir=str(tmp_path), batch_size=8, group_size=4,
+                            warmup_steps=0, learning_rate=1e-3)
+    t = RerankerTrainer(config, ce, RerankData(train), None, torch.device("cpu"), DistInfo())
+    t.amp_dtype, t.scaler = torch.float16, torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0 ** 10)
+    before = {k: v.clone() for k, v in ce.model.state_dict().items()}
+    loss, _, skipped, _ = t.train_step(t._batches(0)[0], 0)
+    assert not skipped and np.isfinite(loss) and t.scheduler.last_epoch == 1
+    assert any(not torch.equal(before[k], v) for k, v in ce.model.state_dict().items())
+    t.scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0 ** 127)  # scaled gradients overflow
+    after_one = {k: v.clone() for k, v in ce.model.state_dict().items()}
+    _, _, skipped, _ = t.train_step(t._batches(0)[1], 0)
+    assert skipped and t.scheduler.last_epoch == 1 and t.scaler.get_scale() < 2.0 ** 127
+    assert all(torch.equal(after_one[k], v) for k, v in ce.model.state_dict().items())
+
+
+def test_schedule_and_seed_flags(tiny_model_dir_no_dropout, planted, tmp_path):
+    train, _ = planted
+    for name, extra in (("a", ["--warmup_steps", "2", "--learning_rate", "1e-3"]), ("b", ["--seed", "3"])):
+        train_reranker.main(args(tiny_model_dir_no_dropout, train, tmp_path / name, "--num_train_epochs", "1",
+                                 *extra))
+    lrs = [r["lr"] for r in log(tmp_path / "a") if r["type"] == "step"]
+    assert lrs == pytest.approx([5e-4, 1e-3, 5e-4, 0.0])  # the lr after each step: warmup 2, then linear decay
+    a, b = weights(tmp_path / "a" / "dpr_reranker.0.4.reranker"), weights(tmp_path / "b" / "dpr_reranker.0.4.reranker")
+    assert not torch.equal(a["classifier.weight"], b["classifier.weight"])  # another seed: another new head
