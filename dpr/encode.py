@@ -120,7 +120,7 @@ class _BatchRunner:
                  device: torch.device | str, amp_dtype: torch.dtype | None, on_done: Callable[[int], None] | None,
                  width: int | None = None):
         self.encoder = encoder
-        self.width = encoder.hidden_size if width is None else width
+        self.width = width  # None: the encoder's hidden size (read at launch; a prepare-only runner has no model)
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
@@ -164,7 +164,8 @@ class _BatchRunner:
         """Queue the block's batches and the copy of its vectors to the host; nothing is waited for."""
         seqs = block.seqs
         with torch.inference_mode():
-            out = torch.empty((len(seqs), self.width), dtype=torch.float32, device=self.device)
+            width = self.encoder.hidden_size if self.width is None else self.width
+            out = torch.empty((len(seqs), width), dtype=torch.float32, device=self.device)
         start = 0
         while start < len(seqs):
             rows = min(self.batch_size, len(seqs) - start)
