@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import queue
 import sys
 import time
@@ -36,17 +35,14 @@ from dpr.models.encoder import load_tokenizer, stored_settings  # noqa: E402
 from dpr.models.pretrained import resolve_model_path  # noqa: E402
 from dpr.models.tokens import padding_of, tokenize_ids  # noqa: E402
 
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_bf16_step as bf16_step  # noqa: E402
 
 
 def cpu_info() -> dict:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"machine": platform.machine()}
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    return {"cpu": model, "cpu_flags": [f for f in FLAGS if f in flags], "cores": os.cpu_count(),
+    """The CPU model and flags as bench_bf16_step reports them (one reader of /proc/cpuinfo), under this bench's keys."""
+    info = bf16_step.cpu_info()
+    return {"cpu": info.get("model", info.get("machine")), "cpu_flags": info.get("flags", []), "cores": os.cpu_count(),
             "torch": torch.__version__}
 
 
