@@ -20,8 +20,10 @@ EPOCHS=${EPOCHS:-8}
 DEV_BATCH_SIZE=${DEV_BATCH_SIZE:-16}
 VAL_AV_RANK_START_EPOCH=${VAL_AV_RANK_START_EPOCH:-7}
 VAL_AV_RANK_MAX_QS=${VAL_AV_RANK_MAX_QS:-1000}
-Q_CHUNK=${Q_CHUNK:-}                            # gradient-cache chunks; empty: the device's default (CPU 16 / 8;
-CTX_CHUNK=${CTX_CHUNK:-}                        # CUDA: sized from its memory, README "GPUs"; the reference: 512 / 64)
+Q_CHUNK=${Q_CHUNK:-512}                         # gradient-cache chunks: the reference's 512 / 64. Gradients are exact
+CTX_CHUNK=${CTX_CHUNK:-64}                      # at any size, but dropout masks are drawn per chunk, so other sizes
+                                                # give another run. auto: no flag, sized for the device (CPU 16 / 8;
+                                                # CUDA from its memory, README "Keeping the GPU busy")
 NUM_WORKERS=${NUM_WORKERS:-}                    # DataLoader workers; empty: the device's default (README "GPUs")
 HARD_NEGATIVES=${HARD_NEGATIVES:-4}
 OTHER_NEGATIVES=${OTHER_NEGATIVES:-0}
@@ -58,6 +60,10 @@ if [ -z "$DEV_FILE" ]; then
 fi
 [ -f "$DEV_FILE" ] || fail "DEV_FILE=$DEV_FILE not found: run step 1 or set DEV_FILE"
 
+CHUNK_FLAGS=
+[ "$Q_CHUNK" = auto ] || CHUNK_FLAGS="--q_chunk_size $Q_CHUNK"      # auto: no flag (the flag takes positive integers)
+[ "$CTX_CHUNK" = auto ] || CHUNK_FLAGS="$CHUNK_FLAGS --ctx_chunk_size $CTX_CHUNK"
+
 if [ "$NNODES" -gt 1 ]; then
   LAUNCH="torchrun --nnodes $NNODES --node_rank $NODE_RANK --master_addr $MASTER_ADDR --master_port $MASTER_PORT --nproc_per_node $NPROC"
 elif [ "$NPROC" -gt 1 ]; then
@@ -86,8 +92,7 @@ $LAUNCH train_dense_encoder.py \
   --grad_cache \
   --global_loss_buf_sz 2097152 \
   --val_av_rank_max_qs $VAL_AV_RANK_MAX_QS \
-  ${Q_CHUNK:+--q_chunk_size $Q_CHUNK} \
-  ${CTX_CHUNK:+--ctx_chunk_size $CTX_CHUNK} \
+  $CHUNK_FLAGS \
   ${NUM_WORKERS:+--num_workers $NUM_WORKERS} \
   --precision "${PRECISION:-fp32}" \
   --log_batch_step $LOG_BATCH_STEP \

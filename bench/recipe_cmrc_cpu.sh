@@ -22,8 +22,10 @@ MODEL=${MODEL:-multilingual-e5-small}
 SEED=${SEED:-12345}
 TRAIN_QS=${TRAIN_QS:-9142}          # the first N questions of dual_train.json (0 = all 10,142)
 BATCH_SIZE=${BATCH_SIZE:-128}       # global batch: questions per optimizer step
-# Runs on a GPU too: there the chunks and the encoding batch default to empty, i.e. the device's defaults
-# (train_dense_encoder.py / generate_dense_embeddings.py size them from the card); on CPU, the measured values below.
+# Runs on a GPU too: there the chunks and the encoding batch default to empty, i.e. no flag, so
+# train_dense_encoder.py / generate_dense_embeddings.py size them from the card (what run_train.sh does only with
+# Q_CHUNK=auto CTX_CHUNK=auto; it passes the reference's 512 / 64 by default); on CPU, the measured values below.
+# Gradients are exact at any chunk size, but dropout masks are drawn per chunk: other chunks give another run.
 ON_CUDA=${ON_CUDA:-$(python -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)}
 cpu_only() { [ "$ON_CUDA" = 1 ] || echo "$1"; }
 Q_CHUNK=${Q_CHUNK-$(cpu_only 64)}; CTX_CHUNK=${CTX_CHUNK-$(cpu_only 32)}   # gradient-cache chunks (memory, not results)

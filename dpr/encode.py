@@ -6,9 +6,12 @@ threads tokenizes, length-sorts and pads the next ones (fast tokenizers release 
 tokenizer, as a fast tokenizer must not be called from two threads at once); on CUDA several blocks are in flight
 and the padded batches sit in pinned host memory, copied without blocking. Within a block, batches are formed from
 length-sorted texts (longest first, so an out-of-memory shows up on the first batch) and padded only to their own
-longest member: the block (--block_size texts) is the unit of length bucketing. A block's vectors stay on the device
-until the next block's batches are queued, so the host waits on the device once per block, not once per batch. On
-CUDA out-of-memory the batch size is halved and encoding continues.
+longest member: the block (--block_size texts) is the unit of length bucketing. At the end of its launch a block's
+vectors are copied to pinned host memory without blocking and an event is recorded; the host waits on that event
+only after the next block's batches are queued, so the device never idles behind the host's un-sorting and writing.
+Host waits: one per block (the event), none per batch when the batch has no padding (the model gets no mask) and one
+per padded batch (transformers' SDPA path tests `mask.all()` on the device). On CUDA out-of-memory the batch size is
+halved and encoding continues.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -28,12 +32,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from dpr.models.encoder import Encoder, Kind
-from dpr.models.tokens import pad_batch, padding_of, tokenize_ids
+from dpr.models.tokens import model_mask, pad_batch, padding_of, tokenize_ids
 from dpr.utils.precision import autocast
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_SIZE = 8192
+T = TypeVar("T")
 
 
 def tokenize_threads(device: torch.device | str) -> int:
@@ -83,8 +88,27 @@ class _Block:
     batches: dict[int, tuple[torch.Tensor, torch.Tensor]]
 
 
+@dataclass
+class _Launched:
+    """A launched block: `host` receives its [n, H] vectors (sorted order) by a copy that is complete once `ready`
+    (a CUDA event recorded after the copy; None on CPU, where the copy is done already) has been waited for."""
+
+    host: torch.Tensor
+    ready: torch.cuda.Event | None
+    order: np.ndarray
+
+
+class BlockRunner(Protocol):
+    """What `stream_blocks` drives: `launch` queues a prepared block's work without waiting for it; `wait` waits for
+    that block alone and returns its float32 [n, H] rows in input order."""
+
+    def launch(self, block: Any) -> Any: ...
+
+    def wait(self, launched: Any) -> np.ndarray: ...
+
+
 class _BatchRunner:
-    """Runs the encoder over length-sorted token lists; halves the batch size on CUDA out-of-memory."""
+    """Runs the encoder over a block's length-sorted batches; halves the batch size on CUDA out-of-memory."""
 
     def __init__(self, encoder: Encoder, tokenizer: PreTrainedTokenizerBase, batch_size: int,
                  device: torch.device | str, amp_dtype: torch.dtype | None, on_done: Callable[[int], None] | None):
@@ -101,18 +125,30 @@ class _BatchRunner:
 
     def prepare(self, seqs: list[list[int]]) -> _Block:
         """Sort by length (longest first) and pad every batch (runs in a tokenizing thread)."""
-        order = np.argsort([-len(x) for x in seqs], kind="stable")
+        order = np.argsort(-np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs)), kind="stable")
         seqs = [seqs[i] for i in order]
         size = self.batch_size
         return _Block(order, seqs, {s: self.pad(seqs[s : s + size]) for s in range(0, len(seqs), size)})
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = model_mask(mask)  # host-side: an unpadded batch gives the model no mask to test on the device
         with torch.inference_mode(), autocast(self.device, self.amp_dtype):
-            return self.encoder(ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True))
+            return self.encoder(ids.to(self.device, non_blocking=True),
+                                None if mask is None else mask.to(self.device, non_blocking=True))
 
-    def launch(self, block: _Block) -> torch.Tensor:
-        """Queue the block's batches; returns its [n, H] float32 vectors (sorted order) on the device, not waited
-        for."""
+    def _to_host(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """Issue the copy of a block's vectors to pinned host memory without waiting; the event marks its end."""
+        if self.device.type != "cuda":
+            return vectors, None
+        with torch.inference_mode():
+            host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+            host.copy_(vectors, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return host, ready
+
+    def launch(self, block: _Block) -> _Launched:
+        """Queue the block's batches and the copy of its vectors to the host; nothing is waited for."""
         seqs = block.seqs
         with torch.inference_mode():
             out = torch.empty((len(seqs), self.encoder.hidden_size), dtype=torch.float32, device=self.device)
@@ -137,19 +173,49 @@ class _BatchRunner:
             start += rows
             if self.on_done is not None:
                 self.on_done(rows)
+        return _Launched(*self._to_host(out), block.order)
+
+    def wait(self, launched: _Launched) -> np.ndarray:
+        """Wait for this block's copy (its event, not the whole stream) and return its rows in input order."""
+        if launched.ready is not None:
+            launched.ready.synchronize()
+        sorted_rows = launched.host.numpy()
+        out = np.empty_like(sorted_rows)
+        out[launched.order] = sorted_rows
         return out
 
-    def run(self, seqs: list[list[int]]) -> np.ndarray:
-        """Encode length-sorted `seqs` now: float32 [n, H] on the host, rows in the order given."""
-        return self.launch(_Block(np.arange(len(seqs)), seqs, {})).cpu().numpy()
 
+def stream_blocks(items: Iterable[T], prepare: Callable[[list[T]], Any], runner: BlockRunner, block_size: int,
+                  threads: int) -> Iterator[np.ndarray]:
+    """The block pipeline: `prepare` (tokenize, sort, pad) runs in `threads` threads, blocks are launched in order,
+    and block k is waited for only after block k+1 is launched (its copy is then behind nothing but its own work).
 
-def _unsorted(vectors: torch.Tensor, order: np.ndarray) -> np.ndarray:
-    """Wait for a launched block and return its vectors in input order."""
-    sorted_rows = vectors.cpu().numpy()
-    out = np.empty_like(sorted_rows)
-    out[order] = sorted_rows
-    return out
+    Block 0 is submitted alone (it gets every core, so the device starts sooner); after each launch the pool is
+    refilled to `threads` + 1 blocks, so `threads` blocks are tokenizing while the model runs (on CPU the launch
+    is the model run). `items` is read in this thread, in order, after the launch.
+    """
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize") as pool:
+        pending: deque[Future] = deque()
+
+        def refill(limit: int) -> None:
+            while len(pending) < limit and (block := list(islice(source, block_size))):
+                pending.append(pool.submit(prepare, block))
+
+        try:
+            refill(1)
+            launched = None
+            while pending:
+                current = runner.launch(pending.popleft().result())
+                refill(threads + 1)
+                if launched is not None:
+                    yield runner.wait(launched)
+                launched = current
+            if launched is not None:
+                yield runner.wait(launched)
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def encode_stream(
@@ -167,8 +233,8 @@ def encode_stream(
 ) -> Iterator[np.ndarray]:
     """Yield one float32 [n, H] array per block of `block_size` texts, rows in input order.
 
-    `texts` may be a lazy iterator (a file being read, in this thread, in order): `threads` + 2 blocks are held at a
-    time (threads: tokenizing threads, default `tokenize_threads(device)`; each has one block in flight).
+    `texts` may be a lazy iterator (a file being read, in this thread, in order): up to `threads` + 3 blocks are
+    held at a time (threads: tokenizing threads, default `tokenize_threads(device)`; see `stream_blocks`).
     `on_done(n)` is called after each batch of n texts is queued (progress bars).
     """
     if batch_size <= 0:
@@ -176,7 +242,6 @@ def encode_stream(
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
     threads = threads or tokenize_threads(device)
-    source = iter(texts)
     tokenizers = _Tokenizers(tokenizer)
     runner = _BatchRunner(encoder, tokenizer, batch_size, device, amp_dtype, on_done)
 
@@ -186,28 +251,7 @@ def encode_stream(
     was_training = encoder.training
     encoder.eval()
     try:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize") as pool:
-            pending: deque[Future] = deque()
-
-            def refill() -> None:
-                while len(pending) < threads and (block := list(islice(source, block_size))):
-                    pending.append(pool.submit(prepare, block))
-
-            try:
-                refill()
-                launched: tuple[torch.Tensor, np.ndarray] | None = None
-                while pending:
-                    block = pending.popleft().result()
-                    refill()
-                    vectors = runner.launch(block)
-                    if launched is not None:  # the previous block's copy waits only after this one is queued
-                        yield _unsorted(*launched)
-                    launched = (vectors, block.order)
-                if launched is not None:
-                    yield _unsorted(*launched)
-            finally:
-                for f in pending:
-                    f.cancel()
+        yield from stream_blocks(texts, prepare, runner, block_size, threads)
     finally:
         encoder.train(was_training)
 

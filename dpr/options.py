@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from dpr.models.source import TowerOptions, model_source
 from dpr.utils.flags import add_flags, flag
+from dpr.utils.flags import non_negative_int as non_negative_int  # the value rules, re-exported for the scripts
+from dpr.utils.flags import positive_float as positive_float
+from dpr.utils.flags import positive_int as positive_int
 
 DEFAULT_MODEL = "multilingual-e5-small"
 Q_SEQUENCE_LENGTH, P_SEQUENCE_LENGTH = 32, 384  # the length caps' defaults: the flags and the configs they fill
@@ -85,27 +88,6 @@ def add_length_args(parser: argparse.ArgumentParser, used: tuple[str, ...] = ("q
                    help="Max question tokens." if "q" in used else unused)
     g.add_argument("--p_sequence_length", type=int, default=P_SEQUENCE_LENGTH,
                    help="Max passage tokens." if "p" in used else unused)
-
-
-def positive_int(value: str) -> int:
-    n = int(value)
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return n
-
-
-def non_negative_int(value: str) -> int:
-    n = int(value)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return n
-
-
-def positive_float(value: str) -> float:
-    x = float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return x
 
 
 def setup_logging(level: int = logging.INFO) -> None:

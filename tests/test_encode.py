@@ -7,6 +7,7 @@ import torch
 
 from dpr.encode import encode_stream, encode_texts, pad_batch
 from dpr.models.encoder import Encoder
+from tests.host_waits import DeferredCopies, HostWaits
 from tests.tiny_encoder import random_passages, save_tiny_biencoder, tiny_tokenizer
 
 
@@ -127,30 +128,65 @@ def test_each_tokenizing_thread_has_its_own_tokenizer(tower):
     assert all(t("北京大学")["input_ids"] == tok("北京大学")["input_ids"] for t in got)
 
 
-class _HostReads(torch.overrides.TorchFunctionMode):
-    """Counts the device-to-host reads (cpu/numpy/item/tolist/bool) that dpr/encode.py itself makes."""
-
-    READS = {"cpu", "item", "tolist", "__bool__", "__float__", "__int__"}
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        import sys
-
-        if getattr(func, "__name__", "") in self.READS and sys._getframe(1).f_code.co_filename.endswith(
-                "dpr/encode.py"):
-            self.count += 1
-        return func(*args, **(kwargs or {}))
+def _events_in_order(copies: DeferredCopies, blocks: int) -> None:
+    """Block k+1's forwards and copy are issued before block k is waited for; one wait per block."""
+    log = copies.events()
+    assert [b for kind, b in log if kind == "wait"] == list(range(blocks))
+    for k in range(blocks - 1):
+        wait_k = log.index(("wait", k))
+        assert log.index(("copy", k + 1)) < wait_k and max(i for i, e in enumerate(log) if e == ("forward", k + 1)) < wait_k
 
 
-def test_the_host_waits_once_per_block_not_once_per_batch(tower):
+def test_a_block_is_waited_for_only_after_the_next_is_launched(tower, monkeypatch):
+    """CPU copies are synchronous, so the stand-in copy lands only at its event's wait: rows read too early would
+    be zeros, and they are not; block k+1 is launched (forwards and copy queued) before block k's wait."""
     encoder, tok = tower
     texts = [t for _, t in random_passages(24, seed=3)]
-    with _HostReads() as reads:
+    copies = DeferredCopies(monkeypatch)
+    blocks = list(encode_stream(encoder, tok, texts, "passage", 40, batch_size=2, block_size=8))
+    assert len(blocks) == 3
+    _events_in_order(copies, 3)
+    np.testing.assert_allclose(np.concatenate(blocks), one_by_one(encoder, tok, texts, "passage", 40), atol=1e-5)
+
+
+@pytest.mark.parametrize("plant", ["no_wait", "stale", "unordered"])
+def test_a_read_before_the_wait_or_out_of_order_is_caught(tower, monkeypatch, plant):
+    """The check above fails on a planted fault: rows read without waiting (zeros), a host buffer shared by blocks
+    (stale rows), or rows left in sorted order."""
+    encoder, tok = tower
+    texts = [t for _, t in random_passages(24, seed=3)]
+    DeferredCopies(monkeypatch, plant=plant)
+    got = np.concatenate(list(encode_stream(encoder, tok, texts, "passage", 40, batch_size=2, block_size=8)))
+    assert not np.allclose(got, one_by_one(encoder, tok, texts, "passage", 40), atol=1e-5)
+    if plant == "no_wait":
+        assert not got.any()
+
+
+def test_host_waits_one_per_block_and_one_per_padded_batch(tower, monkeypatch):
+    """Counted in every frame: the block's event, and transformers' padding test in a padded batch's forward; an
+    unpadded batch (the host knows it from the lengths) gets no mask and costs no wait."""
+    encoder, tok = tower
+    lengths = [9, 8, 7, 7, 5, 5, 3, 3]  # one block, batches of 2 sorted by length: (9, 8) is the only padded one
+    texts = ["北" * n for n in lengths] * 2
+    DeferredCopies(monkeypatch)
+    with HostWaits() as waits:
         blocks = list(encode_stream(encoder, tok, texts, "passage", 40, batch_size=2, block_size=8))
-    assert len(blocks) == 3 and reads.count == 3  # 12 batches, 3 blocks
+    assert len(blocks) == 2
+    assert sorted(waits.where) == sorted(["encode.py:event.synchronize"] * 2
+                                         + ["masking_utils.py:_ignore_bidirectional_mask_sdpa:__bool__"] * 2), waits.where
+    np.testing.assert_allclose(np.concatenate(blocks), one_by_one(encoder, tok, texts, "passage", 40), atol=1e-5)
+
+
+def test_an_unpadded_batch_goes_to_the_model_without_a_mask(tower):
+    from dpr.models.tokens import model_mask
+
+    encoder, tok = tower
+    ids, mask = pad_batch([[2, 7, 8, 3], [2, 9, 9, 3]], 0)
+    assert model_mask(mask) is None
+    with torch.no_grad():
+        assert torch.allclose(encoder(ids, None), encoder(ids, mask), atol=1e-6)
+    ids, mask = pad_batch([[2, 7, 8, 3], [2, 9, 3]], 0)
+    assert model_mask(mask) is mask
 
 
 def test_half_weights_stay_within_1e3_cosine_of_fp32_weights(tower):

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 RECORD_SUFFIX = ".meta.json"
 FORMAT = 2  # 2: settings compared at search, whole-file source hash, rows' total, question texts' hash
-# Of the whole source file, fed while the file is counted anyway (its cost per GiB: docs/reference.md, step 3).
+# Of the whole source file, fed while the file is counted anyway (its cost per GiB: docs/benchmarks.md, section 6).
 SOURCE_HASH = "sha256"
 BLOCK = 1 << 22
 SHARED_SETTINGS = ("pooling", "normalize", "lowercase")  # must agree between the question and the passage side
@@ -141,41 +142,111 @@ def _show(settings: dict[str, Any], keys) -> str:
     return ", ".join(f"{k} {settings.get(k)!r}" for k in keys)
 
 
+SEARCH_FLAGS = {"pooling": lambda v: f"--pooling {shlex.quote(str(v))}",  # the settings flags at search time set
+                "lowercase": lambda v: "--do_lower_case" if v else None,
+                "passage_prefix": lambda v: f"--passage_prefix {shlex.quote(str(v))}"}
+API_NAMES = {"pooling": "pooling", "lowercase": "lowercase", "passage_prefix": "passage_prefix"}
+
+
+def pairing_flags(settings: dict[str, Any], keys: list[str], tunable: tuple[str, ...]) -> str | None:
+    """The search-time flags that give the passage tower these `settings` for `keys` ('--pooling cls
+    --do_lower_case'), or None when one of them no flag can set (then only re-encoding pairs)."""
+    flags = [SEARCH_FLAGS[k](settings.get(k)) if k in tunable else None for k in keys]
+    return None if any(f is None for f in flags) else " ".join(flags)
+
+
+def record_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """'pooling 'cls' vs 'mean'', 'max_length 256 vs 384', 'source (... vs ...)': what two passage records disagree
+    on among the settings, the length cap and the source (each field named, with both values)."""
+    out = []
+    sa, sb = a.get("settings") or {}, b.get("settings") or {}
+    out += [f"{k} {sa.get(k)!r} vs {sb.get(k)!r}" for k in sorted(sa.keys() | sb.keys()) if sa.get(k) != sb.get(k)]
+    if a.get("max_length") != b.get("max_length"):
+        out.append(f"length cap (max_length) {a.get('max_length')!r} vs {b.get('max_length')!r}")
+    if a.get("source") != b.get("source"):
+        out.append(f"source file ({describe_source(a)} vs {describe_source(b)})")
+    return out
+
+
+def describe_source(record: dict[str, Any]) -> str:
+    """'passages.tsv, 2050 bytes, sha256 c90ed2544f33': a record's source file, for messages."""
+    src = record.get("source") or {}
+    name = (record.get("info") or {}).get("source")
+    return f"{name + ', ' if name else ''}{src.get('size')} bytes, sha256 {str(src.get(SOURCE_HASH))[:12]}"
+
+
+def encode_command(first_path: Path, first: dict[str, Any], shard_id: int, num_shards: int) -> str:
+    """The generate_dense_embeddings.py command that encodes shard `shard_id` as the shard `first` records was
+    encoded (model, source, length cap, pooling, lower-casing, passage prefix, dtype), so its record pairs."""
+    info, settings = first.get("info") or {}, first.get("settings") or {}
+    parts = ["generate_dense_embeddings.py", "--model_file", info.get("model", "MODEL"), "--ctx_file",
+             info.get("source", "PASSAGES.tsv"), "--out_file", _out_prefix(first_path), "--shard_id", str(shard_id),
+             "--num_shards", str(num_shards)]
+    if first.get("max_length") is not None:
+        parts += ["--p_sequence_length", str(first["max_length"])]
+    if settings.get("pooling") is not None:
+        parts += ["--pooling", str(settings["pooling"])]
+    if settings.get("lowercase"):
+        parts.append("--do_lower_case")
+    if "passage_prefix" in settings:
+        parts += ["--passage_prefix", str(settings["passage_prefix"])]
+    if first.get("dtype") == "float16":
+        parts.append("--save_fp16")
+    return shlex.join(parts)
+
+
 def check_pairing(passage_records: list[tuple[Path, dict[str, Any] | None]], side_model: dict[str, Any] | None,
-                  side_label: str, allow: bool, expected: dict[str, Any] | None = None) -> None:
+                  side_label: str, allow: bool, expected: dict[str, Any] | None = None,
+                  tunable: tuple[str, ...] = ()) -> None:
     """Refuse passage vectors whose model or encoder settings are not the question side's, that were recorded by an
     older version, or that disagree among themselves.
 
     `side_model` is the `model` part of the question side (the loaded question tower's fingerprint or the saved
     question vectors' record; None when the latter has none); `side_label` names it in messages. `expected`: the
     passage-record settings this run needs (pooling, normalize, lowercase of the question side; passage_prefix as
-    this run would give the passage tower), any subset. With `allow`, every problem is logged instead of raised.
+    this run would give the passage tower), any subset; `tunable`: those this run's flags can set (then a settings
+    mismatch they would fix names them). With `allow`, every problem is logged instead of raised.
     """
-    problems: list[tuple[Path, str]] = []
+    reencode = ("Re-encode the passages with this model (generate_dense_embeddings.py), or pass "
+                "--allow_mismatched_vectors to search anyway")
+    problems: list[tuple[Path, str, str]] = []
     first_path, first = passage_records[0]
     for path, rec in passage_records:
         if rec is None or rec.get("kind") != "passage_vectors":
             problems.append((path, f"has no record of the model that made it ({record_path(path).name} missing or "
-                                   f"not a passage-vectors record), so it cannot be checked against {side_label}"))
+                                   f"not a passage-vectors record), so it cannot be checked against {side_label}",
+                             reencode))
         elif older(rec):
             problems.append((path, f"its record ({record_path(path).name}) was {older(rec)}, so it cannot be "
-                                   f"checked against {side_label}"))
+                                   f"checked against {side_label}", reencode))
         elif side_model is None or rec.get("model") != side_model:
-            problems.append((path, f"passage vectors made by {describe_model(rec)} do not pair with {side_label}"))
+            problems.append((path, f"passage vectors made by {describe_model(rec)} do not pair with {side_label}",
+                             reencode))
+        elif first is not None and record_differences(first, rec):
+            shard = (rec.get("rows") or {}).get("shard_id")
+            n = (first.get("rows") or {}).get("num_shards")
+            fix = (f"Re-encode it as {first_path.name} was: `{encode_command(first_path, first, shard, n)}`"
+                   if isinstance(shard, int) and isinstance(n, int) and 0 <= shard < n else
+                   "Re-encode it as the first shard was (generate_dense_embeddings.py)")
+            problems.append((path, f"encoded otherwise than {first_path.name}: "
+                                   f"{'; '.join(record_differences(rec, first))} (this shard vs {first_path.name})",
+                             f"{fix}, or pass --allow_mismatched_vectors to search anyway"))
         elif expected and any((rec.get("settings") or {}).get(k) != v for k, v in expected.items()):
-            keys = [k for k, v in expected.items() if (rec.get("settings") or {}).get(k) != v]
-            problems.append((path, f"passage vectors encoded with {_show(rec.get('settings') or {}, keys)} do not "
-                                   f"pair with {side_label}, which uses {_show(expected, keys)}"))
-        elif first is not None and any(rec.get(k) != first.get(k) for k in ("settings", "max_length", "source")):
-            problems.append((path, f"made with other encoder settings, length cap or source file than "
-                                   f"{first_path.name}"))
-    for path, message in problems:
+            settings = rec.get("settings") or {}
+            keys = [k for k, v in expected.items() if settings.get(k) != v]
+            flags = pairing_flags(settings, keys, tunable)
+            remedy = reencode if flags is None else (
+                f"Search with `{flags}` (Retriever.load: "
+                f"{', '.join(f'{API_NAMES[k]}={settings.get(k)!r}' for k in keys)}) to pair with them, or re-encode "
+                f"the passages with this run's settings (generate_dense_embeddings.py), or pass "
+                f"--allow_mismatched_vectors to search anyway")
+            problems.append((path, f"passage vectors encoded with {_show(settings, keys)} do not pair with "
+                                   f"{side_label}, which uses {_show(expected, keys)}", remedy))
+    for path, message, remedy in problems:
         if allow:
             logger.warning("%s: %s (searching anyway: --allow_mismatched_vectors)", path, message)
         else:
-            raise VectorsMismatchError(path, f"{message}. Re-encode the passages with this model "
-                                             f"(generate_dense_embeddings.py), or pass --allow_mismatched_vectors "
-                                             f"to search anyway")
+            raise VectorsMismatchError(path, f"{message}. {remedy}")
 
 
 class PartialIndexError(InputError):
@@ -233,9 +304,7 @@ def coverage_problem(passage_records: list[tuple[Path, dict[str, Any]]]) -> tupl
     if missing:
         gaps = [shard_range(total, k, n) for k in missing]
         covered = total - sum(stop - start for start, stop in gaps)
-        model = (first.get("info") or {}).get("model", "MODEL")
-        commands = "; ".join(f"generate_dense_embeddings.py --model_file {model} --ctx_file {source_name} "
-                             f"--out_file {_out_prefix(first_path)} --shard_id {k} --num_shards {n}" for k in missing)
+        commands = "; ".join(encode_command(first_path, first, k, n) for k in missing)
         return first_path, (f"the shards cover {covered} of {total} passages: rows "
                             f"{', '.join(f'[{a}, {b})' for a, b in gaps)} of {source_name} (shard "
                             f"{', '.join(map(str, missing))} of {n}) are missing. Encode them with `{commands}`, or "

@@ -123,12 +123,16 @@ class Encoder(nn.Module):
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled [B, H] vectors; `attention_mask` None: no padding in the batch (the model then gets no mask)."""
+        kwargs = {"input_ids": input_ids}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.model(**kwargs).last_hidden_state
-        return pool(hidden, attention_mask, self.settings)
+        return pool(hidden, torch.ones_like(input_ids) if attention_mask is None else attention_mask, self.settings)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, settings: EncoderSettings | None = None, **kwargs) -> Encoder:

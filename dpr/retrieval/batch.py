@@ -20,7 +20,15 @@ from dpr.index.embeddings import Shard, expand_shards, open_shards
 from dpr.index.search import SavedIndexPolicy
 from dpr.models.loading import load_towers
 from dpr.retrieval.config import RetrievalConfig
-from dpr.retrieval.dense import BM25Side, Ranking, check_model_pairs, hybrid_search, model_side, search_dense
+from dpr.retrieval.dense import (
+    BM25Side,
+    Ranking,
+    check_model_pairs,
+    check_source,
+    hybrid_search,
+    model_side,
+    search_dense,
+)
 from dpr.retrieval.mining import with_mined_negatives
 from dpr.retrieval.passages import check_in_collection, lookup_passages
 from dpr.retrieval.query_cache import check_saved_pairs, load_question_vectors, question_record, save_question_vectors
@@ -79,13 +87,16 @@ def asked_question_settings(config: RetrievalConfig) -> dict:
 
 def check_passage_vectors(config: RetrievalConfig, paths: list[Path]) -> None:
     """Stop unless the passage vectors pair with the question side (the saved question vectors, or the model and
-    this run's flags) and tile one collection, unless --allow_mismatched_vectors / --allow_partial_index."""
+    this run's flags), tile one collection and were encoded from --ctx_file, unless --allow_mismatched_vectors /
+    --allow_partial_index."""
     if config.saved_questions:
         check_saved_pairs(config.q_encoding_path, paths, asked_question_settings(config), config.passage_prefix,
                           config.allow_mismatched_vectors, config.allow_partial_index)
     else:
         check_model_pairs(paths, config.model_name, config.allow_mismatched_vectors, config.tower_options(),
                           config.allow_partial_index)
+    if config.ctx_file:
+        check_source(paths, config.ctx_file, config.allow_mismatched_vectors)
 
 
 def question_vectors(config: RetrievalConfig, qids: list[str], texts: list[str]) -> np.ndarray:

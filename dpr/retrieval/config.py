@@ -10,13 +10,13 @@ from pathlib import Path
 from dpr.index.faiss_index import GPU_MAX_K, INDEX_TYPES, IndexSpec, gpu_available, over_gpu_limits
 from dpr.options import NO_EFFECT, EncoderFlags, positive_int
 from dpr.retrieval.hybrid import DEFAULT_ALPHA, FUSIONS, FusionConfig, fusion_config
-from dpr.retrieval.retriever import SHARD_GLOB
-from dpr.utils.flags import flag
+from dpr.utils.flags import flag, value_problem
 
 IO = "inputs and outputs"
 QV = "question encodings (encode on a GPU machine, search on a CPU machine)"
 IX = "index (inner product everywhere)"
 MINE = "hard-negative mining"
+SHARD_GLOB = "emb_shard*.npy"  # what generate_dense_embeddings.py / run_gen_emb.sh write into an index directory
 HYB = "hybrid retrieval: dense + BM25 (jieba + bm25s over --ctx_file, index cached beside it)"
 
 
@@ -112,10 +112,11 @@ class RetrievalConfig(EncoderFlags):
     # hybrid
     hybrid_alpha: float | None = flag(None, group=HYB, type=float, nargs="?", const=DEFAULT_ALPHA, metavar="A", help=(
         f"Fuse the dense and BM25 rankings; A in [0, 1] is the weight of the dense side (alone: {DEFAULT_ALPHA}, "
-        f"chosen on held-out CMRC train questions, see README)."))
+        f"chosen on held-out CMRC train questions, see docs/benchmarks.md)."))
     fusion: str | None = flag(None, group=HYB, choices=FUSIONS, help=(
-        "convex (default): A * minmax(dense) + (1 - A) * minmax(bm25) over the union of both lists; rrf: "
-        "reciprocal-rank fusion (k=60) weighted 2A / 2(1 - A), plain RRF at A=0.5."))
+        "convex (default): A * dense' + (1 - A) * bm25' over the union of both lists (dense min-max scaled; BM25 "
+        "divided by its best when its list is shorter than --hybrid_depth, so holds every match, else min-max; see "
+        "dpr/retrieval/hybrid.py); rrf: reciprocal-rank fusion (k=60) weighted 2A / 2(1 - A), plain RRF at A=0.5."))
     hybrid_depth: int | None = flag(None, group=HYB, type=positive_int, help=(
         f"Passages taken from each side before fusing (default {FusionConfig.depth})."))
 
@@ -182,6 +183,9 @@ class RetrievalConfig(EncoderFlags):
     # --- the rules between the flags -----------------------------------------------------------------------------
 
     def _problem(self) -> str | None:
+        value = value_problem(self)  # each flag's own rule (positive_int, choices), as the parser applies it
+        if value:
+            return value
         if self.index_dir and self.encoded_ctx_file:
             return "give --index_dir or --encoded_ctx_file, not both"
         problem = self._hybrid_problem() or self._gpu_problem()

@@ -17,7 +17,16 @@ import numpy as np
 
 from dpr.index.embeddings import Shard
 from dpr.index.faiss_index import IndexSpec
-from dpr.index.records import check_coverage, check_pairing, describe_model, read_record
+from dpr.index.records import (
+    VectorsMismatchError,
+    check_coverage,
+    check_pairing,
+    describe_model,
+    describe_source,
+    older,
+    read_record,
+    source_fingerprint,
+)
 from dpr.index.search import SavedIndexPolicy, build_full_index, search_index, search_shards
 from dpr.retrieval.hybrid import FusionConfig, fuse
 from dpr.utils.io import InputError
@@ -59,12 +68,13 @@ def expected_passage_settings(options) -> dict:
 
 
 def check_pairs(paths: list[Path], side_model: dict | None, label: str, expected: dict | None, allow: bool = False,
-                allow_partial: bool = False) -> None:
+                allow_partial: bool = False, tunable: tuple[str, ...] = ()) -> None:
     """The one pairing check: refuse passage vectors whose records say another model (or none) made them than
-    `side_model` (the question side, called `label`), or other encoder settings than `expected`, or that do not
-    tile their collection (with `allow` / `allow_partial`: log a warning instead)."""
+    `side_model` (the question side, called `label`), or other encoder settings than `expected` (`tunable`: those
+    this run's flags can set), or that do not tile their collection (with `allow` / `allow_partial`: log a warning
+    instead)."""
     found = [(p, read_record(p)) for p in paths]
-    check_pairing(found, side_model, label, allow, expected)
+    check_pairing(found, side_model, label, allow, expected, tunable)
     check_coverage(found, allow_partial)
 
 
@@ -73,7 +83,28 @@ def check_model_pairs(paths: list[Path], model: str, allow: bool = False, option
     """`check_pairs` against `model`'s question tower and the encoder settings `options` (TowerOptions) give."""
     side = model_side(model)
     check_pairs(paths, side["model"], f"the question tower of {describe_model(side)}",
-                expected_passage_settings(options) if options is not None else None, allow, allow_partial)
+                expected_passage_settings(options) if options is not None else None, allow, allow_partial,
+                ("pooling", "lowercase", "passage_prefix"))
+
+
+def check_source(paths: list[Path], ctx_file: str | os.PathLike, allow: bool = False) -> None:
+    """Refuse a passages file that is not the one the shards record as their source (the size + whole-file hash
+    generate_dense_embeddings.py writes): its texts, ids and BM25 index would not be the ones searched (with
+    `allow`: a warning instead). Shards without a current record were dealt with by the pairing check."""
+    found = [(p, read_record(p)) for p in paths]
+    if not found or any(rec is None or rec.get("kind") != "passage_vectors" or older(rec) for _, rec in found):
+        return
+    first_path, first = found[0]
+    actual = source_fingerprint(ctx_file)
+    if first.get("source") == actual:
+        return
+    message = (f"is not the passages file the passage vectors were encoded from: {first_path.name} records "
+               f"{describe_source(first)}, this file is {describe_source({'source': actual})}")
+    if allow:
+        logger.warning("%s: %s (searching anyway: --allow_mismatched_vectors)", ctx_file, message)
+        return
+    raise VectorsMismatchError(ctx_file, f"{message}. Pass that file (--ctx_file / passages=), or "
+                                         f"--allow_mismatched_vectors to search anyway")
 
 
 def _check_dim(shards: list[Shard], vectors: np.ndarray, model: str) -> None:
@@ -133,6 +164,12 @@ class BM25Side:
         t0 = time.time()
         self.ctx_file = str(ctx_file)
         self.index, self.pids = index_passages(ctx_file)
+        if len(set(self.pids)) != len(self.pids):
+            seen: set[str] = set()
+            for row, pid in enumerate(self.pids):
+                if pid in seen:
+                    raise InputError(ctx_file, f"passage id {pid!r} appears twice", line=row + 2)  # after the header
+                seen.add(pid)
         logger.info("BM25 over %d passages of %s ready in %.1fs", len(self.pids), ctx_file, time.time() - t0)
 
     def search(self, questions: list[str], k: int) -> list[list[tuple[str, float]]]:

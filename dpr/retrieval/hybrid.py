@@ -1,19 +1,20 @@
 """Hybrid retrieval: one question's dense and BM25 top-k lists fused into one ranking (pure functions).
 
 Convex (default): over the union of both lists, fused = alpha * dense' + (1 - alpha) * bm25', where x' is the
-score min-max normalised within that question's list; a passage missing from a list takes that list's minimum
-(normalised 0); a list whose scores are all equal (a single hit included) normalises to 0. Reciprocal-rank fusion
-(option): fused = 2 * alpha / (k + dense rank) + 2 * (1 - alpha) / (k + bm25 rank), a missing rank adding nothing; at
-alpha 0.5 it is plain RRF. Ties are broken by the normalised dense score, then by presence (alpha for being in the
-dense list plus 1 - alpha for being in the BM25 list), then by passage id.
+score scaled within that question's list so that what a passage missing from the list would score maps to 0 and the
+list's best to 1 (`scale`). Reciprocal-rank fusion (option): fused = 2 * alpha / (k + dense rank) + 2 * (1 - alpha) /
+(k + bm25 rank), a missing rank adding nothing; at alpha 0.5 it is plain RRF. Ties are broken by the scaled dense
+score, then by presence (alpha for being in the dense list plus 1 - alpha for being in the BM25 list), then by
+passage id.
 
-Why equal scores give 0, not 1: a passage missing from a list is read as scoring that list's minimum, so a list
-credits a passage only for how far it scores above the list's weakest entry; being in the list at its minimum (mere
-presence) is worth what absence is worth, 0. When every score is equal, every entry sits at the minimum: the list
-ranks nothing above anything else, so it adds 0 to each of its passages and the fused scores are the other list's;
-its members win ties only (presence is worth a tie-break, no more). Mapping them to 1 instead credited a lone BM25
-hit with the whole 1 - alpha: at alpha 0.3 it scored 0.7 and outranked every dense hit, the best of which scores 0.3.
-The rule is also what the usual guard against a zero range gives: (s - min) / max(max - min, eps) = 0.
+What a missing passage scores (`absent_score`): a BM25 list shorter than its depth is exhaustive: every passage
+sharing a token with the question is in it and every other passage scores exactly 0, so its scores are scaled
+against 0 (s / max): a lone hit, or tied hits, get the whole 1 - alpha, and adding a weaker hit never moves the
+others. A list cut at its depth (BM25 or dense) says only that a missing passage scores at most its last entry, so it
+is scaled against its own minimum (min-max; its last entry is then worth what absence is worth, and a cut list of
+equal scores adds 0). Dense scores have no known floor, so the dense list is always min-max scaled. (Min-max on an
+exhaustive BM25 list made its last entry worth absence: a lone hit or two tied hits, the only passages matching the
+question's words, added 0 and fell below every dense hit, and one much weaker extra hit lifted them to the top.)
 """
 from __future__ import annotations
 
@@ -61,15 +62,24 @@ class FusedHit:
     bm25_score: float | None
 
 
-def minmax(scores: Sequence[float]) -> list[float]:
-    """Scores mapped linearly onto [0, 1] (min -> 0, max -> 1); all equal (one score included) -> all 0: every one
-    sits at the minimum, worth what a passage missing from the list is worth (see the module docstring)."""
+def scale(scores: Sequence[float], floor: float | None = None) -> list[float]:
+    """Scores mapped linearly so that `floor` (what a passage missing from the list scores; None: the list's
+    minimum) -> 0 and the maximum -> 1; a maximum not above the floor (all equal, when the floor is the minimum) ->
+    all 0."""
     if not scores:
         return []
-    lo, hi = min(scores), max(scores)
-    if hi == lo:
+    hi = max(scores)
+    lo = min(scores) if floor is None else floor
+    if hi <= lo:
         return [0.0] * len(scores)
     return [(s - lo) / (hi - lo) for s in scores]
+
+
+def absent_score(hits: Sequence[tuple[str, float]], depth: int) -> float | None:
+    """What a passage missing from a BM25 list of `depth` scores: 0 when the list is shorter than its depth
+    (exhaustive: it holds every passage sharing a token, the rest score 0), else unknown (None: at most the list's
+    minimum, which `scale` then uses)."""
+    return 0.0 if len(hits) < depth else None
 
 
 def _as_dict(hits: Sequence[tuple[str, float]], side: str) -> dict[str, float]:
@@ -83,11 +93,12 @@ def _as_dict(hits: Sequence[tuple[str, float]], side: str) -> dict[str, float]:
 
 def fuse(dense: Sequence[tuple[str, float]], bm25: Sequence[tuple[str, float]],
          config: FusionConfig = FusionConfig()) -> list[FusedHit]:
-    """The union of the first `config.depth` (pid, score) pairs of each list (each best first), ranked by fusion."""
+    """The union of the first `config.depth` (pid, score) pairs of each list (each best first), ranked by fusion;
+    `bm25` whole (as searched, at most `config.depth` deep when it holds every match) tells whether it was cut."""
     d = _as_dict(dense[:config.depth], "dense")
     b = _as_dict(bm25[:config.depth], "BM25")
-    d_norm = dict(zip(d, minmax(list(d.values()))))
-    b_norm = dict(zip(b, minmax(list(b.values()))))
+    d_norm = dict(zip(d, scale(list(d.values()))))
+    b_norm = dict(zip(b, scale(list(b.values()), absent_score(bm25, config.depth))))
     union = list(d) + [pid for pid in b if pid not in d]
     if config.method == "convex":
         fused = {p: config.alpha * d_norm.get(p, 0.0) + (1 - config.alpha) * b_norm.get(p, 0.0) for p in union}

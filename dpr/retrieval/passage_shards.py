@@ -32,7 +32,7 @@ from dpr.models.fingerprint import ModelFingerprint, dirs_fingerprint
 from dpr.models.loading import load_towers
 from dpr.options import EncoderFlags, positive_int
 from dpr.utils.device_defaults import ModelShape, device_defaults
-from dpr.utils.flags import flag
+from dpr.utils.flags import flag, value_problem
 from dpr.utils.io import InputError, atomic_path, check_writable_dir, publish_then_mark, remove_stale_temps
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
@@ -65,6 +65,9 @@ class EncodeConfig(EncoderFlags):
     num_threads: int | None = flag(None, group=ENC, type=positive_int, help="torch CPU threads (default: torch's).")
 
     def __post_init__(self) -> None:
+        problem = value_problem(self)  # each flag's own rule (positive_int, choices), as the parser applies it
+        if problem:
+            raise ValueError(problem)
         if not 0 <= self.shard_id < self.num_shards:
             raise ValueError(f"--shard_id must be in [0, {self.num_shards}), got {self.shard_id}")
 
@@ -181,11 +184,12 @@ def encode_shard(config: EncodeConfig) -> Path:
                                            smoothing=0.05) as bar:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16 if config.save_fp16 else np.float32,
                                             shape=(stop - start, dim))
-            row = 0
+            row, first = 0, None
             for block in encode_stream(encoder, tokenizer, texts(), "passage", config.p_sequence_length,
                                        batch_size, device, amp, config.block_size, on_done=bar.update):
                 out[row : row + len(block)] = block
                 row += len(block)
+                first = first or (time.time(), row)
             if row != stop - start or len(ids) != row:
                 raise InputError(config.ctx_file, f"read {len(ids)} passages for shard {config.shard_id}, expected "
                                                   f"{stop - start} (did the file change while encoding?)")
@@ -194,7 +198,10 @@ def encode_shard(config: EncodeConfig) -> Path:
             write_ids(ids_path, ids)
         if source_fingerprint(config.ctx_file) != source:
             raise InputError(config.ctx_file, "the file changed while it was being encoded; run again")
-    elapsed = time.time() - t0
-    logger.info("wrote %s + %s + %s: %d passages in %.1fs (%.1f passages/s)", npy, ids_path.name,
-                record_path(npy).name, row, elapsed, row / max(elapsed, 1e-9))
+    end = time.time()
+    elapsed = end - t0
+    steady = (f"{(row - first[1]) / max(end - first[0], 1e-9):.1f} passages/s after the first block" if first and
+              row > first[1] else "one block")
+    logger.info("wrote %s + %s + %s: %d passages in %.1fs (start-up to the first block %.1fs, then %s)", npy,
+                ids_path.name, record_path(npy).name, row, elapsed, (first[0] - t0) if first else 0.0, steady)
     return npy

@@ -25,14 +25,23 @@ from dpr.index.embeddings import Shard, expand_shards, open_shards, save_shard, 
 from dpr.index.faiss_index import IndexSpec, gpu_available
 from dpr.index.records import passage_record, record_path, source_fingerprint
 from dpr.index.search import SavedIndexPolicy
-from dpr.retrieval.dense import BM25Side, DenseIndex, Ranking, check_model_pairs, hybrid_search, search_dense
+from dpr.retrieval.config import SHARD_GLOB, RetrievalConfig
+from dpr.retrieval.dense import (
+    BM25Side,
+    DenseIndex,
+    Ranking,
+    check_model_pairs,
+    check_source,
+    hybrid_search,
+    search_dense,
+)
 from dpr.retrieval.hybrid import fusion_config
 from dpr.retrieval.passages import PassageStore, check_in_collection
+from dpr.utils.flags import value_problem
 from dpr.utils.io import InputError, publish_then_mark
 
 logger = logging.getLogger(__name__)
 
-SHARD_GLOB = "emb_shard*.npy"  # what generate_dense_embeddings.py / run_gen_emb.sh write into an index directory
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,14 @@ class RetrieverOptions:
     allow_partial_index: bool = False
     search_shard_size: int | None = None  # search that many vectors at a time (an index per window, none saved)
 
+    def __post_init__(self) -> None:
+        """The rules dense_retriever.py's flags of the same names state (RetrievalConfig's metadata: positive_int,
+        choices), for these fields and the index spec's, so the API and the script refuse alike."""
+        problem = (value_problem(self, RetrievalConfig, "{}")
+                   or value_problem(self.index_spec, RetrievalConfig, "index_spec.{}"))
+        if problem:
+            raise ValueError(problem)
+
 
 def index_pattern(index_dir: str | os.PathLike) -> str:
     """The embedding files of an index: `DIR/emb_shard*.npy` for a directory, else the glob (or file) itself."""
@@ -75,7 +92,8 @@ def index_pattern(index_dir: str | os.PathLike) -> str:
 
 
 class Retriever:
-    """A question tower, an index over passage vectors, and optionally the passages' texts. Build with `load`."""
+    """A question tower, an index over passage vectors (none: it only encodes), and optionally the passages' texts.
+    Build with `load`."""
 
     def __init__(self, model: str, options: RetrieverOptions, passages: str | os.PathLike | None = None):
         self.model = str(model)
@@ -115,14 +133,17 @@ class Retriever:
             cover their collection (else InputError, unless allow_partial_index). A directory with no embeddings
             and `passages` given: the passages are encoded and saved there (the same files
             generate_dense_embeddings.py writes). A path that does not exist is an InputError saying so.
-        passages: the passages.tsv (id, text, title) the vectors were made from: hits carry its texts, hybrid
-            search runs BM25 over it; with no index_dir the passages are encoded now and kept in memory.
+        passages: the passages.tsv (id, text, title) the vectors were made from (with index_dir: the file their
+            records name, by size and hash, else InputError unless allow_mismatched_vectors): hits carry its texts,
+            hybrid search runs BM25 over it; with no index_dir the passages are encoded now and kept in memory. With
+            neither index_dir nor passages the Retriever only encodes (encode_queries / encode_passages; search
+            says what it lacks).
         precision: auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on CPUs fast at it, fp16 on CUDA).
         pooling, lowercase, query_prefix, passage_prefix: override what the model stores (as the scripts' flags).
         query_max_length / passage_max_length: token caps; batch_size: texts per forward pass.
         index_spec: the faiss index (default flat, exact; a trained one is saved beside the embeddings and reused).
         num_threads: torch's CPU threads for the whole process (torch.set_num_threads; None leaves them). One
-            question at a time is fastest with 1 on a busy machine (measured in README, "Query your model").
+            question at a time is fastest with 1 on a busy machine (measured in docs/benchmarks.md, section 2).
         search_shard_size: search that many vectors at a time with a running top-k merge (memory bounded; an index
             per window, built and dropped at each search, none saved), as dense_retriever.py --search_shard_size.
         """
@@ -130,19 +151,21 @@ class Retriever:
                                    passage_max_length, batch_size, index_spec or IndexSpec(use_gpu=gpu_available()),
                                    rebuild_index, allow_mismatched_vectors, num_threads, allow_partial_index,
                                    search_shard_size)
-        if index_dir is None and passages is None:
-            raise ValueError("give index_dir (saved embeddings), passages (a passages.tsv to encode), or both")
-        build = index_dir is None or (passages is not None and Path(index_dir).is_dir()
+        encoder_only = index_dir is None and passages is None
+        build = not encoder_only and index_dir is None or (passages is not None and Path(index_dir).is_dir()
                                       and not list(Path(index_dir).glob(SHARD_GLOB)))
-        if not build:
-            check_model_pairs(expand_shards(index_pattern(index_dir)), str(model), allow_mismatched_vectors,
-                              _tower_options(str(model), options), allow_partial_index)
+        if not build and not encoder_only:
+            paths = expand_shards(index_pattern(index_dir))
+            check_model_pairs(paths, str(model), allow_mismatched_vectors, _tower_options(str(model), options),
+                              allow_partial_index)
+            if passages is not None:
+                check_source(paths, passages, allow_mismatched_vectors)
         retriever = cls(model, options, passages)  # (the pairing is checked before any model is loaded)
         if build:
             retriever._build_index()
             if index_dir is not None:
                 retriever.save_index(index_dir)
-        else:
+        elif not encoder_only:
             retriever._open_index(open_shards(index_pattern(index_dir)))
         retriever._question_tower()
         return retriever
@@ -280,6 +303,10 @@ class Retriever:
         vectors: the questions' vectors when they are at hand (e.g. dpr.retrieval.query_cache's saved ones)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if not self._shards:
+            raise ValueError("this Retriever was loaded without index_dir or passages: it encodes (encode_queries, "
+                             "encode_passages) but has no collection to search; load it with index_dir= and/or "
+                             "passages=")
         config = fusion_config(hybrid_alpha, fusion, hybrid_depth)
         if config is not None and self.passages_file is None:
             raise ValueError("hybrid search runs BM25 over the passage texts: load the Retriever with passages=")

@@ -7,6 +7,7 @@ state file is written last, so its presence means the set is complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from dpr.models.encoder import Encoder
 from dpr.models.loading import P_SUFFIX, Q_SUFFIX
+from dpr.models.source import encoder_dirs
 from dpr.utils.io import InputError, atomic_dir, publish_then_mark, remove_stale_temps
 
 PREFIX = "dpr_biencoder"
@@ -194,27 +196,45 @@ def run_files(output_dir: str | os.PathLike, prefix: str = PREFIX,
     return found + ([out / BEST_FILE] if (out / BEST_FILE).is_file() else [])
 
 
+def save_temps(output_dir: str | os.PathLike, prefix: str = PREFIX) -> list[Path]:
+    """What killed checkpoint saves left in `output_dir`: the `.PREFIX.E.I*.tmp*` temp files and model directories
+    (a tower's can be GBs; no complete checkpoint ever reads them)."""
+    out = Path(output_dir)
+    return sorted(out.glob(f".{glob.escape(prefix)}.*.tmp*")) if out.is_dir() else []
+
+
 def claim_output_dir(output_dir: str | os.PathLike, prefix: str, overwrite: bool,
                      suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> list[Path]:
     """A fresh run's check of its directory: another run's checkpoints or best record there are refused (InputError)
-    unless `overwrite`; returns them (for remove_run_files)."""
+    unless `overwrite`. Returns what the run is to delete (those files, and killed saves' temps) once everything it
+    needs has loaded (remove_run_files); nothing is deleted here."""
     found = run_files(output_dir, prefix, suffixes)
     if found and not overwrite:
         raise InputError(output_dir, f"holds another run's checkpoints ({found[0].name} and {len(found) - 1} more): "
                                      f"continue that run with --resume, choose another --output_dir, or pass "
                                      f"--overwrite_output_dir to delete them")
-    return found
+    return found + save_temps(output_dir, prefix)
 
 
-def remove_run_files(found: list[Path], output_dir: str | os.PathLike) -> None:
-    """--overwrite_output_dir: delete another run's files, state files first (no half set reads as complete)."""
+def check_not_removed(source: str | os.PathLike, removed: list[Path], why: str) -> None:
+    """A starting model must not lie in the files a run is to delete (`removed`): InputError naming it and `why`."""
+    reads = [Path(source), *map(Path, encoder_dirs(source) or ())]
+    gone = {p.resolve() for p in removed}
+    for path in (p.resolve() for p in reads if p.exists()):
+        hit = next((g for g in gone if g == path or g in path.parents), None)
+        if hit is not None:
+            raise InputError(source, f"the starting model is among the files this run deletes ({hit.name}; {why}): "
+                                     f"copy it out of {hit.parent} first, or choose another --output_dir")
+
+
+def remove_run_files(found: list[Path], output_dir: str | os.PathLike, why: str = "--overwrite_output_dir") -> None:
+    """Delete a run's files (state files first: no half set reads as complete), logging `why`."""
     for p in sorted(found, key=lambda q: q.is_dir()):
         if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
+            shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-    logger.warning("--overwrite_output_dir: removed %d files and directories of another run from %s", len(found),
-                   output_dir)
+    logger.warning("%s: removed %d files and directories from %s", why, len(found), output_dir)
 
 
 def _complete(path: Path, suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> bool:

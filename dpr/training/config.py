@@ -203,8 +203,8 @@ class TrainFlags(TrainConfig, ModelFlags):
         "smaller checkpoint; useful when fine-tuning on little data."))
     attention_dropout: float | None = flag(None, group=TRAIN, type=float, metavar="P", help=(
         "Attention-probability dropout while training (default: the model's, 0.1 for BERT/e5). 0 lets torch use its "
-        "fused attention kernel: faster CPU steps (measured, with its effect on accuracy, in README's bf16 "
-        "section)."))
+        "fused attention kernel: faster CPU steps (measured, with its effect on accuracy, in docs/benchmarks.md, "
+        "bf16 on CPUs)."))
     global_loss_buf_sz: int | None = flag(None, group=GC, type=int, help=(
         "Accepted for compatibility, no effect (DPR/GC-DPR's pickle buffer size; representations are gathered with "
         "all_gather here)."))

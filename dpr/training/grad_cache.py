@@ -20,11 +20,19 @@ Chunk = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, "int | torch.Tensor"]]
 
 
-def _read(loss: torch.Tensor, correct: int | torch.Tensor) -> tuple[float, int]:
-    """(loss, correct) on the host in one device-to-host read (the step's only one)."""
-    if not isinstance(correct, torch.Tensor):
-        return float(loss.detach()), correct
-    value, n = torch.stack([loss.detach().float(), correct.to(loss.device, torch.float32)]).tolist()
+def read_together(*values: float | int | torch.Tensor) -> list[float]:
+    """Scalars (tensors on one device, or numbers) on the host in one device-to-host read."""
+    tensors = [v.detach().reshape(()).float() for v in values if isinstance(v, torch.Tensor)]
+    read = iter(torch.stack([t.to(tensors[0].device) for t in tensors]).tolist() if tensors else [])
+    return [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+
+def _result(loss: torch.Tensor, correct: int | torch.Tensor, read: bool
+            ) -> tuple[float, int] | tuple[torch.Tensor, int | torch.Tensor]:
+    """(loss, correct) read in one wait (`read`), or left on the device for the caller to read with more values."""
+    if not read:
+        return loss.detach(), correct
+    value, n = read_together(loss, correct)
     return value, int(n)
 
 
@@ -75,43 +83,54 @@ def replay_backward(encoder: nn.Module, chunks: list[Chunk], states: list[RngSta
         start += n
 
 
+def _on(order: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """A chunk order on the device, copied once and without blocking (from pinned memory the copy is asynchronous)."""
+    return None if order is None else order.to(device, non_blocking=True)
+
+
 def _unsort(reps: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     """Chunks may hold texts sorted by length (row k = text order[k]); return rows in batch order."""
     if order is None:
         return reps
     out = torch.empty_like(reps)
-    out[order.to(reps.device)] = reps
+    out[order] = reps
     return out
 
 
 def cached_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk], p_chunks: list[Chunk],
                 loss_fn: LossFn, backward: Callable[[torch.Tensor], None], amp: Callable[[], ContextManager],
-                q_order: torch.Tensor | None = None, p_order: torch.Tensor | None = None) -> tuple[float, int]:
-    """One cached forward/backward; parameter .grad accumulates exactly the full-batch gradient. Returns (loss, correct).
+                q_order: torch.Tensor | None = None, p_order: torch.Tensor | None = None, read: bool = True
+                ) -> tuple[float, int] | tuple[torch.Tensor, int | torch.Tensor]:
+    """One cached forward/backward; parameter .grad accumulates exactly the full-batch gradient. Returns (loss, correct)
+    read in one device-to-host wait, or (`read=False`) left on the device so the caller reads them with its own.
 
     `q_order`/`p_order`: when the chunks hold the texts in another order (sorted by length, so that each chunk pads
     little), row k of the concatenated chunks is text order[k] of the batch.
     """
     q_reps, q_states = encode_no_grad(q_encoder, q_chunks, amp)
     p_reps, p_states = encode_no_grad(p_encoder, p_chunks, amp)
+    q_order, p_order = _on(q_order, q_reps.device), _on(p_order, p_reps.device)
     q = _unsort(q_reps, q_order).detach().requires_grad_()
     p = _unsort(p_reps, p_order).detach().requires_grad_()
     loss, correct = loss_fn(q, p)
     backward(loss)
-    q_grad = q.grad if q_order is None else q.grad[q_order.to(q.device)]
-    p_grad = p.grad if p_order is None else p.grad[p_order.to(p.device)]
+    q_grad = q.grad if q_order is None else q.grad[q_order]
+    p_grad = p.grad if p_order is None else p.grad[p_order]
     replay_backward(q_encoder, q_chunks, q_states, q_grad, amp)
     replay_backward(p_encoder, p_chunks, p_states, p_grad, amp)
-    return _read(loss, correct)
+    return _result(loss, correct, read)
 
 
 def full_step(q_encoder: nn.Module, p_encoder: nn.Module, q_chunks: list[Chunk], p_chunks: list[Chunk],
               loss_fn: LossFn, backward: Callable[[torch.Tensor], None], amp: Callable[[], ContextManager],
-              q_order: torch.Tensor | None = None, p_order: torch.Tensor | None = None) -> tuple[float, int]:
+              q_order: torch.Tensor | None = None, p_order: torch.Tensor | None = None, read: bool = True
+              ) -> tuple[float, int] | tuple[torch.Tensor, int | torch.Tensor]:
     """The uncached reference: every chunk encoded with a graph (same RNG order as `cached_step`), one backward."""
     with amp():
-        q = _unsort(torch.cat([q_encoder(**c).float() for c in q_chunks]), q_order)
-        p = _unsort(torch.cat([p_encoder(**c).float() for c in p_chunks]), p_order)
+        q_reps = torch.cat([q_encoder(**c).float() for c in q_chunks])
+        p_reps = torch.cat([p_encoder(**c).float() for c in p_chunks])
+        q = _unsort(q_reps, _on(q_order, q_reps.device))
+        p = _unsort(p_reps, _on(p_order, p_reps.device))
     loss, correct = loss_fn(q, p)
     backward(loss)
-    return _read(loss, correct)
+    return _result(loss, correct, read)

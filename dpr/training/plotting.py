@@ -12,15 +12,20 @@ HIGHER_IS_BETTER = {"mrr@10"}  # the reranker's; the bi-encoder's nll and averag
 
 
 def smooth(values: list[float], window: int | None = None) -> np.ndarray:
-    """Trailing moving average (the first points average what there is so far); window: ~1/10 of the run, 1-50."""
+    """Trailing moving average (the first points average what there is so far); window: ~1/10 of the run, 1-50.
+    Non-finite points (a NaN / inf loss) are left out of every average; a window without a finite point is NaN."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return x
     w = window or max(1, min(50, x.size // 10))
-    csum = np.concatenate([[0.0], np.cumsum(x)])
+    finite = np.isfinite(x)
+    csum = np.concatenate([[0.0], np.cumsum(np.where(finite, x, 0.0))])
+    count = np.concatenate([[0], np.cumsum(finite)])
     idx = np.arange(1, x.size + 1)
     lo = np.maximum(0, idx - w)
-    return (csum[idx] - csum[lo]) / (idx - lo)
+    n = count[idx] - count[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (csum[idx] - csum[lo]) / np.maximum(n, 1), np.nan)
 
 
 def curve_series(log: list[dict]) -> dict:

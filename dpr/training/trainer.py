@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from dpr.encode import encode_texts
 from dpr.eval.average_rank import average_rank
 from dpr.models.encoder import Encoder
+from dpr.models.tokens import model_mask
 from dpr.training import checkpoint as ckpt
 from dpr.training.config import TrainConfig
 from dpr.training.data import (
@@ -31,12 +32,12 @@ from dpr.training.data import (
     epoch_batches,
     unpack_chunks,
 )
-from dpr.training.grad_cache import cached_step, full_step
+from dpr.training.grad_cache import cached_step, full_step, read_together
 from dpr.training.loss import biencoder_nll, global_nll
 from dpr.training.plotting import plot_training_curves
 from dpr.utils.device_defaults import ModelShape
 from dpr.utils.io import atomic_write, remove_stale_temps, write_json
-from dpr.utils.precision import autocast
+from dpr.utils.precision import autocast, scale_tensor
 
 logger = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
@@ -99,6 +100,46 @@ def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, ep
         return torch.optim.AdamW(groups, lr=lr, eps=eps)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)` keeping this optimizer's kernel: each group's `fused` flag is put back (the
+    saved one may be None: a state written before fused AdamW or by its fallback; GradScaler would then hand
+    `found_inf` to the plain loop, an AssertionError) and each `step` is moved to its parameter's device as float32,
+    where a fused kernel reads it (load_state_dict placed it by the saved flag)."""
+    fused = [g.get("fused") for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flag in zip(optimizer.param_groups, fused):
+        group["fused"] = flag
+        if not flag:
+            continue
+        for param in group["params"]:
+            s = optimizer.state.get(param, {})
+            if torch.is_tensor(s.get("step")):
+                s["step"] = s["step"].to(device=param.device, dtype=torch.float32)
+
+
+def apply_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list[nn.Parameter],
+                 max_grad_norm: float, loss: torch.Tensor | float, correct: torch.Tensor | int
+                 ) -> tuple[float, int, bool, float]:
+    """Unscale, clip at `max_grad_norm` (<= 0: no clipping), step unless the gradients are not finite, zero them.
+    Returns (loss, correct, skipped, grad norm), read from the device together in one wait (with the fused AdamW
+    of `build_optimizer`, GradScaler's step and update do not wait). The trainer's update; the GPU benches call it."""
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    if scaler.is_enabled():
+        before = scale_tensor(scaler).clone()
+        scaler.step(optimizer)
+        scaler.update()
+        loss, correct, norm, before, after = read_together(loss, correct, norm, before, scale_tensor(scaler))
+        skipped = after < before
+    else:
+        loss, correct, norm = read_together(loss, correct, norm)
+        skipped = not math.isfinite(norm)
+        if not skipped:
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, int(correct), skipped, norm
+
+
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     """LR multiplier of DPR's schedule: step / warmup during warmup (0 at step 0), then linear decay to 0 at
     `total`."""
@@ -159,7 +200,9 @@ def set_attention_dropout(encoder: Encoder, p: float) -> int:
 def check_attention_dropout_off(encoder: Encoder) -> None:
     """The effect of attention dropout 0, not only the attributes: with every Dropout module off, two forward passes
     in train mode must give the same vectors. ValueError when they differ (this transformers version applies
-    attention dropout from somewhere set_attention_dropout does not set). RNG states and modes are restored."""
+    attention dropout from somewhere set_attention_dropout does not set). Nothing is seeded (every dropout is off, so
+    no seed is needed; a global seed would also reseed every CUDA generator, lazily, after the run's own seeding); RNG
+    states and modes are restored."""
     model = encoder.model
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     saved_p, was_training = [m.p for m in dropouts], encoder.training
@@ -173,8 +216,7 @@ def check_attention_dropout_off(encoder: Encoder) -> None:
         for m in dropouts:
             m.p = 0.0
         encoder.train()
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
+        with torch.random.fork_rng(devices=devices):  # no seeding: torch.manual_seed would reseed every GPU too
             first = encoder(ids, mask)
             second = encoder(ids, mask)
     finally:
@@ -192,8 +234,14 @@ def _identity(x):
 
 
 def _to_device(packed: dict[str, torch.Tensor], device: torch.device) -> list[dict]:
-    """Unpack a side's chunks (sliced here, in the main process) onto `device`."""
-    return [{k: v.to(device, non_blocking=True) for k, v in c.items()} for c in unpack_chunks(packed)]
+    """Unpack a side's chunks (sliced here, in the main process) onto `device`; a chunk without padding goes without
+    its attention mask (tokens.model_mask: no device-side padding test in its forward passes)."""
+    out = []
+    for c in unpack_chunks(packed):
+        mask = model_mask(c["attention_mask"])
+        out.append({"input_ids": c["input_ids"].to(device, non_blocking=True),
+                    "attention_mask": None if mask is None else mask.to(device, non_blocking=True)})
+    return out
 
 
 class Trainer:
@@ -259,7 +307,7 @@ class Trainer:
                 "config": dataclasses.asdict(self.config)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -289,28 +337,19 @@ class Trainer:
         return autocast(self.device, self.amp_dtype)
 
     def train_step(self, batch: dict) -> tuple[float, int, bool, float]:
-        """Forward/backward/update for one global batch; returns (loss, correct, skipped, grad norm)."""
+        """Forward/backward/update for one global batch; returns (loss, correct, skipped, grad norm), read from the
+        device together in one wait (with fused AdamW, GradScaler's step and update do not wait)."""
         q_chunks = _to_device(batch["q"], self.device)
         p_chunks = _to_device(batch["p"], self.device)
         loss_fn = partial(global_nll, passages_per_question=self.sampling.passages_per_question,
                           temperature=self.temperature, q_sizes=batch["global_sizes"], masked=batch["masked"])
         step = cached_step if self.config.grad_cache else full_step
         loss, correct = step(self.q_encoder, self.p_encoder, q_chunks, p_chunks, loss_fn,
-                             lambda loss: self.scaler.scale(loss).backward(), self._amp, batch["q_order"], batch["p_order"])
+                             lambda loss: self.scaler.scale(loss).backward(), self._amp, batch["q_order"],
+                             batch["p_order"], read=False)
         sync_gradients(self.params)
-        self.scaler.unscale_(self.optimizer)
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        if self.scaler.is_enabled():
-            before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            skipped = self.scaler.get_scale() < before
-        else:
-            skipped = not math.isfinite(norm)
-            if not skipped:
-                self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        loss, correct, skipped, norm = apply_update(self.optimizer, self.scaler, self.params, self.config.max_grad_norm,
+                                                    loss, correct)
         if not skipped:  # a skipped step (inf/nan gradients) neither updates nor advances the schedule
             self.scheduler.step()
         return loss, correct, skipped, norm
@@ -329,6 +368,7 @@ class Trainer:
         if self.dist.is_main:
             for name in (LOG_FILE, PLOT_FILE, BEST_FILE):  # temp files of a killed run
                 remove_stale_temps(self.output_dir / name)
+            self.write_best_record()  # a resumed run's record is the restored state's, whatever was on disk
         self.q_encoder.train()
         self.p_encoder.train()
         if self.dist.is_main:
@@ -389,6 +429,7 @@ class Trainer:
         if self.dist.is_main:
             ckpt.save_checkpoint(path, self.q_encoder, self.p_encoder, self.tokenizer, state,
                                  self.config.q_sequence_length, self.config.p_sequence_length)
+            self.write_best_record()  # after the checkpoint it may name is complete
             self._write_log()
             logger.info("saved checkpoint %s", path)
             if self.config.keep_checkpoints:
@@ -397,6 +438,16 @@ class Trainer:
                                                   self.progress.best.get("checkpoint")):
                     logger.info("--keep_checkpoints %d: removed %s", self.config.keep_checkpoints, old)
         self.dist.barrier()
+
+    def write_best_record(self) -> None:
+        """best_checkpoint.json from progress.best (none: no record). Written only where every checkpoint that
+        progress.best can name is complete (publish-then-mark: after each save, and when a run starts from a restored
+        state, so a record written before a kill is never the one a resumed run leaves)."""
+        path = self.output_dir / BEST_FILE
+        if self.progress.best:
+            write_json(path, self.progress.best)
+        else:
+            path.unlink(missing_ok=True)
 
     # ----- validation -----
     def selection_rule(self) -> str:
@@ -410,8 +461,9 @@ class Trainer:
         return f"best checkpoint: lowest dev {c.best_metric}, computed at every epoch end{extra}{within}"
 
     def validate(self, epoch: int, end_of_epoch: bool = True) -> None:
-        """Dev metrics into the log. At an epoch end: every metric of config.validation_metrics, and the best record
-        (one metric, config.best_metric, across the whole run). Within an epoch (--eval_every_steps): the best metric
+        """Dev metrics into the log. At an epoch end: every metric of config.validation_metrics, and progress.best
+        (one metric, config.best_metric, across the whole run; best_checkpoint.json follows once save() has written
+        the checkpoint it names). Within an epoch (--eval_every_steps): the best metric
         only, a point for the log and the plot, no checkpoint and no best record."""
         if self.dev_data is None:
             return
@@ -433,8 +485,7 @@ class Trainer:
                 if best.get("metric") != metric or value[metric] < best["value"]:
                     self.progress.best = {"metric": metric, "value": value[metric], "checkpoint": str(name),
                                           "epoch": epoch, "run_id": self.progress.run_id}
-                    write_json(self.output_dir / BEST_FILE, self.progress.best)
-                    logger.info("new best validation %s %.4f at %s", metric, value[metric], name)
+                    logger.info("new best validation %s %.4f at %s", metric, value[metric], name)  # recorded by save
         if self.dist.world_size > 1:  # every rank keeps the same progress
             box = [self.progress.best, self.progress.log]
             dist.broadcast_object_list(box, src=0)

@@ -2,7 +2,8 @@
 flag (help text, aliases, choices, type), `add_flags` turns a config class into argparse arguments, `from_flags`
 turns the parsed values back into the config (`ConfigParser` does both: its parse_args returns the config). Fields
 without a flag are read from the namespace when a shared helper added them under the field's name (e.g. --precision);
-otherwise they keep their default."""
+otherwise they keep their default. The value rules a flag's `type` and `choices` state (`positive_int` etc.) hold for a
+config built in Python too: `value_problem` applies them, so the parser and the dataclasses cannot drift."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,49 @@ def flag(default: Any = None, *aliases: str, help: str | None = None, group: str
     `invert` is set by the switch `--<invert>` instead, which turns it off (e.g. progress_bar and --no_progress)."""
     meta = {"aliases": aliases, "help": help, "group": group, "invert": invert, "kwargs": argparse_kwargs}
     return dataclasses.field(default=default, metadata={_KEY: meta})
+
+
+def positive_int(value: Any) -> int:
+    n = int(value)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
+def non_negative_int(value: Any) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return n
+
+
+def positive_float(value: Any) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return x
+
+
+def value_problem(obj: object, flags_of: type | None = None, name: str = "--{}") -> str | None:
+    """The first field of the dataclass `obj` whose value the flag of the same name on `flags_of` (default: obj's
+    own class) refuses, by its `type` (e.g. positive_int) or `choices`, as `name` (formatted with the field's name)
+    plus the rule's message; None when every value passes (None values pass: they mean the default)."""
+    declared = {f.name: f.metadata[_KEY]["kwargs"] for f in flag_fields(flags_of or type(obj))}
+    for f in dataclasses.fields(obj):
+        kwargs, value = declared.get(f.name), getattr(obj, f.name)
+        if kwargs is None or value is None:
+            continue
+        choices, convert = kwargs.get("choices"), kwargs.get("type")
+        if choices is not None and value not in choices:
+            return f"{name.format(f.name)}: invalid choice {value!r} (choose from {', '.join(map(str, choices))})"
+        if convert is not None and not isinstance(value, bool):
+            try:
+                convert(value)
+            except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+                return f"{name.format(f.name)}: {e}"
+        elif convert is not None:
+            return f"{name.format(f.name)}: expected a number, got {value!r}"
+    return None
 
 
 def flag_fields(cls: type) -> list[dataclasses.Field]:

@@ -74,3 +74,11 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextMa
 
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def scale_tensor(scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """A GradScaler's current scale as a tensor on its device, without the device wait of `get_scale()` (read it
+    with the step's other values)."""
+    get = getattr(scaler, "_get_scale_async", None)  # torch's own non-waiting accessor (2.x)
+    scale = get() if get is not None and scaler.is_enabled() else None
+    return scale if scale is not None else torch.tensor(scaler.get_scale())

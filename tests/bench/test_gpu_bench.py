@@ -28,12 +28,15 @@ def test_tiny_run_writes_every_section(tmp_path):
     assert not [k for k in sections if "error" in report[k]], {k: report[k] for k in sections}
     for kind in ("bert_base", "e5_small"):
         assert report[f"{kind}_encode_model"]["real_tokens_per_s"] > 0
-        assert 0 < report[f"{kind}_encode_e2e"]["fraction_of_model_only"]
+        e2e = report[f"{kind}_encode_e2e"]
+        assert 0 < e2e["fraction_of_model_only"] and e2e["startup_s"] > 0 and e2e["steady_s"] > 0
+        assert e2e["block_size"] * 4 <= e2e["passages"]  # a steady rate over the blocks after the first
         assert report[f"{kind}_loader"]["batches_per_s"] > 0
         assert report[f"{kind}_device_defaults"]["q_chunk_size"] == 16  # CPU: the historical defaults
     assert report["bert_base_train_ref_chunks_512_64"]["towers"] == 2
     assert report["e5_small_train_recipe_b128_device_chunks"]["towers"] == 1
     assert report["peak"]["tflops"] > 0 and "flop_rule" in report
+    assert report["dtype"] == "fp32"  # --precision auto on an AVX2-only CPU (fp16 + GradScaler on CUDA)
     assert all(t["value"] is not None for t in report["targets"].values())
     assert "stand" in report["e5_small_model"]  # no --tokenizer_dir: the stand-in is named
 
@@ -65,3 +68,35 @@ def test_exported_tokenizer_drives_the_e5_part(tmp_path, monkeypatch):
                      "--json_out", str(tmp_path / "b.json")]) == 0
     report = json.loads((tmp_path / "b.json").read_text())
     assert "XLM-R tokenizer" in report["e5_small_model"] and report["e5_small_encode_e2e"]["passages"] == 64
+
+
+def test_precision_goes_through_the_projects_policy(tmp_path, monkeypatch):
+    """--precision auto is dpr.utils.precision's choice for the device (here a CPU said to run bf16 fast), and an
+    explicit mode is taken as given."""
+    from dpr.utils import precision
+
+    mod = _module()
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    for mode, want in (("auto", "bf16"), ("fp32", "fp32")):
+        out = tmp_path / f"{mode}.json"
+        assert mod.main(["--tiny", "--precision", mode, "--only", "nothing", "--json_out", str(out)]) == 0
+        report = json.loads(out.read_text())
+        assert report["dtype"] == want and report["peak"]["dtype"] == want
+
+
+def test_scripts_run_with_python3_only(tmp_path):
+    """The device image may have python3 and no python: both scripts fall back to it."""
+    import shutil
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    for tool in ("dirname", "timeout", "tee", "bash", "env"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir), "OUT": str(tmp_path), "HOME": os.environ.get("HOME", "/root")}
+    for script in ("gpu_bench.sh", "gpu_check.sh"):
+        r = subprocess.run([str(bin_dir / "bash"), str(ROOT / "bench" / script), "--help"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert "usage:" in r.stdout + r.stderr, (script, r.stdout[-500:], r.stderr[-1500:])  # gpu_check tees to stderr
+        assert "python: command not found" not in r.stderr

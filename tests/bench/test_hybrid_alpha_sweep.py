@@ -36,12 +36,15 @@ def test_sweep_rows(tmp_path, capsys):
     assert rows["dense"]["MRR@10"] == pytest.approx((1 + 1 / 2) / 2)
     assert rows["convex alpha 0.00"]["MRR@10"] == rows["BM25"]["MRR@10"]
     assert rows["convex alpha 1.00"]["MRR@10"] == rows["dense"]["MRR@10"]
-    # alpha 0.5, q1: g1 = .5*1 + .5*.5 = .75, x = .5*.875 + .5*1 = .9375 -> g1 second; q2: g2 = .5*.714 + .5*1 first
+    # alpha 0.5 (BM25 lists of 4 and 3 < depth 100: scaled against 0), q1: g1 = .5*1 + .5*5/9 = .78, x = .5*.875 +
+    # .5*1 = .9375 -> g1 second; q2: g2 = .5*.714 + .5*1 = .86 > u = .5*1 + .5*2/8 = .625 -> first
     assert rows["convex alpha 0.50"]["MRR@10"] == pytest.approx((1 / 2 + 1) / 2)
-    assert "best MRR@10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best MRR@10" in out and "2 with a BM25 list shorter than --depth 100" in out
     main(["--rerank_file", str(rr), "--qa_file", str(qa), "--alphas", "0", "1", "--json_out",
           str(tmp_path / "sweep.json")])
     saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["bm25_lists_below_depth"] == 2
     assert saved["best_alpha"] == 1 and [r["ranking"] for r in saved["rows"]][2:] == [
         "convex alpha 0.00", "convex alpha 1.00"]  # dense alone (0.75) beats BM25 alone (0.67)
     rrf = main(["--rerank_file", str(rr), "--qa_file", str(qa), "--alphas", "0.5", "--fusion", "rrf"])

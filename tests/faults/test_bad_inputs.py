@@ -1,5 +1,5 @@
 """The bad-input matrix across the four steps: each bad file gives an error naming the file (and line) and what is
-wrong, and leaves no output behind. Cases already tested elsewhere are listed in the README section, not repeated."""
+wrong, and leaves no output behind. Cases already tested elsewhere are listed in docs/guarantees.md, not repeated."""
 from __future__ import annotations
 
 import json

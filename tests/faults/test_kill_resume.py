@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from dpr.index.embeddings import load_shard, shard_paths
 from dpr.models.encoder import Encoder
 from dpr.training.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from tests.faults.common import (
+    ROOT,
+    env,
     kill_when,
     run_script,
     save_tiny_model,
@@ -74,6 +77,44 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path
         assert torch.equal(a[k], b[k]), k
     assert _step_losses(out) == _step_losses(ref)
     assert temp_leftovers(out) == []  # what the kill left behind was removed by the re-run's saves
+
+
+@pytest.fixture(scope="module")
+def with_dev(tmp_path_factory) -> tuple[Path, Path, Path, Path]:
+    """(model, train file, dev file, the uninterrupted run's output dir), validating at each epoch end."""
+    d = tmp_path_factory.mktemp("with_dev")
+    model, train, dev = save_tiny_model(d / "model"), write_dpr_train(d / "train.json", 48), write_dpr_train(
+        d / "dev.json", 8, seed=1)
+    run_script("train_dense_encoder.py", *_train_args(model, train, d / "ref", "--dev_file", dev))
+    return model, train, dev, d / "ref"
+
+
+@pytest.mark.parametrize("point", ["inside_first_save", "before_first_save"])
+def test_training_killed_before_its_first_checkpoint_completes_resumes_to_the_uninterrupted_weights(point, with_dev,
+                                                                                                    tmp_path):
+    """Killed inside the first save (a published question tower, a passage tower under its temp name, no state file)
+    or between the first validation and the first save: what is left is this run's own; --resume removes it and
+    starts, ending where the uninterrupted run ends (it said "no checkpoint yet", then refused the directory as
+    another run's)."""
+    model, train, dev, ref = with_dev
+    out = tmp_path / "killed"
+    args = _train_args(model, train, out, "--dev_file", dev)
+    killed = subprocess.run(script("tests/faults/kill_at.py", point, *args), cwd=ROOT, env=env(), capture_output=True,
+                            text=True)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    first = out / f"dpr_biencoder.0.{STEPS_PER_EPOCH}"
+    assert latest_checkpoint(out) is None and not first.exists()
+    if point == "inside_first_save":
+        assert Path(f"{first}.question_encoder").is_dir() and temp_leftovers(out)
+    proc = run_script("train_dense_encoder.py", *args, "--resume")
+    assert "no complete checkpoint" in proc.stderr and "starting fresh" in proc.stderr
+    final = f"dpr_biencoder.1.{STEPS_PER_EPOCH}"
+    a, b = _weights(ref / final), _weights(out / final)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _step_losses(out) == _step_losses(ref)
+    assert temp_leftovers(out) == []
+    assert json.loads((out / "best_checkpoint.json").read_text())["value"] == json.loads(
+        (ref / "best_checkpoint.json").read_text())["value"]
 
 
 def test_latest_checkpoint_ignores_incomplete_ones(tmp_path):

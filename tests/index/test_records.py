@@ -65,9 +65,16 @@ def test_pairing(caplog):
                                                    "the question tower of A"):
         check_pairing([(Path("e_shard0.npy"), rec)], {**MODEL, "question_tower": "other"}, "the question tower "
                       "of A", allow=False)
-    with pytest.raises(VectorsMismatchError, match="e_shard1.npy: made with other encoder settings"):
+    with pytest.raises(VectorsMismatchError, match=r"e_shard1.npy: encoded otherwise than e_shard0.npy: length cap "
+                                                   r"\(max_length\) 9 vs 8 \(this shard vs e_shard0.npy\)"):
         check_pairing([(Path("e_shard0.npy"), rec), (Path("e_shard1.npy"), {**rec, "max_length": 9})], MODEL, "x",
                       allow=False)
+    # every differing field named with both values (settings, length cap, source)
+    other = {**rec, "settings": {**SETTINGS, "pooling": "cls", "lowercase": True}, "source": {"size": 2}}
+    with pytest.raises(VectorsMismatchError, match=r"e_shard1.npy: encoded otherwise than e_shard0.npy: lowercase "
+                                                   r"True vs False; pooling 'cls' vs 'mean'; source file \(p.tsv, 2 "
+                                                   r"bytes, .* vs p.tsv, 1 bytes, .*\)"):
+        check_pairing([(Path("e_shard0.npy"), rec), (Path("e_shard1.npy"), other)], MODEL, "x", allow=False)
     with pytest.raises(VectorsMismatchError, match="has no record"):
         check_pairing([(Path("e_shard0.npy"), None)], MODEL, "x", allow=False)
     check_pairing([(Path("e_shard0.npy"), None)], MODEL, "x", allow=True)
@@ -84,6 +91,15 @@ def test_encoding_settings_are_part_of_the_pairing():
                                                        f"{value!r}"):
             check_pairing(paths, MODEL, "A", allow=False, expected={**SETTINGS, key: value})
     check_pairing(paths, MODEL, "A", allow=True, expected={**SETTINGS, "pooling": "cls"})
+    # settings the search flags can set: named as those flags; one they cannot (normalize): re-encode only
+    tunable = ("pooling", "lowercase", "passage_prefix")
+    with pytest.raises(VectorsMismatchError, match=r"Search with `--pooling mean --passage_prefix 'passage: '` "
+                                                   r"\(Retriever.load: pooling='mean', passage_prefix='passage: '\) "
+                                                   r"to pair with them"):
+        check_pairing(paths, MODEL, "A", allow=False, expected={**SETTINGS, "pooling": "cls", "passage_prefix": ""},
+                      tunable=tunable)
+    with pytest.raises(VectorsMismatchError, match=r"which uses normalize False. Re-encode the passages"):
+        check_pairing(paths, MODEL, "A", allow=False, expected={**SETTINGS, "normalize": False}, tunable=tunable)
 
 
 def test_a_record_of_an_older_version_is_named_as_such(caplog):
@@ -111,7 +127,9 @@ def test_shards_must_tile_the_collection(caplog):
     with pytest.raises(PartialIndexError, match=r"out/emb_shard0.npy: the shards cover 27 of 40 passages: rows "
                                                 r"\[14, 27\) of p.tsv \(shard 1 of 3\) are missing. Encode them with "
                                                 r"`generate_dense_embeddings.py --model_file B --ctx_file p.tsv "
-                                                r"--out_file out/emb --shard_id 1 --num_shards 3`"):
+                                                r"--out_file out/emb --shard_id 1 --num_shards 3 "
+                                                r"--p_sequence_length 8 --pooling mean --passage_prefix "
+                                                r"'passage: '`"):
         check_coverage(shards(40, 3, [0, 2]), allow_partial=False)
     with pytest.raises(PartialIndexError, match=r"rows \[27, 40\) .* \(shard 2 of 3\) are missing"):
         check_coverage(shards(40, 3, [0, 1]), allow_partial=False)  # the last shard: seen through the total

@@ -118,8 +118,10 @@ def test_index_of_another_model_is_refused(world, tmp_path):
 
 def test_passages_of_another_collection_are_refused(world, tmp_path):
     other = write_passages_tsv(tmp_path / "other.tsv", [("p0", "甲"), ("x1", "乙")])
+    with pytest.raises(InputError, match="other.tsv: is not the passages file the passage vectors were encoded from"):
+        load(dict(world, ctx=other))  # the records name their source (size + hash)
     with pytest.raises(InputError, match="other.tsv: passage id 'p1' .* is not in this file"):
-        load(dict(world, ctx=other))
+        load(dict(world, ctx=other), allow_mismatched_vectors=True)  # overridden: the ids still must be there
 
 
 def test_index_built_from_passages_ranks_alike_and_saves_what_generate_dense_embeddings_writes(world, tmp_path):
@@ -151,9 +153,19 @@ def test_answer_lines_stop_at_an_empty_line(world):
     assert [q for q, _ in answered] == world["questions"][:2] and all(len(h) == 2 for _, h in answered)
 
 
-def test_load_needs_an_index_or_passages(world):
-    with pytest.raises(ValueError, match="index_dir"):
-        Retriever.load(world["model"])
+def test_an_encoder_only_retriever_encodes_and_search_says_what_it_lacks(world):
+    # neither index_dir nor passages: it was refused, though encoding needs neither (SentenceTransformer.encode users)
+    r = Retriever.load(world["model"], precision="fp32")
+    indexed = load(world)
+    assert np.array_equal(r.encode_queries(["北京", "大学"]), indexed.encode_queries(["北京", "大学"]))
+    assert np.array_equal(r.encode_passages("北京大学"), indexed.encode_passages("北京大学"))
+    assert len(r) == 0
+    for call in (lambda: r.search("x"), lambda: r.rank(["x"]), lambda: r.search("x", hybrid_alpha=0.5)):
+        with pytest.raises(ValueError, match="^this Retriever was loaded without index_dir or passages: it encodes"):
+            call()
+
+
+def test_load_needs_a_positive_k_and_passages_for_hybrid(world):
     with pytest.raises(ValueError, match="k must be"):
         load(world).search("x", k=0)
     with pytest.raises(ValueError, match="passages="):
@@ -229,3 +241,62 @@ def test_retriever_windowed_search_and_given_vectors_rank_as_the_index(world, tm
     given = load(world).rank(world["questions"], k=K, vectors=saved)
     assert [r.pids for r in given] == [r.pids for r in whole]
     np.testing.assert_allclose([r.scores for r in given], [r.scores for r in whole], atol=1e-5)
+
+
+def test_hybrid_keeps_the_only_passages_that_share_the_questions_words(world, tmp_path):
+    # two of 20 passages contain 北京: BM25's list is those two (exhaustive), each worth (nearly) the whole BM25 weight,
+    # so both lead the fused top 3 whatever the random model's dense order (min-max made the weaker worth 0)
+    import random
+
+    from tests.tiny_encoder import CHARS
+
+    rng = random.Random(5)
+    plain = [c for c in CHARS if c not in "北京"]
+    passages = [(f"x{i}", "".join(rng.choices(plain, k=30))) for i in range(18)]
+    passages += [("bj1", "北京" + "".join(rng.choices(plain, k=28))), ("bj2", "".join(rng.choices(plain, k=40)) + "北京")]
+    ctx = write_passages_tsv(tmp_path / "passages.tsv", passages)
+    r = Retriever.load(world["model"], passages=ctx, precision="fp32")
+    hits = r.search("北京", k=3, hybrid_alpha=0.3)
+    assert {h.pid for h in hits[:2]} == {"bj1", "bj2"}
+    assert all(h.bm25_score is not None for h in hits[:2])
+
+
+def test_the_library_path_applies_the_flags_positive_number_rules(world, tmp_path):
+    # run_batch wrote a submission with 0 passages per question for search_shard_size=-1; n_docs 0 / -3 reached faiss
+    base = dict(model_file=str(world["model"]), qa_file=str(world["qa"]), index_dir=str(world["index"]),
+                precision="fp32", out_file=str(tmp_path / "b.json"))
+    for field, value in (("search_shard_size", -1), ("n_docs", 0), ("n_docs", -3), ("batch_size", 0),
+                         ("nprobe", 0), ("hybrid_depth", -1)):
+        with pytest.raises(ValueError, match=f"^--{field}: must be a positive integer, got {value}$"):
+            run_batch(RetrievalConfig(**{**base, field: value}))
+    assert not (tmp_path / "b.json").exists()
+    # the Retriever refuses at load, with the same rule (it returned [] from search)
+    for field, value in (("search_shard_size", -1), ("batch_size", 0), ("num_threads", -2)):
+        with pytest.raises(ValueError, match=f"^{field}: must be a positive integer, got {value}$"):
+            load(world, **{field: value})
+    with pytest.raises(ValueError, match="^index_spec.nprobe: must be a positive integer, got 0$"):
+        load(world, index_spec=api.IndexSpec(nprobe=0))
+    with pytest.raises(ValueError, match="^pooling: invalid choice 'first'"):
+        load(world, pooling="first")
+
+
+def test_ctx_file_must_be_the_file_the_shards_were_encoded_from(world, tmp_path, capsys):
+    # a larger --ctx_file than the one encoded: hybrid search exited 0, ranking passages the dense index never held
+    bigger = write_passages_tsv(tmp_path / "bigger.tsv", [*world["passages"].items(), ("extra", "北京大学")])
+    args = ["--model_file", str(world["model"]), "--qa_file", str(world["qa"]), "--ctx_file", str(bigger),
+            "--index_dir", str(world["index"]), "--out_file", str(tmp_path / "r.json"), "--n_docs", str(K), "--fp32",
+            "--hybrid_alpha", "0.3"]
+    assert dr.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bigger}: is not the passages file the passage vectors were "
+                                               f"encoded from: emb_shard0.npy records {world['ctx']}, ")
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(InputError, match="is not the passages file"):
+        Retriever.load(world["model"], world["index"], bigger, precision="fp32")
+    # overridden: a warning, and a duplicated id is one error: FILE:LINE line, not a traceback
+    doubled = write_passages_tsv(tmp_path / "doubled.tsv", [*world["passages"].items(), ("p3", "北京大学")])
+    assert dr.main([*args[:5], str(doubled), *args[6:], "--allow_mismatched_vectors"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == f"error: {doubled}:26: passage id 'p3' appears twice"
+    # the file that made them passes
+    assert dr.main([*args[:5], str(world["ctx"]), *args[6:]]) == 0

@@ -99,6 +99,15 @@ def test_shard_id_out_of_range_is_rejected(setup):
         run(model, ctx, "x", "--shard_id", "3", "--num_shards", "3")
 
 
+def test_the_encode_config_built_in_python_applies_the_flags_rules():
+    # run_shard(EncodeConfig(...)) skipped argparse's positive_int: batch_size / block_size 0 or -1 were accepted
+    for field, value in (("batch_size", 0), ("block_size", -1), ("num_threads", 0), ("num_shards", 0)):
+        with pytest.raises(ValueError, match=f"^--{field}: must be a positive integer, got {value}$"):
+            passage_shards.EncodeConfig(ctx_file="p.tsv", out_file="o", **{field: value})
+    with pytest.raises(ValueError, match="^--pooling: invalid choice 'first'"):
+        passage_shards.EncodeConfig(ctx_file="p.tsv", out_file="o", pooling="first")
+
+
 def test_precision_auto_follows_the_policy_and_fp32_forces_fp32(setup, tmp_path, monkeypatch):
     """Default --precision auto takes bf16 on a fast-bf16 CPU; --precision fp32 (what an empty PRECISION= passes) is
     exactly fp32."""

@@ -96,6 +96,24 @@ def test_training_refuses_attention_dropout_0_that_has_no_effect(tiny_model_dir,
     assert not list((tmp_path / "o").glob("dpr_biencoder.*"))
 
 
+def test_the_check_leaves_the_runs_seeds_alone(tiny_model_dir, tiny_train_file, tmp_path, monkeypatch):
+    """--attention_dropout 0's check ran after seed_everything(seed + rank) and called torch.manual_seed(0), which
+    also reseeds every CUDA generator (lazily, last call wins): every rank's GPU dropout stream was seed 0. A
+    stand-in for torch.cuda.manual_seed_all records the CUDA seeding; the last one must be --seed + rank."""
+    from dpr.training.trainer import Trainer
+    from train_dense_encoder import main
+
+    cuda_seeds, at_fit = [], []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
+    monkeypatch.setattr(Trainer, "fit", lambda self: at_fit.append((list(cuda_seeds), torch.initial_seed())) or {})
+    with pytest.raises(SystemExit):  # the stand-in fit trains nothing
+        main(["--pretrained_model_cfg", str(tiny_model_dir), "--train_file", str(tiny_train_file), "--output_dir",
+              str(tmp_path / "o"), "--attention_dropout", "0", "--seed", "11", "--num_workers", "0", "--no_progress",
+              "--batch_size", "8"])
+    (seeds, cpu_seed), = at_fit
+    assert seeds and seeds[-1] == 11 and cpu_seed == 11  # rank 0: --seed + 0
+
+
 @pytest.mark.parametrize("version, key", [("4.45.2", "torch_dtype"), ("4.55.4", "torch_dtype"), ("4.56.0", "dtype"),
                                           ("5.25.0", "dtype")])
 def test_dtype_is_spelled_for_the_installed_transformers(version, key):

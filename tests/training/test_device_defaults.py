@@ -79,14 +79,21 @@ def _recorded_flags(tmp_path: Path, script: str, env: dict) -> list[str]:
 
 
 def test_sh_files_pass_the_device_sized_flags_only_when_set(tmp_path):
+    """run_train.sh runs the reference's chunks (512 / 64) unless told Q_CHUNK / CTX_CHUNK=auto (then no flag: the
+    device sizes them; dropout masks are drawn per chunk, so device-sized chunks could not repeat the reference)."""
     for name in ("t.json", "d.json", "p.tsv"):
         (tmp_path / name).write_text("[]")
     train = {"MODEL": "multilingual-e5-small", "TRAIN_FILE": str(tmp_path / "t.json"), "DEV_FILE": str(tmp_path / "d.json"),
              "OUTPUT_DIR": str(tmp_path / "o")}
     flags = _recorded_flags(tmp_path, "run_train.sh", train)
+    assert " ".join(flags).count("--q_chunk_size 512 --ctx_chunk_size 64") == 1 and "--num_workers" not in flags
+    assert build_parser().parse_args(flags[1:]).q_chunk_size == 512  # what the stand-in recorded parses as given
+    flags = _recorded_flags(tmp_path, "run_train.sh", {**train, "Q_CHUNK": "auto", "CTX_CHUNK": "auto"})
     assert not {"--q_chunk_size", "--ctx_chunk_size", "--num_workers"} & set(flags)
-    flags = _recorded_flags(tmp_path, "run_train.sh", {**train, "Q_CHUNK": "512", "CTX_CHUNK": "64", "NUM_WORKERS": "3"})
-    assert " ".join(flags).count("--q_chunk_size 512 --ctx_chunk_size 64 --num_workers 3") == 1
+    flags = _recorded_flags(tmp_path, "run_train.sh", {**train, "Q_CHUNK": "auto", "CTX_CHUNK": "32"})
+    assert "--q_chunk_size" not in flags and " ".join(flags).count("--ctx_chunk_size 32") == 1
+    flags = _recorded_flags(tmp_path, "run_train.sh", {**train, "Q_CHUNK": "8", "CTX_CHUNK": "4", "NUM_WORKERS": "3"})
+    assert " ".join(flags).count("--q_chunk_size 8 --ctx_chunk_size 4 --num_workers 3") == 1
     gen = {"MODEL_FILE": "m", "CTX_FILE": str(tmp_path / "p.tsv"), "EMB_DIR": str(tmp_path / "emb"), "GPUS": "",
            "NUM_SHARDS": "1"}
     assert "--batch_size" not in _recorded_flags(tmp_path, "run_gen_emb.sh", gen)

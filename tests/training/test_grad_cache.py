@@ -211,3 +211,42 @@ def test_one_host_read_per_step_with_the_same_loss_and_gradients(tiny_model_dir_
     assert reads == 1 and isinstance(loss, float) and isinstance(correct, int)
     assert loss == pytest.approx(ref_loss, rel=1e-6) and correct == ref_correct
     assert torch.allclose(grads, ref_grads, rtol=1e-5, atol=1e-7)
+
+
+class _OrderCopies(torch.overrides.TorchFunctionMode):
+    """Records every `.to` of the given tensors with its keyword arguments."""
+
+    def __init__(self, *watched: torch.Tensor):
+        super().__init__()
+        self.watched, self.calls = [id(t) for t in watched], []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") == "to" and args and id(args[0]) in self.watched:
+            self.calls.append(dict(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("step", [cached_step, full_step])
+def test_the_order_tensors_are_copied_once_each_without_blocking(tiny_model_dir_no_dropout, step):
+    """On CUDA a blocking copy waits for the stream; on CPU the copy is a no-op, so the call itself is checked."""
+    q_enc, p_enc = _towers(tiny_model_dir_no_dropout)
+    q_ids, p_ids = _batch()
+    (q_chunks, q_order), (p_chunks, p_order) = sorted_chunks(q_ids, 3, 0), sorted_chunks(p_ids, 5, 0)
+    loss_fn = partial(biencoder_nll, passages_per_question=PPQ, temperature=1.0)
+    with _OrderCopies(q_order, p_order) as copies:
+        step(q_enc, p_enc, q_chunks, p_chunks, loss_fn, lambda loss: loss.backward(), _amp, q_order, p_order)
+    assert copies.calls == [{"non_blocking": True}] * 2
+
+
+def test_read_false_leaves_the_loss_on_the_device_for_one_read_with_more(tiny_model_dir_no_dropout):
+    from dpr.training.grad_cache import read_together
+
+    q_enc, p_enc = _towers(tiny_model_dir_no_dropout)
+    q_ids, p_ids = _batch()
+    loss_fn = partial(biencoder_nll, passages_per_question=PPQ, temperature=1.0)
+    args = (q_enc, p_enc, chunked(q_ids, 3, 0), chunked(p_ids, 5, 0), loss_fn, lambda loss: loss.backward(), _amp)
+    loss, correct = cached_step(*args, read=False)
+    assert isinstance(loss, torch.Tensor) and not loss.requires_grad
+    ref_loss, ref_correct = cached_step(*args)
+    got = read_together(loss, correct, torch.tensor(2.5), 7)
+    assert got[0] == pytest.approx(ref_loss, rel=1e-6) and int(got[1]) == ref_correct and got[2:] == [2.5, 7.0]

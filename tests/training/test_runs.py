@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -87,6 +88,47 @@ def test_a_fit_that_trains_nothing_exits_non_zero(tiny_model_dir, tiny_train_fil
     assert e.value.code != 0 and "trained none" in capsys.readouterr().err
 
 
+def test_fused_adamw_resumes_a_state_saved_without_the_fused_kernel(tiny_model_dir, tiny_train_file, tmp_path,
+                                                                   monkeypatch):
+    """A state saved by plain AdamW (before fused AdamW, or its fallback) has groups with fused None; loaded as it is
+    into the fused optimizer, fp16's GradScaler handed found_inf to the plain loop: AssertionError on the first step.
+    fp16 autocast + GradScaler run on this CPU as the stand-in for CUDA's (the policy would fall back to fp32 here)."""
+    import dpr.training.config as config
+
+    real = config.resolve_amp_dtype
+    monkeypatch.setattr(config, "resolve_amp_dtype", lambda device, mode="auto": torch.float16 if mode == "fp16"
+                        else real(device, mode))
+    out = tmp_path / "run"
+    main(_args(tiny_model_dir, tiny_train_file, out, "--precision", "fp16"))
+    state = _state(out / "dpr_biencoder.0.3")
+    assert state["optimizer"]["param_groups"][0]["fused"] is True  # what this torch builds; now make it plain's
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None
+    torch.save(state, out / "dpr_biencoder.0.3")
+    main(_args(tiny_model_dir, tiny_train_file, out, "--precision", "fp16", "--num_train_epochs", "2", "--resume"))
+    resumed = _state(out / "dpr_biencoder.1.3")
+    assert resumed["global_step"] == 6 and resumed["config"]["precision"] == "fp16" and resumed["scaler"]["scale"] > 0
+    assert resumed["optimizer"]["param_groups"][0]["fused"] is True
+
+
+def test_loading_an_optimizer_state_keeps_the_kernel_and_places_step_for_it():
+    from dpr.training.trainer import load_optimizer_state
+
+    params = [torch.nn.Parameter(torch.randn(4, 3))]
+    plain = torch.optim.AdamW(params, lr=1e-3)
+    params[0].grad = torch.randn(4, 3)
+    plain.step()
+    saved = plain.state_dict()
+    saved["state"][0]["step"] = saved["state"][0]["step"].double()  # any dtype a saved step may have
+    fused = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    load_optimizer_state(fused, saved)
+    step = fused.state[params[0]]["step"]
+    assert fused.param_groups[0]["fused"] is True and float(step) == 1.0
+    assert (step.device, step.dtype) == (params[0].device, torch.float32)
+    load_optimizer_state(plain, fused.state_dict())  # and the other way: plain stays plain
+    assert not plain.param_groups[0]["fused"]
+
+
 # ----- 2. run ids -----
 
 def test_fresh_run_refuses_another_runs_directory_unless_overwrite(tiny_model_dir, tiny_train_file, tiny_dev_file,
@@ -107,6 +149,79 @@ def test_fresh_run_refuses_another_runs_directory_unless_overwrite(tiny_model_di
     assert not (out / "best_checkpoint.json").exists()  # the other run's record went with its checkpoints
     path, why = ckpt.pick_checkpoint(out)
     assert path.name == "dpr_biencoder.0.3" and why == "newest"
+
+
+def _tree(out: Path) -> dict[str, bytes]:
+    """Every file under `out` (temp names too) with its bytes."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_refuses_a_starting_model_it_would_delete(tiny_model_dir, tiny_train_file, tmp_path, capsys):
+    """README's retraining on re-mined negatives with the refusal's own suggestion: --model_file OUT/dpr_biencoder.0.3
+    --output_dir OUT --overwrite_output_dir deleted the model it was about to load, then failed."""
+    out = tmp_path / "run"
+    main(_args(tiny_model_dir, tiny_train_file, out))
+    before = _tree(out)
+    for model in (out / "dpr_biencoder.0.3", out / "dpr_biencoder.0.3.question_encoder"):
+        with pytest.raises(SystemExit) as e:
+            main(_args(tiny_model_dir, tiny_train_file, out, "--model_file", str(model), "--overwrite_output_dir"))
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert e.value.code == 2 and len(lines) == 1, err
+        assert str(model) in lines[0] and "starting model is among the files this run deletes" in lines[0]
+        assert _tree(out) == before
+
+
+@pytest.mark.parametrize("bad", ["train", "dev", "model"])
+def test_overwrite_deletes_nothing_until_models_and_data_have_loaded(bad, tiny_model_dir, tiny_train_file,
+                                                                     tiny_dev_file, tmp_path, capsys):
+    """A mistyped --train_file (or --dev_file, or model) with --overwrite_output_dir removed the old run, then said
+    "file not found"."""
+    out = tmp_path / "run"
+    main(_args(tiny_model_dir, tiny_train_file, out, dev=tiny_dev_file))
+    before = _tree(out)
+    missing = str(tmp_path / "missing")
+    argv = _args(missing if bad == "model" else tiny_model_dir, missing if bad == "train" else tiny_train_file, out,
+                 "--overwrite_output_dir", dev=missing if bad == "dev" else tiny_dev_file)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code != 0 and "missing" in capsys.readouterr().err
+    assert _tree(out) == before
+
+
+def test_overwrite_deletes_right_before_training_and_takes_killed_saves_temps(tiny_model_dir, tiny_train_file,
+                                                                             tmp_path, monkeypatch):
+    """The old run's files (and a killed save's .dpr_biencoder.*.tmp folders) are gone when the first step starts,
+    not before the trainer exists; a fresh run claiming a directory with only such temps removes them too."""
+    from dpr.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    main(_args(tiny_model_dir, tiny_train_file, out))
+    temp = out / ".dpr_biencoder.0.2.passage_encoder.k3j2.tmp"
+    temp.mkdir()
+    (temp / "model.safetensors").write_bytes(b"half")
+    seen = {}
+    real_init, real_fit = Trainer.__init__, Trainer.fit
+
+    def init(self, *args, **kwargs):
+        seen["at_init"] = sorted(p.name for p in out.iterdir())
+        real_init(self, *args, **kwargs)
+
+    def fit(self):
+        seen["at_fit"] = sorted(p.name for p in out.iterdir())
+        return real_fit(self)
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    monkeypatch.setattr(Trainer, "fit", fit)
+    main(_args(tiny_model_dir, tiny_train_file, out, "--overwrite_output_dir", "--seed", "4"))
+    assert "dpr_biencoder.0.3" in seen["at_init"] and temp.name in seen["at_init"]
+    assert not [n for n in seen["at_fit"] if n.startswith(("dpr_biencoder", ".dpr_biencoder"))]
+    assert not temp.exists()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / temp.name).mkdir()
+    main(_args(tiny_model_dir, tiny_train_file, fresh))  # temps alone are no run to refuse: removed
+    assert not (fresh / temp.name).exists() and _names(fresh) == {"dpr_biencoder.0.3"}
 
 
 def test_pick_checkpoint_ignores_a_best_record_of_another_run(tiny_model_dir, tiny_train_file, tiny_dev_file,
@@ -174,6 +289,42 @@ def test_a_worse_late_average_rank_does_not_reset_the_best(tiny_model_dir, tiny_
     assert ckpt.pick_checkpoint(out)[0].name == "dpr_biencoder.0.3"
 
 
+class _Killed(BaseException):
+    """A stand-in for kill -9 at one point of a run (nothing after it runs)."""
+
+
+def test_the_best_record_is_written_after_its_checkpoint_and_rewritten_on_resume(tiny_model_dir, tiny_train_file,
+                                                                                 tiny_dev_file, tmp_path, monkeypatch):
+    """Killed between epoch 1's validation (a new best, 0.5) and its save; the resumed run re-validates epoch 1 worse
+    (0.95, e.g. another world size) than epoch 0 (0.9). The record must name 0.3 at 0.9, never 1.3 at 0.5."""
+    from dpr.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    nll = iter([0.9, 0.5, 0.95])
+    monkeypatch.setattr(Trainer, "validate_nll", lambda self: {"nll": next(nll), "accuracy": 0.5})
+    real_save = ckpt.save_checkpoint
+
+    def killed_at_epoch_1(path, *args, **kwargs):
+        if Path(path).name == "dpr_biencoder.1.3":
+            raise _Killed
+        real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", killed_at_epoch_1)
+    args = _args(tiny_model_dir, tiny_train_file, out, "--num_train_epochs", "2", dev=tiny_dev_file)
+    with pytest.raises(_Killed):
+        main(args)
+    record = json.loads((out / "best_checkpoint.json").read_text())
+    assert (Path(record["checkpoint"]).name, record["value"]) == ("dpr_biencoder.0.3", 0.9)  # not the unsaved 1.3
+    (out / "best_checkpoint.json").write_text(json.dumps({**record, "checkpoint": str(out / "dpr_biencoder.1.3"),
+                                                          "value": 0.5}))  # what the old order left on disk
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    best = main([*args, "--resume"])
+    assert (Path(best["checkpoint"]).name, best["value"]) == ("dpr_biencoder.0.3", 0.9)
+    record = json.loads((out / "best_checkpoint.json").read_text())
+    assert (Path(record["checkpoint"]).name, record["value"]) == ("dpr_biencoder.0.3", 0.9)
+    assert ckpt.pick_checkpoint(out)[0].name == "dpr_biencoder.0.3"
+
+
 # ----- 5. retention -----
 
 def test_keep_checkpoints_keeps_the_newest_and_the_best_of_this_run_only(tiny_model_dir, tiny_train_file,
@@ -230,6 +381,18 @@ def test_the_smoothed_loss_follows_the_trend_without_the_zig_zag(tmp_path):
     assert zigzag(s) < zigzag(raw) / 5
     log = [{"type": "step", "step": i + 1, "loss": v, "lr": 1e-5} for i, v in enumerate(raw)]
     log.append({"type": "validation", "step": 100, "epoch": 0, "metric": "average_rank", "average_rank": 3.0})
+    plot_training_curves(log, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_non_finite_loss_leaves_the_rest_of_the_smoothed_line_finite(tmp_path):
+    """The issue's case: one NaN (or inf) loss must not make every later smoothed point NaN."""
+    raw = [1.0] * 5 + [float("nan")] + [1.0] * 60
+    assert smooth(raw).tolist() == [1.0] * 66
+    s = smooth([2.0, float("inf"), 4.0, float("nan"), float("nan"), 6.0], window=2)
+    assert s[:3].tolist() == [2.0, 2.0, 4.0] and s[3] == 4.0 and math.isnan(s[4]) and s[5] == 6.0  # (nan, nan): none
+    log = [{"type": "step", "step": i + 1, "loss": v, "lr": 1e-5} for i, v in enumerate(raw)]
+    assert all(math.isfinite(v) for v in curve_series(log)["loss_smooth"])
     plot_training_curves(log, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 

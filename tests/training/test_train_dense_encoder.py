@@ -261,6 +261,41 @@ def test_every_config_field_is_read_by_the_library():
 
 
 def test_no_effect_flags_are_listed():
-    """The flags README's compatibility table lists for this script."""
+    """The flags docs/reference.md's compatibility table lists for this script."""
     noop = sorted(a.option_strings[0] for a in _flags() if NO_EFFECT in (a.help or "").lower())
     assert noop == ["--encoder_model_type", "--global_loss_buf_sz"]
+
+
+def test_a_training_step_waits_on_the_device_once_plus_once_per_padded_forward(tiny_model_dir, tiny_train_file,
+                                                                                tmp_path):
+    """Every frame counted (tests/host_waits.py), GradScaler on as fp16 turns it on (CUDA): 2 question and 4 passage
+    chunks cost one read (loss, correct, norm, scale together) plus transformers' padding test in each forward of a
+    padded chunk (two forwards per chunk); an unpadded chunk costs none. Was ~20 by reading (issue 27)."""
+    from dpr.training.data import BiEncoderData, unpack_chunks
+    from dpr.training.trainer import DistInfo, Trainer
+    from tests.host_waits import HostWaits
+    from train_dense_encoder import build_config, load_models
+
+    args = build_parser().parse_args(_args(tiny_model_dir, tiny_train_file, tiny_train_file, tmp_path, "--num_workers",
+                                           "0", "--precision", "fp32", "--q_chunk_size", "4", "--ctx_chunk_size", "6"))
+    q, p, tok = load_models(args, None)
+    trainer = Trainer(build_config(args, q.settings.normalize, torch.device("cpu")), q, p, tok,
+                      BiEncoderData(tiny_train_file), None, torch.device("cpu"), DistInfo())
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)  # the fp16 path's scaler (CUDA-only otherwise)
+    batch = next(iter(trainer._loader(0, 0)))
+    chunks = unpack_chunks(batch["q"]) + unpack_chunks(batch["p"])
+    padded = sum(not bool(c["attention_mask"].all()) for c in chunks)
+    assert (len(unpack_chunks(batch["q"])), len(unpack_chunks(batch["p"]))) == (2, 4) and 0 < padded < 6
+    with HostWaits() as waits:
+        loss, correct, skipped, norm = trainer.train_step(batch)
+    device_reads = [w for w in waits.where if not w.startswith("data.py:unpack_chunks")]  # host tensors' shapes
+    assert sorted(device_reads) == sorted(["grad_cache.py:read_together:tolist"]
+                                          + ["masking_utils.py:_ignore_bidirectional_mask_sdpa:__bool__"] * 2 * padded)
+    assert isinstance(loss, float) and isinstance(correct, int) and not skipped and np.isfinite(norm)
+    assert trainer.scaler.get_scale() == 2.0**10  # no overflow: the scale stays (it grows after 2000 good steps)
+    before = [t.detach().clone() for t in trainer.params]
+    with torch.no_grad():
+        q.model.embeddings.word_embeddings.weight[2, 0] = float("inf")  # inf gradients: the scaler skips the step
+    _, _, skipped, norm = trainer.train_step(batch)
+    assert skipped and not np.isfinite(norm) and trainer.scaler.get_scale() == 2.0**9
+    assert all(torch.equal(a, b) for a, b in zip(before[1:], trainer.params[1:]))

@@ -85,3 +85,25 @@ def test_config_parser_returns_the_config_and_a_config_error_is_a_usage_error(ca
     with pytest.raises(SystemExit) as e:
         parser.parse_args(["--size", "10"])
     assert e.value.code == 2 and "--size must be at most 9" in capsys.readouterr().err
+
+
+def test_a_config_built_in_python_obeys_each_flags_type_and_choices_as_the_parser_does(capsys):
+    # derived from the metadata, so the parser's rule and the dataclass's cannot drift: every positive_int flag of
+    # dense_retriever.py refuses 0 alike from the command line and from Python, with the same words
+    import dense_retriever as dr
+    from dpr.options import positive_int
+    from dpr.retrieval.config import RetrievalConfig
+    from dpr.utils.flags import flag_fields, value_problem
+
+    base = dict(qa_file="q", index_dir="d", out_file="o")
+    positive = [f.name for f in flag_fields(RetrievalConfig) if f.metadata["flag"]["kwargs"].get("type") is positive_int]
+    assert {"n_docs", "batch_size", "search_shard_size", "nprobe", "hybrid_depth"} <= set(positive)
+    for name in positive:
+        with pytest.raises(ValueError, match=f"^--{name}: must be a positive integer, got 0$"):
+            RetrievalConfig(**base, **{name: 0})
+        with pytest.raises(SystemExit):
+            dr.parse_args(["--qa_file", "q", "--index_dir", "d", "--out_file", "o", f"--{name}", "0"])
+        assert "must be a positive integer, got 0" in capsys.readouterr().err
+    assert value_problem(RetrievalConfig(**base)) is None  # the defaults pass
+    with pytest.raises(ValueError, match=r"^--index_type: invalid choice 'ivf' \(choose from flat, hnsw, ivfpq\)$"):
+        RetrievalConfig(**base, index_type="ivf")
