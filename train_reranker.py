@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch.distributed as dist
 
@@ -24,7 +25,7 @@ from dpr.utils.cli import fail, run_script
 from dpr.utils.device_defaults import ModelShape
 from dpr.utils.flags import ConfigParser, add_flags
 from dpr.utils.io import InputError, check_writable_dir
-from train_dense_encoder import init_distributed, seed_everything
+from train_dense_encoder import init_distributed, remove_leftovers, seed_everything
 
 logger = logging.getLogger("train_reranker")
 
@@ -74,21 +75,24 @@ def load_model(flags: RerankerFlags, resume_from: str | None) -> tuple[CrossEnco
     return ce, source
 
 
-def resume_checkpoint(flags: RerankerFlags, dist_info) -> str | None:
-    """--resume continues the run in --output_dir (its latest checkpoint); a fresh run refuses another run's files
-    (unless --overwrite_output_dir). The bi-encoder's rule, for the reranker's checkpoint layout."""
-    prefix, suffixes = flags.checkpoint_file_name, ckpt.RERANKER_SUFFIXES
+def resume_checkpoint(flags: RerankerFlags) -> tuple[str | None, list[Path], str]:
+    """The bi-encoder's rule (train_dense_encoder.resume_checkpoint) for the reranker's checkpoint layout: --resume
+    continues the run in --output_dir from its latest complete checkpoint; without one, this run's own leftovers
+    are removed; a fresh run refuses another run's files unless --overwrite_output_dir. Returns (the checkpoint to
+    resume or None, what to delete, why); nothing is deleted here (remove_leftovers, once all has loaded)."""
+    out, prefix, suffixes = flags.output_dir, flags.checkpoint_file_name, ckpt.RERANKER_SUFFIXES
     if flags.resume:
-        latest = ckpt.latest_checkpoint(flags.output_dir, prefix, suffixes)
+        latest = ckpt.latest_checkpoint(out, prefix, suffixes)
         if latest is not None:
-            return str(latest)
-        logger.info("--resume: no checkpoint in %s yet, starting fresh", flags.output_dir)
-    found = ckpt.claim_output_dir(flags.output_dir, prefix, flags.overwrite_output_dir, suffixes)
-    dist_info.barrier()
-    if found and dist_info.is_main:
-        ckpt.remove_run_files(found, flags.output_dir)
-    dist_info.barrier()
-    return None
+            if flags.model_file:
+                logger.warning("--resume continues %s; --model_file %s is not used", latest, flags.model_file)
+            return str(latest), [], ""
+        leftovers = ckpt.run_files(out, prefix, suffixes) + ckpt.save_temps(out, prefix)
+        logger.info("--resume: no complete checkpoint in %s yet, starting fresh%s", out,
+                    f" (removing {len(leftovers)} leftovers of a start killed before its first checkpoint)"
+                    if leftovers else "")
+        return None, leftovers, "--resume without a complete checkpoint"
+    return None, ckpt.claim_output_dir(out, prefix, flags.overwrite_output_dir, suffixes), "--overwrite_output_dir"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -114,7 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
                  f"file's hard_negative_ctxs, e.g. step 1's dev_with_hn.json, or --dev_run: a first-stage run of the dev "
                  f"questions)")
         check_writable_dir(flags.output_dir)  # inputs read and checked: now the output may be touched
-        resume_from = resume_checkpoint(flags, dist_info)
+        resume_from, leftovers, why = resume_checkpoint(flags)
+        if resume_from is None:
+            ckpt.check_not_removed(flags.model_file or flags.pretrained_model_cfg, leftovers, why)
         seed_everything(flags.seed + dist_info.rank)
         ce, source = load_model(flags, resume_from)
         ce.model.to(device)
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         if trainer.total_steps == 0:
             fail(f"--train_file {flags.train_file}: {len(train)} questions give no training step (--batch_size "
                  f"{flags.batch_size} on {dist_info.world_size} ranks)")
+        remove_leftovers(leftovers, why, flags.output_dir, dist_info)
         return trainer.fit()
     except InputError as e:
         fail(str(e))

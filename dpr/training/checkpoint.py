@@ -197,7 +197,7 @@ def run_files(output_dir: str | os.PathLike, prefix: str = PREFIX,
 
 
 def save_temps(output_dir: str | os.PathLike, prefix: str = PREFIX) -> list[Path]:
-    """What killed checkpoint saves left in `output_dir`: the `.PREFIX.E.I*.tmp*` temp files and tower directories
+    """What killed checkpoint saves left in `output_dir`: the `.PREFIX.E.I*.tmp*` temp files and model directories
     (a tower's can be GBs; no complete checkpoint ever reads them)."""
     out = Path(output_dir)
     return sorted(out.glob(f".{glob.escape(prefix)}.*.tmp*")) if out.is_dir() else []

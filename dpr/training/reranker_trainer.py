@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from functools import partial
 from pathlib import Path
@@ -24,9 +23,18 @@ from dpr.training.loss import listwise_ce
 from dpr.training.plotting import plot_training_curves
 from dpr.training.reranker_config import BEST_METRIC, RerankerConfig
 from dpr.training.reranker_data import RerankData, dev_candidates, first_relevant_rank, group_rng, mrr_at_k
-from dpr.training.trainer import DistInfo, Progress, build_optimizer, linear_warmup_decay, sync_gradients
+from dpr.training.trainer import (
+    DistInfo,
+    Progress,
+    Trainer,
+    apply_update,
+    build_optimizer,
+    linear_warmup_decay,
+    load_optimizer_state,
+    sync_gradients,
+)
 from dpr.utils.device_defaults import ModelShape
-from dpr.utils.io import atomic_write, remove_stale_temps, write_json
+from dpr.utils.io import atomic_write, remove_stale_temps
 from dpr.utils.precision import autocast
 
 logger = logging.getLogger(__name__)
@@ -103,7 +111,7 @@ class RerankerTrainer:
     def load_state_dict(self, state: dict) -> None:
         if state.get("kind") != "reranker":
             raise ValueError("a bi-encoder training state, not a reranker's")
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -160,22 +168,11 @@ class RerankerTrainer:
             stats = torch.stack([total_loss.float(), total_correct.float()])
             dist.all_reduce(stats)
             total_loss, total_correct = stats[0], stats[1]
-        self.scaler.unscale_(self.optimizer)
-        max_norm = c.max_grad_norm if c.max_grad_norm > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        if self.scaler.is_enabled():
-            before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            skipped = self.scaler.get_scale() < before
-        else:
-            skipped = not math.isfinite(norm)
-            if not skipped:
-                self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if not skipped:
+        loss, correct, skipped, norm = apply_update(self.optimizer, self.scaler, self.params, c.max_grad_norm,
+                                                    total_loss, total_correct)
+        if not skipped:  # a skipped step (inf/nan gradients) neither updates nor advances the schedule
             self.scheduler.step()
-        return float(total_loss), int(total_correct), skipped, norm
+        return float(loss), int(correct), skipped, norm
 
     # ----- loop -----
     def fit(self) -> dict:
@@ -183,6 +180,7 @@ class RerankerTrainer:
         if self.dist.is_main:
             for name in (LOG_FILE, PLOT_FILE, BEST_FILE):
                 remove_stale_temps(self.output_dir / name)
+            self.write_best_record()  # a resumed run's record is the restored state's, whatever was on disk
             logger.info("reranker training: %d questions, %d global batches/epoch of %d questions (%d per rank x %d "
                         "ranks), groups of %d, %d pairs per forward, %d epochs, %d steps, precision %s",
                         len(self.train_data), self.batches_per_epoch, c.batch_size,
@@ -242,6 +240,7 @@ class RerankerTrainer:
                      "loss": "listwise softmax cross-entropy"}
             ckpt.save_checkpoint_dirs(path, {ckpt.RERANKER_SUFFIX: lambda t: save_cross_encoder(self.ce, t, extra)},
                                       state)
+            self.write_best_record()  # after the checkpoint it may name is complete
             self._write_log()
             logger.info("saved checkpoint %s (reranker directory %s)", path, model_dir(path))
             if self.config.keep_checkpoints:
@@ -250,6 +249,8 @@ class RerankerTrainer:
                                                   self.progress.best.get("checkpoint"), SUFFIXES):
                     logger.info("--keep_checkpoints %d: removed %s", self.config.keep_checkpoints, old)
         self.dist.barrier()
+
+    write_best_record = Trainer.write_best_record  # the bi-encoder's rule: best_checkpoint.json from progress.best
 
     # ----- validation -----
     def selection_rule(self) -> str:
@@ -294,7 +295,8 @@ class RerankerTrainer:
                 "questions": float(len(ranks)), "pairs": float(len(scores))}
 
     def validate(self, epoch: int, end_of_epoch: bool = True) -> None:
-        """Dev MRR@10 into the log; at an epoch end the best record (highest MRR@10 across the run)."""
+        """Dev MRR@10 into the log; at an epoch end progress.best (highest MRR@10 across the run;
+        best_checkpoint.json follows once save() has written the checkpoint it names)."""
         if self.dev is None:
             return
         if self.dist.is_main:
@@ -309,8 +311,8 @@ class RerankerTrainer:
                 name = ckpt.checkpoint_path(self.output_dir, epoch, p.iteration, self.config.checkpoint_file_name)
                 p.best = {"metric": BEST_METRIC, "value": value[BEST_METRIC], "checkpoint": str(name),
                           "reranker": str(model_dir(name)), "epoch": epoch, "run_id": p.run_id}
-                write_json(self.output_dir / BEST_FILE, p.best)
-                logger.info("new best validation %s %.4f at %s", BEST_METRIC, value[BEST_METRIC], name)
+                logger.info("new best validation %s %.4f at %s (recorded once it is saved)", BEST_METRIC,
+                            value[BEST_METRIC], name)
         if self.dist.world_size > 1:
             box = [self.progress.best, self.progress.log]
             dist.broadcast_object_list(box, src=0)

@@ -369,3 +369,33 @@ def test_schedule_and_seed_flags(tiny_model_dir_no_dropout, planted, tmp_path):
     assert lrs == pytest.approx([5e-4, 1e-3, 5e-4, 0.0])  # the lr after each step: warmup 2, then linear decay
     a, b = weights(tmp_path / "a" / "dpr_reranker.0.4.reranker"), weights(tmp_path / "b" / "dpr_reranker.0.4.reranker")
     assert not torch.equal(a["classifier.weight"], b["classifier.weight"])  # another seed: another new head
+
+
+def test_the_best_record_follows_its_checkpoint_and_nothing_is_deleted_before_loading(
+        tiny_model_dir_no_dropout, planted, tmp_path, monkeypatch):
+    """Step 2's seams, for the reranker: best_checkpoint.json is written only once the checkpoint it names is
+    complete; a fresh run whose --model_file lies among the files it would delete is refused before deleting; a
+    --resume without a complete checkpoint removes that start's leftovers and starts fresh."""
+    from dpr.training import checkpoint as ckpt
+
+    train, dev = planted
+    out = tmp_path / "out"
+    real_save = ckpt.save_checkpoint_dirs
+
+    def killed_while_saving(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_checkpoint_dirs", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):  # validated (a new best), killed before its checkpoint
+        train_reranker.main(args(tiny_model_dir_no_dropout, train, out, "--num_train_epochs", "1", dev=dev))
+    assert not (out / "best_checkpoint.json").exists()
+    monkeypatch.setattr(ckpt, "save_checkpoint_dirs", real_save)
+    (out / ".dpr_reranker.0.4.reranker.x.tmp").mkdir()  # what a killed save leaves
+    best = train_reranker.main(args(tiny_model_dir_no_dropout, train, out, "--num_train_epochs", "1", "--resume",
+                                    dev=dev))
+    assert not (out / ".dpr_reranker.0.4.reranker.x.tmp").exists()
+    assert json.loads((out / "best_checkpoint.json").read_text()) == best
+    with pytest.raises(SystemExit) as e:
+        train_reranker.main(args(tiny_model_dir_no_dropout, train, out, "--overwrite_output_dir", "--model_file",
+                                 best["reranker"]))
+    assert e.value.code == 2 and Path(best["reranker"]).is_dir()
