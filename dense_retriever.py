@@ -11,8 +11,12 @@ Outputs (each written atomically):
   --trec_file       optional TREC run file `qid Q0 pid rank score tag` for ranx / pytrec_eval / trec_eval
   --hybrid_alpha A  all of these for dense + BM25 (over --ctx_file) fused: the rerank file then carries each
                     passage's dense_score and bm25_score as well (null when outside that side's --hybrid_depth)
+  --reranker DIR    all of these reranked: the top --reranker_depth (default 50) of the dense or hybrid list ordered
+                    by the cross-encoder's score, the rest after them in first-stage order (scoring below every
+                    reranked one); the rerank file then carries each passage's first_stage_score and reranker_score
   --mine_hard_negatives OUT   a copy of the DPR training file --qa_file whose hard_negative_ctxs are the retrieved
-                    non-positives after the first --skip_top ranks
+                    non-positives after the first --skip_top ranks; with --reranker DIR, minus those the reranker
+                    finds likely relevant (--denoise_threshold; filtered, never reordered)
 
 One question from the shell (no --qa_file): --query "..." prints the top --n_docs passages (rank, score, id, text on
 one line; texts need --ctx_file); with no --query and stdin a terminal, a prompt asks one question per line (an
@@ -28,7 +32,7 @@ import sys
 from dpr.index.faiss_index import IndexBuildError
 from dpr.options import ModelFlags, add_length_args, add_model_args, add_precision_args, setup_logging
 from dpr.retrieval.batch import open_retriever, run_batch
-from dpr.retrieval.config import RetrievalConfig
+from dpr.retrieval.config import GROUPS, RetrievalConfig
 from dpr.retrieval.retriever import Hit, answer_lines
 from dpr.utils.cli import run_script
 from dpr.utils.flags import add_flags, from_flags
@@ -46,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> RetrievalConfig:
     add_model_args(parser)
     add_precision_args(parser)
     add_length_args(parser, used=("q",))
-    add_flags(parser, RetrievalConfig, exclude=ModelFlags)
+    add_flags(parser, RetrievalConfig, {name: parser.add_argument_group(name) for name in GROUPS}, exclude=ModelFlags)
     args = parser.parse_args(argv)
     prompt = args.query is None and not args.qa_file and sys.stdin.isatty()  # no questions given: ask for them
     try:

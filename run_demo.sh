@@ -4,6 +4,8 @@
 # retrieve (run_test.sh) -> one table of the official metrics on the held-out questions (CMRC trial split), searched
 # among the passages of the held-out paragraphs (SEARCH_SPLITS; "dev test" or "train dev test" for a larger, slower
 # collection - encoding runs at ~18 passages/s on 2 cores). Training negatives are mined over the whole collection.
+# RERANK=1 (the default when a CUDA GPU is present) also trains a cross-encoder reranker (run_train_reranker.sh) and
+# reranks the hybrid list's top RR_DEPTH with it (run_test.sh RERANKER=...): one more row, with its wall time.
 # Every value below can be overridden from the environment (CI runs this at toy size with a tiny random model).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,9 +29,24 @@ PRECISION=${PRECISION:-fp32}                 # pinned, so the table repeats; "au
 TRAIN_EXTRA=${TRAIN_EXTRA---freeze_embeddings --attention_dropout 0}  # frozen word embeddings (less overfitting), fused attention: faster CPU steps
 SEARCH_SPLITS=${SEARCH_SPLITS:-test}         # whose paragraphs form the searched collection
 HYBRID_ALPHA=${HYBRID_ALPHA:-0.3}            # hybrid row: weight of the fine-tuned dense score against BM25
+GPU=$(python -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
+RERANK=${RERANK:-$GPU}                       # 1: train a reranker and add the "hybrid + reranker" row
+RR_MODEL=${RR_MODEL:-$MODEL}                 # the encoder under the reranker's new one-logit head
+if [ "$GPU" = 1 ]; then RR_QS_DEFAULT=0; RR_BATCH_DEFAULT=32; else RR_QS_DEFAULT=256; RR_BATCH_DEFAULT=8; fi
+RR_TRAIN_QS=${RR_TRAIN_QS:-$RR_QS_DEFAULT}   # CMRC train questions for the reranker (0: all; on CPU it is slow)
+RR_BATCH=${RR_BATCH:-$RR_BATCH_DEFAULT}      # questions per step (x RR_GROUP_SIZE pairs)
+RR_GROUP_SIZE=${RR_GROUP_SIZE:-8}            # positive + 7 BM25 negatives per question (listwise softmax)
+RR_MAX_LEN=${RR_MAX_LEN:-192}                # pair cap: question + a 200-character passage fit
+RR_EPOCHS=${RR_EPOCHS:-1}
+RR_LR=${RR_LR:-3e-05}
+RR_DEV_QS=${RR_DEV_QS:-50}                   # dev questions for choosing the checkpoint (their BM25 candidates)
+RR_DEPTH=${RR_DEPTH:-20}                     # hybrid passages reranked per held-out question
+RR_PRECISION=${RR_PRECISION:-auto}           # fp16 on CUDA, bf16 on CPUs fast at it, else fp32
+RR_EXTRA=${RR_EXTRA---attention_dropout 0}   # fused attention: faster steps
 
 data=$DEMO_DIR/data
 ckp=$DEMO_DIR/checkpoints
+rrckp=$DEMO_DIR/reranker_checkpoints
 log=$DEMO_DIR/demo.log
 mkdir -p "$DEMO_DIR"
 : > "$log"
@@ -78,19 +95,51 @@ MODEL_FILE=$final QA_FILE=$data/test.json CTX_FILE=$data/search.tsv EMB_DIR=$DEM
   OUT_FILE=$DEMO_DIR/hybrid_test.json Q_LEN=$Q_LEN BATCH_SIZE=$ENC_BATCH PRECISION=$PRECISION \
   HYBRID_ALPHA=$HYBRID_ALPHA sh run_test.sh >> "$log" 2>&1
 
+rr_train_s=""; rr_rerank_s=""; reranker=""
+if [ "$RERANK" = 1 ]; then
+  step "reranker: train a cross-encoder on $RR_MODEL over $RR_TRAIN_QS CMRC train questions (run_train_reranker.sh; 0 = all)"
+  rr_start=$(date +%s)
+  rm -rf "$rrckp"
+  MODEL=$RR_MODEL TRAIN_FILE=$data/retrieval_train_data/dual_train.json \
+    DEV_FILE=$data/retrieval_train_data/dual_dev.json CTX_FILE=$data/passages.tsv OUTPUT_DIR=$rrckp \
+    GROUP_SIZE=$RR_GROUP_SIZE Q_LEN=$Q_LEN MAX_LEN=$RR_MAX_LEN BATCH_SIZE=$RR_BATCH LR=$RR_LR EPOCHS=$RR_EPOCHS \
+    WARMUP_STEPS=${RR_WARMUP_STEPS:-5} DEV_CANDIDATES=$RR_DEPTH MAX_DEV_QUESTIONS=$RR_DEV_QS LOG_BATCH_STEP=10 \
+    PRECISION=$RR_PRECISION EXTRA="--max_train_questions $RR_TRAIN_QS --no_progress ${RR_EXTRA:-}" \
+    sh run_train_reranker.sh >> "$log" 2>&1
+  reranker=$(python -m dpr.training.checkpoint "$rrckp" --reranker)
+  rr_trained=$(date +%s)
+  rr_train_s=$(( rr_trained - rr_start ))
+  step "reranker: rerank the hybrid top $RR_DEPTH with $reranker (run_test.sh RERANKER=...)"
+  MODEL_FILE=$final QA_FILE=$data/test.json CTX_FILE=$data/search.tsv EMB_DIR=$DEMO_DIR/emb_finetuned \
+    OUT_FILE=$DEMO_DIR/hybrid_rerank_test.json Q_LEN=$Q_LEN BATCH_SIZE=$ENC_BATCH PRECISION=$PRECISION \
+    HYBRID_ALPHA=$HYBRID_ALPHA RERANKER=$reranker RERANKER_DEPTH=$RR_DEPTH sh run_test.sh >> "$log" 2>&1
+  rr_rerank_s=$(( $(date +%s) - rr_trained ))
+fi
+
 step "6/7 results on the held-out questions (CMRC2018 trial split, $(wc -l < "$data/test.json") questions; $(( $(wc -l < "$data/search.tsv") - 1 )) passages searched)"
-python - "$DEMO_DIR" "$(basename "$MODEL")" "$HYBRID_ALPHA" <<'PY' | tee -a "$log"
+python - "$DEMO_DIR" "$(basename "$MODEL")" "$HYBRID_ALPHA" "$RERANK" "$RR_DEPTH" "$rr_train_s" "$rr_rerank_s" \
+  "$RR_TRAIN_QS" "$(wc -l < "$data/test.json")" <<'PY' | tee -a "$log"
 import json, sys
-d, model, alpha = sys.argv[1], sys.argv[2], sys.argv[3]
+d, model, alpha, rerank, depth, train_s, rerank_s, train_qs, n_test = sys.argv[1:10]
 rows = [("BM25 (jieba + bm25s)", f"{d}/bm25_test.metrics.json"),
         (f"{model} zero-shot", f"{d}/zeroshot_test.metrics.json"),
         ("fine-tuned (gradient cache)", f"{d}/finetuned_test.metrics.json"),
         (f"hybrid: fine-tuned + BM25 ({alpha})", f"{d}/hybrid_test.metrics.json")]
+if rerank == "1":
+    rows.append((f"hybrid + reranker (top {depth})", f"{d}/hybrid_rerank_test.metrics.json"))
 print(f"| {'retriever':<34}| MRR@10 | recall@1 | recall@50 |")
 print(f"|{'-' * 35}|--------|----------|-----------|")
 for name, path in rows:
     m = json.load(open(path))
     print(f"| {name:<34}| {m['MRR@10']:.4f} | {m['recall@1']:.4f}   | {m['recall@50']:.4f}    |")
+if rerank == "1":
+    pairs = int(n_test) * int(depth)
+    print(f"reranker wall time: {int(train_s) + int(rerank_s)}s = training {train_s}s "
+          f"({train_qs if train_qs != '0' else 'all'} train questions) + reranking {rerank_s}s "
+          f"(top {depth} of {n_test} questions, up to {pairs} pairs, with the step's search)")
 PY
 echo "ask the fine-tuned model (one question; leave out --query for a prompt): python dense_retriever.py --model_file $final --index_dir $DEMO_DIR/emb_finetuned --ctx_file $data/search.tsv --precision ${PRECISION:-fp32} --n_docs 5 --query '北京大学是哪一年成立的？'" | tee -a "$log"
+if [ "$RERANK" = 1 ]; then
+  echo "ask with the reranker: python dense_retriever.py --model_file $final --index_dir $DEMO_DIR/emb_finetuned --ctx_file $data/search.tsv --precision ${PRECISION:-fp32} --hybrid_alpha $HYBRID_ALPHA --reranker $reranker --reranker_depth $RR_DEPTH --n_docs 5 --query '北京大学是哪一年成立的？'" | tee -a "$log"
+fi
 step "7/7 done in $(( $(date +%s) - start ))s; training plot: $(ls "$ckp"/*.png 2>/dev/null | head -n 1); submission: $DEMO_DIR/finetuned_test.json; log: $log"

@@ -20,6 +20,9 @@ SEARCH_SHARD_SIZE=${SEARCH_SHARD_SIZE:-}              # e.g. 2000000: search tha
 PRECISION=${PRECISION-auto}                           # auto, fp16, bf16, fp32; empty = fp32
 HYBRID_ALPHA=${HYBRID_ALPHA:-}                        # e.g. 0.5: dense + BM25 (over CTX_FILE) fused, A = dense weight;
                                                       # empty = dense only (EXTRA="--fusion rrf" for rank fusion)
+RERANKER=${RERANKER:-}                                # a reranker dir (run_train_reranker.sh): rerank the top
+RERANKER_DEPTH=${RERANKER_DEPTH:-}                    # RERANKER_DEPTH (default 50) of the dense / hybrid list
+RERANKER_BATCH_SIZE=${RERANKER_BATCH_SIZE:-}          # pairs per forward pass (default: the device's)
 EXTRA=${EXTRA:-}                                      # e.g. "--faiss_fp16", or the reference setup's two-step way:
 # encode on a GPU machine: EXTRA="--q_encoding_path q.npy --encode_q_and_save"; then search on a CPU machine
 # with EXTRA="--q_encoding_path q.npy" (the model is not loaded when the saved vectors match the questions).
@@ -47,6 +50,7 @@ if [ -z "$QA_FILE" ]; then  # the release's dev.json, else the baseline layout's
 fi
 [ -f "$QA_FILE" ] || fail "QA_FILE=$QA_FILE not found"
 [ -f "$CTX_FILE" ] || fail "CTX_FILE=$CTX_FILE not found: run step 1 or set CTX_FILE"
+[ -z "$RERANKER" ] || [ -d "$RERANKER" ] || fail "RERANKER=$RERANKER is not a directory: train one (sh run_train_reranker.sh) or unset RERANKER"
 ls $EMB_DIR/emb_shard*.npy > /dev/null 2>&1 || fail "no embeddings in EMB_DIR=$EMB_DIR: run step 3 (sh run_gen_emb.sh) or set EMB_DIR"
 
 python dense_retriever.py \
@@ -60,4 +64,7 @@ python dense_retriever.py \
   --batch_size "$BATCH_SIZE" \
   ${SEARCH_SHARD_SIZE:+--search_shard_size "$SEARCH_SHARD_SIZE"} \
   ${HYBRID_ALPHA:+--hybrid_alpha "$HYBRID_ALPHA"} \
+  ${RERANKER:+--reranker "$RERANKER"} \
+  ${RERANKER_DEPTH:+--reranker_depth "$RERANKER_DEPTH"} \
+  ${RERANKER_BATCH_SIZE:+--reranker_batch_size "$RERANKER_BATCH_SIZE"} \
   --precision "${PRECISION:-fp32}" $INDEX $EXTRA

@@ -13,9 +13,11 @@ passages/s at p 384 through dpr.encode (start-up to the first block apart from t
 faiss-gpu imports, flat (fp32, fp16) and IVF-PQ (trained as dense_retriever trains it: GPU k-means, then cloned
 and filled) search over random 768-dim vectors through dpr.index, with recall@50 against exact fp32 search and the
 GPU memory in use; resume checks (the run's CUDA seed survives --attention_dropout 0's check; fused AdamW resumes a
-plain AdamW state under fp16 + GradScaler). A missing faiss-gpu is one line. Imports only torch, transformers, numpy
-(and faiss when there). `--tiny` runs the same code at toy sizes on any machine (a smoke test of this script; on CPU:
-fp32 and bf16, no GradScaler).
+plain AdamW state under fp16 + GradScaler); the reranker trainer's step and scoring (train_reranker.py at
+--precision auto) in pairs/s, and step 4's pair scoring (dpr.retrieval.reranker through dpr.encode.score_pairs at
+the device's batch and precision, its order against fp32). A missing faiss-gpu is one line. Imports only torch,
+transformers, numpy (and faiss when there). `--tiny` runs the same code at toy sizes on any machine (a smoke test
+of this script; on CPU: fp32 and bf16, no GradScaler).
 """
 from __future__ import annotations
 
@@ -201,6 +203,41 @@ def encoding_check(enc: Encoder, tok, dtypes: list, device: torch.device, n: int
     return out
 
 
+def reranker_scoring(tiny: bool, n: int, device: torch.device) -> dict:
+    """Pair scoring (dpr.retrieval.reranker, through dpr.encode.score_pairs) with a random bert-base-sized
+    cross-encoder at the reranker's shapes (question 32 + passage, 256-token pairs), the device's default batch and
+    precision: pairs/s, and whether fp16 / bf16 autocast keeps the fp32 order (the head stays fp32)."""
+    from transformers import BertForSequenceClassification
+
+    from dpr.models.cross_encoder import CrossEncoder, CrossEncoderSettings
+    from dpr.retrieval.reranker import Reranker
+
+    _, tok = build_encoder(True, torch.device("cpu"))
+    cfg = (BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, num_labels=1) if tiny else BertConfig(vocab_size=tok.vocab_size, num_labels=1))
+    torch.manual_seed(0)
+    settings = CrossEncoderSettings(max_length=24 if tiny else 256, q_max_length=8 if tiny else 32)
+    ce = CrossEncoder(BertForSequenceClassification(cfg).eval(), tok, settings)
+    rng = np.random.default_rng(0)
+    questions = ["".join(rng.choice(CHARS, size=12)) for _ in range(n)]
+    passages = ["".join(rng.choice(CHARS, size=int(rng.integers(settings.max_length // 2, settings.max_length))))
+                for _ in range(n)]
+    rr = Reranker(ce, "random", precision="auto", device=device)
+    rr.score_pairs(questions[: rr.batch_size], passages[: rr.batch_size])  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    scores = rr.score_pairs(questions, passages)
+    _sync(device)
+    took = time.perf_counter() - t0
+    fp32 = Reranker(ce, "random", batch_size=rr.batch_size, precision="fp32", device=device).score_pairs(
+        questions[:256], passages[:256])
+    top = int(np.argmax(fp32))
+    return {"reranker_scoring": {"pairs": n, "max_length": settings.max_length, "batch": rr.batch_size,
+                                 "amp": str(rr.amp_dtype), "pairs_per_s": round(n / took, 1),
+                                 "max_abs_diff_vs_fp32": round(float(np.abs(scores[:256] - fp32).max()), 5),
+                                 "same_top_as_fp32": bool(np.argmax(scores[:256]) == top)}}
+
+
 def grad_agreement(enc: Encoder, dtype, device: torch.device, tiny: bool) -> dict:
     """Relative error between the cached and the uncached gradient of one step on the same chunks, dropout on."""
     batch, ppq, q_len, p_len = (8, 5, 8, 24) if tiny else (16, 5, 32, 128)
@@ -276,6 +313,57 @@ def faiss_gpu_search(n: int, dim: int, queries: int) -> dict:
     return {"faiss_gpu": out}
 
 
+def reranker_steps(enc: Encoder, tok: BertTokenizerFast, tiny: bool, device: torch.device, steps: int) -> dict:
+    """train_reranker.py's step (RerankerTrainer.train_step at --precision auto: fp16 + GradScaler on CUDA, chunks
+    sized for the device) on this encoder with a new one-logit head: 16 questions x groups of 8, full-length pairs
+    (pair cap 384, question 32): training pairs/s, then scoring pairs/s, and peak GPU memory."""
+    import tempfile
+
+    from dpr.models.cross_encoder import CrossEncoderSettings, new_cross_encoder
+    from dpr.training.reranker_config import RerankerConfig
+    from dpr.training.reranker_data import RerankData
+    from dpr.training.reranker_trainer import RerankerTrainer
+    from dpr.training.trainer import DistInfo
+
+    tmp = Path(tempfile.mkdtemp(prefix="gpu_check_reranker."))
+    enc.save_pretrained(tmp / "enc", tok)
+    q_len, max_len, group, questions = (8, 32, 4, 4) if tiny else (32, 384, 8, 16)
+    rng = np.random.default_rng(0)
+
+    def text(n: int) -> str:
+        return "".join(CHARS[i] for i in rng.integers(0, 3000, n))
+
+    items = [{"question": text(q_len), "positive_ctxs": [{"text": text(max_len), "passage_id": f"p{i}"}],
+              "hard_negative_ctxs": [{"text": text(max_len), "passage_id": f"n{i}-{k}"} for k in range(group)]}
+             for i in range(questions * (steps + 1))]
+    (tmp / "train.json").write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    ce = new_cross_encoder(str(tmp / "enc"), CrossEncoderSettings(max_len, q_len))
+    ce.model.to(device)
+    config = RerankerConfig(train_file=str(tmp / "train.json"), output_dir=str(tmp / "out"), batch_size=questions,
+                            group_size=group, q_sequence_length=q_len, max_seq_length=max_len, warmup_steps=0)
+    t = RerankerTrainer(config, ce, RerankData(tmp / "train.json"), None, device, DistInfo())
+    batches = t._batches(0)
+    t.train_step(batches[0], 0)  # warm-up
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for b in batches[1 : steps + 1]:
+        t.train_step(b, 0)
+    _sync(device)
+    train_s = (time.perf_counter() - t0) / steps
+    pairs = [(items[i]["question"], c["text"]) for i in range(questions)
+             for c in items[i]["positive_ctxs"] + items[i]["hard_negative_ctxs"][: group - 1]]
+    t0 = time.perf_counter()
+    t.score([q for q, _ in pairs], [p for _, p in pairs])
+    _sync(device)
+    score_s = time.perf_counter() - t0
+    return {"reranker_precision": t.config.precision, "pairs_per_forward": t.config.groups_per_chunk * group,
+            "pair_length": max_len, "train_pairs_per_s": round(questions * group / train_s, 1),
+            "score_pairs_per_s": round(len(pairs) / score_s, 1),
+            "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tiny", action="store_true", help="Toy sizes, any device: a smoke test of this script.")
@@ -314,6 +402,12 @@ def main() -> None:
     r = resume_checks(device)
     print(json.dumps(r), flush=True)
     report.update(r)
+    rr_r = reranker_scoring(tiny, 64 if tiny else 8192, device)
+    print(json.dumps(rr_r), flush=True)
+    report.update(rr_r)
+    rr = reranker_steps(enc, tok, tiny, device, args.steps)
+    print(json.dumps(rr), flush=True)
+    report["reranker"] = rr
     report.update(faiss_gpu_search(10_000 if tiny else args.faiss_vectors, 768, 100 if tiny else 2000))
     print(json.dumps(report, indent=2))
 

@@ -1,5 +1,5 @@
 """The one encoding routine: length-sorted batches, input order restored, autocast. Used by validation,
-corpus encoding and question encoding.
+corpus encoding and question encoding, and (generalised to pairs: `score_pairs`) by the cross-encoder's scoring.
 
 Texts are processed in blocks. Tokenization is off the critical path: while the model encodes one block, a pool of
 threads tokenizes, length-sorts and pads the next ones (fast tokenizers release the GIL; each thread has its own
@@ -12,6 +12,10 @@ only after the next block's batches are queued, so the device never idles behind
 Host waits: one per block (the event), none per batch when the batch has no padding (the model gets no mask) and one
 per padded batch (transformers' SDPA path tests `mask.all()` on the device). On CUDA out-of-memory the batch size is
 halved and encoding continues.
+
+Pairs (question, passage) go through the same pipeline (`score_pairs`): blocks, threads, sorting, pinned batches
+and halving; a pair's token ids (and its token type ids, where the tokenizer makes them) are sorted and padded
+together, and the model gives one float per pair instead of a vector.
 """
 from __future__ import annotations
 
@@ -85,7 +89,8 @@ class _Block:
 
     order: np.ndarray
     seqs: list[list[int]]
-    batches: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    batches: dict[int, tuple[torch.Tensor, ...]]
+    types: list[list[int]] | None = None  # token type ids of pairs, sorted as seqs (None: single texts / none made)
 
 
 @dataclass
@@ -108,11 +113,14 @@ class BlockRunner(Protocol):
 
 
 class _BatchRunner:
-    """Runs the encoder over a block's length-sorted batches; halves the batch size on CUDA out-of-memory."""
+    """Runs the encoder over a block's length-sorted batches; halves the batch size on CUDA out-of-memory. `width`:
+    the model's output columns (default the encoder's hidden size; 1 for a pair scorer)."""
 
-    def __init__(self, encoder: Encoder, tokenizer: PreTrainedTokenizerBase, batch_size: int,
-                 device: torch.device | str, amp_dtype: torch.dtype | None, on_done: Callable[[int], None] | None):
+    def __init__(self, encoder: Encoder | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+                 device: torch.device | str, amp_dtype: torch.dtype | None, on_done: Callable[[int], None] | None,
+                 width: int | None = None):
         self.encoder = encoder
+        self.width = width  # None: the encoder's hidden size (read at launch; a prepare-only runner has no model)
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
@@ -120,21 +128,26 @@ class _BatchRunner:
         self.pad_id, self.left = padding_of(tokenizer)
         self.pin = self.device.type == "cuda"
 
-    def pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        return pad_batch(seqs, self.pad_id, self.left, pin_memory=self.pin)
+    def pad(self, seqs: list[list[int]], types: list[list[int]] | None = None) -> tuple[torch.Tensor, ...]:
+        """(input_ids, attention_mask), plus the token type ids (padded with 0) when `types` is given."""
+        ids, mask = pad_batch(seqs, self.pad_id, self.left, pin_memory=self.pin)
+        return (ids, mask) if types is None else (ids, mask, pad_batch(types, 0, self.left, pin_memory=self.pin)[0])
 
-    def prepare(self, seqs: list[list[int]]) -> _Block:
+    def prepare(self, seqs: list[list[int]], types: list[list[int]] | None = None) -> _Block:
         """Sort by length (longest first) and pad every batch (runs in a tokenizing thread)."""
         order = np.argsort(-np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs)), kind="stable")
         seqs = [seqs[i] for i in order]
+        types = None if types is None else [types[i] for i in order]
         size = self.batch_size
-        return _Block(order, seqs, {s: self.pad(seqs[s : s + size]) for s in range(0, len(seqs), size)})
+        return _Block(order, seqs, {s: self.pad(seqs[s : s + size], _rows(types, s, size))
+                                    for s in range(0, len(seqs), size)}, types)
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         mask = model_mask(mask)  # host-side: an unpadded batch gives the model no mask to test on the device
         with torch.inference_mode(), autocast(self.device, self.amp_dtype):
             return self.encoder(ids.to(self.device, non_blocking=True),
-                                None if mask is None else mask.to(self.device, non_blocking=True))
+                                None if mask is None else mask.to(self.device, non_blocking=True),
+                                *(t.to(self.device, non_blocking=True) for t in rest))
 
     def _to_host(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
         """Issue the copy of a block's vectors to pinned host memory without waiting; the event marks its end."""
@@ -151,14 +164,16 @@ class _BatchRunner:
         """Queue the block's batches and the copy of its vectors to the host; nothing is waited for."""
         seqs = block.seqs
         with torch.inference_mode():
-            out = torch.empty((len(seqs), self.encoder.hidden_size), dtype=torch.float32, device=self.device)
+            width = self.encoder.hidden_size if self.width is None else self.width
+            out = torch.empty((len(seqs), width), dtype=torch.float32, device=self.device)
         start = 0
         while start < len(seqs):
             rows = min(self.batch_size, len(seqs) - start)
             made = block.batches.get(start)
-            ids, mask = made if made is not None and len(made[0]) == rows else self.pad(seqs[start : start + rows])
+            batch = (made if made is not None and len(made[0]) == rows
+                     else self.pad(seqs[start : start + rows], _rows(block.types, start, rows)))
             try:
-                vec = self._forward(ids, mask)
+                vec = self._forward(*batch)
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
@@ -183,6 +198,10 @@ class _BatchRunner:
         out = np.empty_like(sorted_rows)
         out[launched.order] = sorted_rows
         return out
+
+
+def _rows(types: list[list[int]] | None, start: int, rows: int) -> list[list[int]] | None:
+    return None if types is None else types[start : start + rows]
 
 
 def stream_blocks(items: Iterable[T], prepare: Callable[[list[T]], Any], runner: BlockRunner, block_size: int,
@@ -273,4 +292,76 @@ def encode_texts(
                                     on_done=bar.update))
     if not blocks:
         return np.empty((0, encoder.hidden_size), dtype=np.float32)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+PairIds = Callable[[PreTrainedTokenizerBase, list[str], list[str]], tuple[list[list[int]], list[list[int]] | None]]
+
+
+class _Column(torch.nn.Module):
+    """A pair scorer's [B] output as the [B, 1] column the batch runner fills."""
+
+    def __init__(self, scorer: torch.nn.Module):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, *tensors: torch.Tensor | None) -> torch.Tensor:
+        return self.scorer(*tensors).float().reshape(-1, 1)
+
+
+def score_pairs_stream(
+    scorer: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    pair_ids: PairIds,
+    pairs: Iterable[tuple[str, str]],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    on_done: Callable[[int], None] | None = None,
+    threads: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield one float32 [n] array of scores per block of `block_size` (question, passage) pairs, in input order.
+
+    `pair_ids(tokenizer, questions, passages)` is the pair-tokenizing rule: unpadded token ids per pair and their
+    token type ids (None when the tokenizer makes none); `scorer(input_ids, attention_mask or None[,
+    token_type_ids])` gives one float per pair. Blocks, threads, pinned memory, copies and the halving on
+    out-of-memory are encode_stream's (`stream_blocks`).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    tokenizers = _Tokenizers(tokenizer)
+    runner = _BatchRunner(_Column(scorer), tokenizer, batch_size, device, amp_dtype, on_done, width=1)
+
+    def prepare(block: list[tuple[str, str]]) -> _Block:
+        ids, types = pair_ids(tokenizers.get(), [q for q, _ in block], [p for _, p in block])
+        return runner.prepare(ids, types)
+
+    was_training = scorer.training
+    scorer.eval()
+    try:
+        for out in stream_blocks(pairs, prepare, runner, block_size, threads or tokenize_threads(device)):
+            yield out[:, 0]
+    finally:
+        scorer.train(was_training)
+
+
+def score_pairs(
+    scorer: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    pair_ids: PairIds,
+    pairs: list[tuple[str, str]],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """float32 [N] scores of (question, passage) pairs in input order (see score_pairs_stream)."""
+    with tqdm(total=len(pairs), disable=not progress, desc="score pairs", unit="pair", smoothing=0.05) as bar:
+        blocks = list(score_pairs_stream(scorer, tokenizer, pair_ids, pairs, batch_size, device, amp_dtype,
+                                         on_done=bar.update))
+    if not blocks:
+        return np.empty((0,), dtype=np.float32)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)

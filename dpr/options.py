@@ -15,6 +15,7 @@ from dpr.utils.flags import positive_int as positive_int
 
 DEFAULT_MODEL = "multilingual-e5-small"
 Q_SEQUENCE_LENGTH, P_SEQUENCE_LENGTH = 32, 384  # the length caps' defaults: the flags and the configs they fill
+PAIR_SEQUENCE_LENGTH = P_SEQUENCE_LENGTH  # the reranker's pair cap: the passage tower's view, question inside it
 NO_EFFECT = "accepted for compatibility, no effect"
 
 

@@ -10,19 +10,22 @@ from pathlib import Path
 from dpr.index.faiss_index import GPU_MAX_K, INDEX_TYPES, IndexSpec, gpu_available, over_gpu_limits
 from dpr.options import NO_EFFECT, EncoderFlags, positive_int
 from dpr.retrieval.hybrid import DEFAULT_ALPHA, FUSIONS, FusionConfig, fusion_config
+from dpr.retrieval.mining import DEFAULT_DENOISE_THRESHOLD
+from dpr.retrieval.rerank_config import DEFAULT_RERANK_DEPTH, MINE, RER, DenoiseFlags, RerankFlags
 from dpr.utils.flags import flag, value_problem
 
 IO = "inputs and outputs"
 QV = "question encodings (encode on a GPU machine, search on a CPU machine)"
 IX = "index (inner product everywhere)"
-MINE = "hard-negative mining"
 SHARD_GLOB = "emb_shard*.npy"  # what generate_dense_embeddings.py / run_gen_emb.sh write into an index directory
 HYB = "hybrid retrieval: dense + BM25 (jieba + bm25s over --ctx_file, index cached beside it)"
+GROUPS = (IO, QV, IX, MINE, HYB, RER)  # the --help sections, in this order
 
 
 @dataclass(frozen=True)
-class RetrievalConfig(EncoderFlags):
-    """dense_retriever.py's settings: the shared model flags, then its own."""
+class RetrievalConfig(EncoderFlags, RerankFlags, DenoiseFlags):
+    """dense_retriever.py's settings: the shared model flags, the reranker's (dpr/retrieval/rerank_config.py), then
+    its own."""
 
     # inputs and outputs
     qa_file: str | None = flag(None, group=IO, help=(
@@ -143,10 +146,29 @@ class RetrievalConfig(EncoderFlags):
         return fusion_config(self.hybrid_alpha, self.fusion, self.hybrid_depth)
 
     @property
+    def rerank_depth(self) -> int | None:
+        """First-stage passages reranked per question (None: no reranking; mining with --reranker only filters)."""
+        if not self.reranker or self.mine_hard_negatives:
+            return None
+        return self.reranker_depth or DEFAULT_RERANK_DEPTH
+
+    @property
+    def first_stage_depth(self) -> int:
+        """Passages the first stage (dense or fused) returns per question: --n_docs, or the reranking depth."""
+        return max(self.n_docs, self.rerank_depth or 0)
+
+    @property
+    def denoise(self) -> float | None:
+        """The denoising threshold of --mine_hard_negatives with --reranker (None: no denoising)."""
+        if not (self.reranker and self.mine_hard_negatives):
+            return None
+        return DEFAULT_DENOISE_THRESHOLD if self.denoise_threshold is None else self.denoise_threshold
+
+    @property
     def search_depth(self) -> int:
-        """Neighbours searched per question: --n_docs, or --hybrid_depth when fusing takes more."""
+        """Neighbours searched per question: the first stage's depth, or --hybrid_depth when fusing takes more."""
         fusion = self.fusion_config
-        return max(self.n_docs, fusion.depth) if fusion else self.n_docs
+        return max(self.first_stage_depth, fusion.depth) if fusion else self.first_stage_depth
 
     @property
     def saved_questions(self) -> bool:
@@ -188,7 +210,7 @@ class RetrievalConfig(EncoderFlags):
             return value
         if self.index_dir and self.encoded_ctx_file:
             return "give --index_dir or --encoded_ctx_file, not both"
-        problem = self._hybrid_problem() or self._gpu_problem()
+        problem = self._hybrid_problem() or self._reranker_problem() or self._gpu_problem()
         if problem or self.query_mode:
             return problem or self._query_problem()
         if not self.qa_file:
@@ -240,6 +262,25 @@ class RetrievalConfig(EncoderFlags):
             return "--hybrid_alpha fuses retrieval results: not with --encode_q_and_save or --mine_hard_negatives"
         if not self.ctx_file:
             return "--hybrid_alpha needs --ctx_file (BM25 searches the passage texts)"
+        return None
+
+    def _reranker_problem(self) -> str | None:
+        if not self.reranker:
+            given = [f for f, on in (("--reranker_depth", self.reranker_depth),
+                                     ("--reranker_batch_size", self.reranker_batch_size),
+                                     ("--denoise_threshold", self.denoise_threshold is not None)) if on]
+            return f"{', '.join(given)} need --reranker" if given else None
+        if self.encode_q_and_save:
+            return "--reranker: not with --encode_q_and_save (nothing is searched)"
+        if not self.ctx_file:
+            return "--reranker needs --ctx_file (the reranker reads the passages' texts)"
+        if self.mine_hard_negatives and self.reranker_depth:
+            return ("--reranker_depth has no effect with --mine_hard_negatives: mining with --reranker scores every "
+                    "mined candidate and only drops likely positives, it does not rerank")
+        if self.denoise_threshold is not None:
+            if not self.mine_hard_negatives:
+                return "--denoise_threshold needs --mine_hard_negatives (it filters mined negatives)"
+            return self.threshold_problem()
         return None
 
     def _gpu_problem(self) -> str | None:

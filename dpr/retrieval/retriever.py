@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -37,8 +37,12 @@ from dpr.retrieval.dense import (
 )
 from dpr.retrieval.hybrid import fusion_config
 from dpr.retrieval.passages import PassageStore, check_in_collection
+from dpr.retrieval.rerank_config import DEFAULT_RERANK_DEPTH
 from dpr.utils.flags import value_problem
 from dpr.utils.io import InputError, publish_then_mark
+
+if TYPE_CHECKING:
+    from dpr.retrieval.reranker import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Hit:
     """One retrieved passage. `score` is the dense inner product, or the fused score with hybrid search (then
-    `dense_score` / `bm25_score` hold the raw scores, None where the passage was outside that side's list)."""
+    `dense_score` / `bm25_score` hold the raw scores, None where the passage was outside that side's list), or with
+    a reranker the reranked score (then `first_stage_score` holds the dense or fused score and `reranker_score` the
+    cross-encoder's logit, None below the reranking depth)."""
 
     pid: str
     score: float
@@ -55,6 +61,8 @@ class Hit:
     title: str | None = None
     dense_score: float | None = None
     bm25_score: float | None = None
+    first_stage_score: float | None = None
+    reranker_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class RetrieverOptions:
     num_threads: int | None = None
     allow_partial_index: bool = False
     search_shard_size: int | None = None  # search that many vectors at a time (an index per window, none saved)
+    reranker_depth: int = DEFAULT_RERANK_DEPTH  # with a reranker: first-stage passages it scores per question
 
     def __post_init__(self) -> None:
         """The rules dense_retriever.py's flags of the same names state (RetrievalConfig's metadata: positive_int,
@@ -105,6 +114,7 @@ class Retriever:
         self._shards: list[Shard] = []
         self._bm25: BM25Side | None = None
         self._built: tuple[list[str], np.ndarray] | None = None  # vectors encoded here (not read from disk)
+        self.reranker: Reranker | None = None
         import torch
 
         from dpr.utils.precision import default_device, resolve_amp_dtype
@@ -122,7 +132,9 @@ class Retriever:
              query_max_length: int = 32, passage_max_length: int = 384, batch_size: int = 64,
              index_spec: IndexSpec | None = None, rebuild_index: bool = False,
              allow_mismatched_vectors: bool = False, num_threads: int | None = None,
-             allow_partial_index: bool = False, search_shard_size: int | None = None) -> Retriever:
+             allow_partial_index: bool = False, search_shard_size: int | None = None,
+             reranker: str | os.PathLike | Reranker | None = None, reranker_depth: int = DEFAULT_RERANK_DEPTH,
+             reranker_batch_size: int | None = None) -> Retriever:
         """A ready Retriever.
 
         model: a training checkpoint (dpr_biencoder.E.I), an exported encoder directory, a sentence-transformers
@@ -146,11 +158,21 @@ class Retriever:
             question at a time is fastest with 1 on a busy machine (measured in docs/benchmarks.md, section 2).
         search_shard_size: search that many vectors at a time with a running top-k merge (memory bounded; an index
             per window, built and dropped at each search, none saved), as dense_retriever.py --search_shard_size.
+        reranker: a cross-encoder directory (train_reranker.py, or a sentence-transformers CrossEncoder) or a loaded
+            Reranker: `search` then scores the first reranker_depth passages of the dense (or fused) list with it
+            and orders them by its score, the rest following in first-stage order (dpr.retrieval.reranker); each
+            Hit keeps its first-stage score in `first_stage_score`. Needs `passages` (the texts it reads). The
+            reranker uses its own recorded pair settings; reranker_batch_size: pairs per forward pass (default:
+            the device's), its precision is `precision`.
         """
         options = RetrieverOptions(precision, pooling, lowercase, query_prefix, passage_prefix, query_max_length,
                                    passage_max_length, batch_size, index_spec or IndexSpec(use_gpu=gpu_available()),
                                    rebuild_index, allow_mismatched_vectors, num_threads, allow_partial_index,
-                                   search_shard_size)
+                                   search_shard_size, reranker_depth)
+        if reranker is not None and passages is None:
+            raise ValueError("a reranker reads the passages' texts: give passages= as well")
+        if reranker_depth < 1:
+            raise ValueError(f"reranker_depth must be >= 1, got {reranker_depth}")
         encoder_only = index_dir is None and passages is None
         build = not encoder_only and index_dir is None or (passages is not None and Path(index_dir).is_dir()
                                       and not list(Path(index_dir).glob(SHARD_GLOB)))
@@ -168,6 +190,11 @@ class Retriever:
         elif not encoder_only:
             retriever._open_index(open_shards(index_pattern(index_dir)))
         retriever._question_tower()
+        if reranker is not None:
+            from dpr.retrieval.reranker import Reranker
+
+            retriever.reranker = (reranker if isinstance(reranker, Reranker) else
+                                  Reranker.load(reranker, batch_size=reranker_batch_size, precision=precision))
         return retriever
 
     # --- encoding ------------------------------------------------------------------------------------------------
@@ -292,7 +319,8 @@ class Retriever:
             for i, (pid, score) in enumerate(zip(r.pids, r.scores)):
                 text, title = found.get(pid, (None, None))
                 part = r.parts[i] if r.parts else {}
-                hits.append(Hit(pid, float(score), text, title, part.get("dense_score"), part.get("bm25_score")))
+                hits.append(Hit(pid, float(score), text, title, part.get("dense_score"), part.get("bm25_score"),
+                                part.get("first_stage_score"), part.get("reranker_score")))
             out.append(hits)
         return out[0] if single else out
 
@@ -300,7 +328,8 @@ class Retriever:
              fusion: str | None = None, hybrid_depth: int | None = None,
              vectors: np.ndarray | None = None) -> list[Ranking]:
         """Passage ids and scores per question (no texts): what `search` returns, before the texts are read.
-        vectors: the questions' vectors when they are at hand (e.g. dpr.retrieval.query_cache's saved ones)."""
+        vectors: the questions' vectors when they are at hand (e.g. dpr.retrieval.query_cache's saved ones).
+        With a reranker, the first-stage list is searched max(k, reranker_depth) deep and reranked, then cut to k."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not self._shards:
@@ -311,11 +340,20 @@ class Retriever:
         if config is not None and self.passages_file is None:
             raise ValueError("hybrid search runs BM25 over the passage texts: load the Retriever with passages=")
         vectors = self.encode_queries(questions) if vectors is None else vectors
+        depth = max(k, self.options.reranker_depth) if self.reranker is not None else k
         if config is None:
-            return self._dense(vectors, k)
-        if self._bm25 is None:
-            self._bm25 = BM25Side(self.passages_file)
-        return hybrid_search(lambda depth: self._dense(vectors, depth), self._bm25, questions, k, config)
+            first = self._dense(vectors, depth)
+        else:
+            if self._bm25 is None:
+                self._bm25 = BM25Side(self.passages_file)
+            first = hybrid_search(lambda d: self._dense(vectors, d), self._bm25, questions, depth, config)
+        if self.reranker is None:
+            return first
+        from dpr.retrieval.reranker import rerank_many
+
+        depth = self.options.reranker_depth
+        texts = self._store.get({pid for r in first for pid in r.pids[:depth]})
+        return [Ranking(*lists) for lists in rerank_many(self.reranker, questions, first, texts, depth, k)]
 
     def __len__(self) -> int:
         """Passages in the index."""

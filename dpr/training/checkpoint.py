@@ -1,6 +1,8 @@
 """Checkpoints: `dpr_biencoder.{epoch}.{iter}` (training state, torch.load(weights_only=True)-safe) plus the two
-encoders beside it as standard HF directories (`.question_encoder/`, `.passage_encoder/`). Everything is written
-under a temporary name and renamed; the state file is written last, so its presence means the set is complete.
+encoders beside it as standard HF directories (`.question_encoder/`, `.passage_encoder/`); the reranker's
+`dpr_reranker.{epoch}.{iter}` has one model directory (`.reranker/`). Which directories make a set complete is the
+`suffixes` argument (the bi-encoder's two by default). Everything is written under a temporary name and renamed; the
+state file is written last, so its presence means the set is complete.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,9 @@ from dpr.models.source import encoder_dirs
 from dpr.utils.io import InputError, atomic_dir, publish_then_mark, remove_stale_temps
 
 PREFIX = "dpr_biencoder"
+TOWER_SUFFIXES = (Q_SUFFIX, P_SUFFIX)
+RERANKER_PREFIX, RERANKER_SUFFIX = "dpr_reranker", ".reranker"
+RERANKER_SUFFIXES = (RERANKER_SUFFIX,)
 logger = logging.getLogger(__name__)
 
 
@@ -63,12 +68,20 @@ def save_checkpoint(path: Path, q_encoder: Encoder, p_encoder: Encoder, tokenize
     """
     if q_encoder is p_encoder:
         q_max_length = p_max_length
+    save_checkpoint_dirs(path, {Q_SUFFIX: lambda t: _save_dir_atomic(q_encoder, tokenizer, t, q_max_length),
+                                P_SUFFIX: lambda t: _save_dir_atomic(p_encoder, tokenizer, t, p_max_length)}, state)
+
+
+def save_checkpoint_dirs(path: Path, writers: dict[str, Callable[[Path], None]], state: dict) -> None:
+    """Each model directory PATH+SUFFIX written (atomically) by its writer, then the state file that vouches for
+    them all (temp files of a run killed while writing this checkpoint are removed first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target in (Path(str(path) + Q_SUFFIX), Path(str(path) + P_SUFFIX), path):
-        remove_stale_temps(target)  # left by a run killed while writing this checkpoint
+    for target in [Path(str(path) + s) for s in writers] + [path]:
+        remove_stale_temps(target)
     with publish_then_mark(path, lambda f: torch.save(state, f), "wb"):  # the state file last: the set is complete
-        _save_dir_atomic(q_encoder, tokenizer, Path(str(path) + Q_SUFFIX), q_max_length)
-        _save_dir_atomic(p_encoder, tokenizer, Path(str(path) + P_SUFFIX), p_max_length)
+        for suffix, write in writers.items():
+            with _quiet_hf():
+                write(Path(str(path) + suffix))
 
 
 def load_state(path: str | os.PathLike) -> dict:
@@ -77,7 +90,7 @@ def load_state(path: str | os.PathLike) -> dict:
     except Exception as e:  # torch raises several types for a file that is not a checkpoint
         raise InputError(path, f"not a training checkpoint: {e}") from None
     if not isinstance(state, dict) or "epoch" not in state:
-        raise InputError(path, "not a training checkpoint written by train_dense_encoder.py")
+        raise InputError(path, "not a training checkpoint written by train_dense_encoder.py or train_reranker.py")
     return state
 
 
@@ -86,21 +99,23 @@ def is_training_checkpoint(path: str | os.PathLike) -> bool:
     return Path(path).is_file() and re.match(r"^.+\.\d+\.\d+$", Path(path).name) is not None
 
 
-def complete_checkpoints(output_dir: str | os.PathLike, prefix: str = PREFIX) -> list[Path]:
-    """The complete checkpoints in `output_dir` (state file and both tower directories), oldest first (by epoch,
-    then iteration)."""
+def complete_checkpoints(output_dir: str | os.PathLike, prefix: str = PREFIX,
+                         suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> list[Path]:
+    """The complete checkpoints in `output_dir` (state file and every model directory of `suffixes`), oldest first
+    (by epoch, then iteration)."""
     found = []
     pattern = _name_re(prefix)
     for p in Path(output_dir).glob(f"{prefix}.*"):
         m = pattern.match(p.name)
-        if m and _complete(p):
+        if m and _complete(p, suffixes):
             found.append(((int(m.group(1)), int(m.group(2))), p))
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> Path | None:
+def latest_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX,
+                      suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> Path | None:
     """The most advanced complete checkpoint in `output_dir` (by epoch, then iteration), or None."""
-    found = complete_checkpoints(output_dir, prefix)
+    found = complete_checkpoints(output_dir, prefix, suffixes)
     return found[-1] if found else None
 
 
@@ -171,27 +186,29 @@ def checkpoint_run_id(path: str | os.PathLike) -> str | None:
     return str(run_id) if run_id else None
 
 
-def run_files(output_dir: str | os.PathLike, prefix: str = PREFIX) -> list[Path]:
-    """Everything of a training run in `output_dir`: PREFIX.E.I state files, their encoder directories (also
+def run_files(output_dir: str | os.PathLike, prefix: str = PREFIX,
+              suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> list[Path]:
+    """Everything of a training run in `output_dir`: PREFIX.E.I state files, their model directories (also
     incomplete ones) and the best record."""
     out = Path(output_dir)
-    pattern = re.compile(rf"^{re.escape(prefix)}\.\d+\.\d+({re.escape(Q_SUFFIX)}|{re.escape(P_SUFFIX)})?$")
+    pattern = re.compile(rf"^{re.escape(prefix)}\.\d+\.\d+({'|'.join(map(re.escape, suffixes))})?$")
     found = sorted(p for p in out.glob(f"{prefix}.*") if pattern.match(p.name)) if out.is_dir() else []
     return found + ([out / BEST_FILE] if (out / BEST_FILE).is_file() else [])
 
 
 def save_temps(output_dir: str | os.PathLike, prefix: str = PREFIX) -> list[Path]:
-    """What killed checkpoint saves left in `output_dir`: the `.PREFIX.E.I*.tmp*` temp files and tower directories
+    """What killed checkpoint saves left in `output_dir`: the `.PREFIX.E.I*.tmp*` temp files and model directories
     (a tower's can be GBs; no complete checkpoint ever reads them)."""
     out = Path(output_dir)
     return sorted(out.glob(f".{glob.escape(prefix)}.*.tmp*")) if out.is_dir() else []
 
 
-def claim_output_dir(output_dir: str | os.PathLike, prefix: str, overwrite: bool) -> list[Path]:
+def claim_output_dir(output_dir: str | os.PathLike, prefix: str, overwrite: bool,
+                     suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> list[Path]:
     """A fresh run's check of its directory: another run's checkpoints or best record there are refused (InputError)
     unless `overwrite`. Returns what the run is to delete (those files, and killed saves' temps) once everything it
     needs has loaded (remove_run_files); nothing is deleted here."""
-    found = run_files(output_dir, prefix)
+    found = run_files(output_dir, prefix, suffixes)
     if found and not overwrite:
         raise InputError(output_dir, f"holds another run's checkpoints ({found[0].name} and {len(found) - 1} more): "
                                      f"continue that run with --resume, choose another --output_dir, or pass "
@@ -220,32 +237,35 @@ def remove_run_files(found: list[Path], output_dir: str | os.PathLike, why: str 
     logger.warning("%s: removed %d files and directories from %s", why, len(found), output_dir)
 
 
-def _complete(path: Path) -> bool:
-    return path.is_file() and Path(str(path) + Q_SUFFIX).is_dir() and Path(str(path) + P_SUFFIX).is_dir()
+def _complete(path: Path, suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> bool:
+    return path.is_file() and all(Path(str(path) + s).is_dir() for s in suffixes)
 
 
-def remove_checkpoint(path: Path) -> None:
-    """Delete one checkpoint set: the state file first (the set then no longer reads as complete), then its towers."""
+def remove_checkpoint(path: Path, suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> None:
+    """Delete one checkpoint set: the state file first (the set then no longer reads as complete), then its model
+    directories."""
     path.unlink(missing_ok=True)
-    for suffix in (Q_SUFFIX, P_SUFFIX):
+    for suffix in suffixes:
         shutil.rmtree(Path(str(path) + suffix), ignore_errors=True)
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, prefix: str, run_id: str, keep: int,
-                      protect: str | os.PathLike | None = None) -> list[Path]:
+                      protect: str | os.PathLike | None = None,
+                      suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> list[Path]:
     """Retention: of this run's complete checkpoints keep the newest `keep` and `protect` (its best); delete the rest.
     Checkpoints of any other run (or without a run id) are never touched. Returns what was deleted."""
     if keep <= 0:
         return []
-    mine = [p for p in complete_checkpoints(output_dir, prefix) if checkpoint_run_id(p) == run_id]
+    mine = [p for p in complete_checkpoints(output_dir, prefix, suffixes) if checkpoint_run_id(p) == run_id]
     keep_names = {p.name for p in mine[-keep:]} | ({Path(str(protect)).name} if protect else set())
     removed = [p for p in mine if p.name not in keep_names]
     for p in removed:
-        remove_checkpoint(p)
+        remove_checkpoint(p, suffixes)
     return removed
 
 
-def pick_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> tuple[Path, str]:
+def pick_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX,
+                    suffixes: tuple[str, ...] = TOWER_SUFFIXES) -> tuple[Path, str]:
     """The checkpoint a later step should use from a training output dir: the best validated one (best_checkpoint.json)
     when it is still complete and the record, that checkpoint and the newest checkpoint carry the same run id, else
     the newest complete one. Records and checkpoints written before run ids existed are used as before (one
@@ -253,7 +273,7 @@ def pick_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> tupl
     out = Path(output_dir)
     if not out.is_dir():
         raise InputError(out, "not a directory (no training output here)")
-    latest = latest_checkpoint(out, prefix)
+    latest = latest_checkpoint(out, prefix, suffixes)
     best_file = out / BEST_FILE
     why_not_best = ""
     if best_file.is_file():
@@ -265,7 +285,7 @@ def pick_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> tupl
         except (ValueError, KeyError, TypeError) as e:
             raise InputError(best_file, f"unreadable best-checkpoint record: {e}") from None
         path = out / name  # the record's directory may have moved with the output dir; the name is what counts
-        if _complete(path):
+        if _complete(path, suffixes):
             record_id, path_id = best.get("run_id"), checkpoint_run_id(path)
             latest_id = checkpoint_run_id(latest) if latest is not None else path_id
             if record_id is None or path_id is None:
@@ -282,8 +302,9 @@ def pick_checkpoint(output_dir: str | os.PathLike, prefix: str = PREFIX) -> tupl
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m dpr.training.checkpoint OUTPUT_DIR [--prefix P] [--hint TEXT]`: print the checkpoint that
-    pick_checkpoint chooses (the shell scripts' default model); on failure one `error:` line ending with TEXT."""
+    """`python -m dpr.training.checkpoint OUTPUT_DIR [--prefix P] [--reranker] [--hint TEXT]`: print the checkpoint
+    that pick_checkpoint chooses (the shell scripts' default model; with --reranker, a train_reranker.py output dir's
+    chosen reranker directory); on failure one `error:` line ending with TEXT."""
     import argparse
     import sys
 
@@ -291,12 +312,18 @@ def _main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m dpr.training.checkpoint", description=_main.__doc__)
     parser.add_argument("output_dir")
-    parser.add_argument("--prefix", default=PREFIX)
+    parser.add_argument("--prefix", default=None, help=f"Default: {PREFIX} ({RERANKER_PREFIX} with --reranker).")
+    parser.add_argument("--reranker", action="store_true", help="A train_reranker.py output dir: print the chosen "
+                                                                "checkpoint's reranker directory.")
     parser.add_argument("--hint", default="", help="Appended to the error line (e.g. which variable to set).")
     args = parser.parse_args(argv)
 
     def show() -> None:
-        path, why = pick_checkpoint(args.output_dir, args.prefix)
+        if args.reranker:
+            path, why = pick_checkpoint(args.output_dir, args.prefix or RERANKER_PREFIX, RERANKER_SUFFIXES)
+            path = Path(str(path) + RERANKER_SUFFIX)
+        else:
+            path, why = pick_checkpoint(args.output_dir, args.prefix or PREFIX)
         print(f"using {path} ({why})", file=sys.stderr)
         print(path)
 

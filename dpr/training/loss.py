@@ -1,4 +1,5 @@
-"""The bi-encoder loss: negative log-likelihood of each question's positive over every passage of the global batch."""
+"""The bi-encoder loss (negative log-likelihood of each question's positive over every passage of the global batch) and
+the reranker's (softmax cross-entropy over each question's group)."""
 from __future__ import annotations
 
 import torch
@@ -71,3 +72,19 @@ def global_nll(q_local: torch.Tensor, p_local: torch.Tensor, passages_per_questi
     p_sizes = [n * passages_per_question for n in q_sizes] if q_sizes else None
     return nll_terms(gather_with_grad(q_local, q_sizes), gather_with_grad(p_local, p_sizes),
                          passages_per_question, temperature, masked)
+
+
+def listwise_ce(logits: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reranker's loss: softmax cross-entropy over each question's group of `group_size` pair logits (its
+    positive first, then its negatives), summed over the groups of `logits` [n * group_size] (the caller divides by
+    the global number of questions). Computed in fp32. Returns (summed loss, number of groups whose positive scored
+    strictly highest, a 0-dim tensor)."""
+    if logits.numel() % group_size:
+        raise ValueError(f"{logits.numel()} logits do not split into groups of {group_size}")
+    scores = logits.float().reshape(-1, group_size)
+    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    loss = F.cross_entropy(scores, target, reduction="sum")
+    detached = scores.detach()
+    correct = (detached[:, 0] > detached[:, 1:].max(dim=1).values).sum() if group_size > 1 else \
+        torch.tensor(scores.shape[0], device=scores.device)
+    return loss, correct

@@ -8,6 +8,8 @@ import numpy as np
 
 from dpr.utils.io import atomic_path
 
+HIGHER_IS_BETTER = {"mrr@10"}  # the reranker's; the bi-encoder's nll and average rank are lower-is-better
+
 
 def smooth(values: list[float], window: int | None = None) -> np.ndarray:
     """Trailing moving average (the first points average what there is so far); window: ~1/10 of the run, 1-50.
@@ -63,7 +65,8 @@ def plot_training_curves(log: list[dict], path: str | os.PathLike) -> None:
         target.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=color, lw=1, label=metric)
         ends = [p for p in pts if p[2]]
         target.plot([p[0] for p in ends], [p[1] for p in ends], "o", color=color, label=f"{metric} (epoch end)")
-        target.set_ylabel(f"dev {metric} (lower is better)", color=color)
+        better = "higher" if metric in HIGHER_IS_BETTER else "lower"
+        target.set_ylabel(f"dev {metric} ({better} is better)", color=color)
         values = [p[1] for p in pts]
         if max(values) == min(values):  # one point or a flat line: a readable range around it, not +-0.04
             pad = abs(values[0]) * 0.1 or 1.0

@@ -32,6 +32,9 @@ def test_gpu_check_tiny_runs(tmp_path):
     check = report["encoding_check"][0]
     assert check["ok"] and check["rows_nearest_own_reference"] == check["passages"] == 64
     assert check["threads8_equal_threads1"] and check["max_1_minus_cos"] <= 1e-3
+    rr = report["reranker_scoring"]
+    assert rr["pairs_per_s"] > 0 and rr["batch"] == 128 and rr["max_abs_diff_vs_fp32"] < 1e-4  # CPU: fp32 both
+    assert report["reranker"]["train_pairs_per_s"] > 0 and report["reranker"]["reranker_precision"] == "fp32"
     fp32 = [r for r in report["grad_agreement"] if r["dtype"] == "fp32"][0]
     assert fp32["cached_vs_uncached_rel_err"] < 1e-5  # dropout on: the CPU RNG replay makes them agree
     assert report["resume_checks"] == {"device_seed_kept_after_dropout_check": True,

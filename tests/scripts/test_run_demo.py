@@ -54,3 +54,38 @@ def test_demo_at_toy_size(tmp_path):
     top = first["passages"][0]["score"]
     assert float(rows[0][1]) == pytest.approx(top, abs=1e-4)
     assert rows[0][2] in {p["passage_id"] for p in first["passages"] if p["score"] > top - 1e-4}
+
+
+@pytest.mark.slow
+def test_demo_with_a_reranker_at_toy_size(tmp_path):
+    """RERANK=1: a reranker trained by run_train_reranker.sh reranks the hybrid list's top RR_DEPTH; one more row
+    and its wall time (the other rows as without it)."""
+    if fetch.find_local() is None:
+        pytest.skip(f"CMRC2018 not found in {[str(d) for d in fetch.candidates()]}")
+    model = tmp_path / "tiny"
+    settings = EncoderSettings(pooling="mean", normalize=True, query_prefix="问", passage_prefix="文")
+    Encoder(tiny_bert(1), settings).save_pretrained(model, tiny_tokenizer())
+    demo = tmp_path / "demo"
+    env = dict(os.environ, DEMO_DIR=str(demo), MODEL=str(model), TRAIN_QS="16", BATCH_SIZE="8", Q_CHUNK="8",
+               CTX_CHUNK="8", TRAIN_P_LEN="64", P_LEN="64", Q_LEN="32", ENC_BATCH="32", DEV_QS="8",
+               VAL_AV_RANK_MAX_QS="8", WARMUP_STEPS="1", EVAL_EVERY="1", OMP_NUM_THREADS="1", RERANK="1",
+               RR_TRAIN_QS="16", RR_BATCH="4", RR_GROUP_SIZE="4", RR_MAX_LEN="64", RR_DEV_QS="8", RR_DEPTH="10",
+               RR_WARMUP_STEPS="1")
+    run = subprocess.run(["bash", str(ROOT / "run_demo.sh")], env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (demo / "demo.log").read_text()[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "retriever" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "BM25 (jieba + bm25s)", "tiny zero-shot", "fine-tuned (gradient cache)", "hybrid: fine-tuned + BM25 (0.3)",
+        "hybrid + reranker (top 10)"]
+    wall = next(line for line in run.stdout.splitlines() if line.startswith("reranker wall time: "))
+    assert "16 train questions" in wall and "top 10 of 1000 questions" in wall
+    metrics = json.loads((demo / "hybrid_rerank_test.metrics.json").read_text())
+    assert metrics["QueriesRanked"] == 1000 and 0 <= metrics["MRR@10"] <= 1
+    hybrid = json.loads((demo / "hybrid_test.json").read_text())
+    reranked = json.loads((demo / "hybrid_rerank_test.json").read_text())
+    assert reranked.keys() == hybrid.keys() and reranked != hybrid
+    for qid, pids in hybrid.items():  # only the top 10 moved, among themselves
+        assert reranked[qid][10:] == pids[10:] and sorted(reranked[qid][:10]) == sorted(pids[:10])
+    assert list((demo / "reranker_checkpoints").glob("dpr_reranker.*.reranker"))
+    ask = next(line for line in run.stdout.splitlines() if line.startswith("ask with the reranker"))
+    assert "--reranker " in ask and "--reranker_depth 10" in ask
