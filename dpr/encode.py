@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from dpr.models.cross_encoder import CrossEncoder, PairScorer, pair_ids
 from dpr.models.encoder import Encoder, Kind
 from dpr.models.tokens import model_mask, pad_batch, padding_of, tokenize_ids
 from dpr.utils.precision import autocast
@@ -365,3 +366,24 @@ def score_pairs(
     if not blocks:
         return np.empty((0,), dtype=np.float32)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def score_cross_encoder(
+    ce: CrossEncoder,
+    questions: list[str],
+    passages: list[str],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """float32 logits of (questions[i], passages[i]) by a cross-encoder with its own pair settings: the one scoring
+    path of step 4's Reranker and the reranker trainer's validation. Leaves the model in eval mode."""
+    if len(questions) != len(passages):
+        raise ValueError(f"{len(questions)} questions but {len(passages)} passages")
+
+    def ids(tokenizer: PreTrainedTokenizerBase, qs: list[str], ps: list[str]):
+        return pair_ids(tokenizer, ce.settings, qs, ps)
+
+    return score_pairs(PairScorer(ce.model), ce.tokenizer, ids, list(zip(questions, passages)), batch_size, device,
+                       amp_dtype, progress=progress)

@@ -133,6 +133,21 @@ def pair_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch
     return model(**batch).logits.float().reshape(-1)
 
 
+class PairScorer(nn.Module):
+    """(input_ids, attention_mask[, token_type_ids]) -> one float32 logit per pair (the head kept in fp32): a
+    cross-encoder as the encoding routine's pair runner calls it."""
+
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if types is not None:
+            batch["token_type_ids"] = types
+        return pair_logits(self.model, batch)
+
+
 def _classification_model(path: str, **kwargs) -> PreTrainedModel:
     """AutoModelForSequenceClassification in fp32, a weights file that holds more than tensors refused."""
     from dpr.models.encoder import _unpickling_error, from_pretrained_kwargs

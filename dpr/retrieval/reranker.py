@@ -19,34 +19,18 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dpr.data.formats import passage_input
-from dpr.encode import score_pairs
-from dpr.models.cross_encoder import CrossEncoder, CrossEncoderSettings, load_cross_encoder, pair_ids, pair_logits
+from dpr.encode import score_cross_encoder
+from dpr.models.cross_encoder import CrossEncoder, CrossEncoderSettings, load_cross_encoder
 from dpr.utils.device_defaults import ModelShape, device_defaults
 from dpr.utils.precision import default_device, resolve_amp_dtype
 
 logger = logging.getLogger(__name__)
-
-
-
-class _PairScorer(torch.nn.Module):
-    """(input_ids, attention_mask[, token_type_ids]) -> one float32 logit per pair (the head kept in fp32)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if types is not None:
-            batch["token_type_ids"] = types
-        return pair_logits(self.model, batch)
 
 
 def passage_text(p) -> str:
@@ -73,7 +57,6 @@ class Reranker:
         ce.model.to(self.device).eval()
         self.batch_size = batch_size or device_defaults(
             self.device, ModelShape.of(ce.model), ce.settings.q_max_length, ce.settings.max_length, 1, 1).encode_batch
-        self._scorer = _PairScorer(ce.model)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, batch_size: int | None = None, precision: str = "auto",
@@ -91,11 +74,8 @@ class Reranker:
 
     def score_pairs(self, questions: Sequence[str], passages: Sequence, progress: bool = False) -> np.ndarray:
         """float32 logits of (questions[i], passages[i]) pairs (passages: strings, (text, title) or Hits)."""
-        if len(questions) != len(passages):
-            raise ValueError(f"{len(questions)} questions but {len(passages)} passages")
-        pairs = [(q, passage_text(p)) for q, p in zip(questions, passages)]
-        return score_pairs(self._scorer, self.ce.tokenizer, partial(_pair_ids, self.ce.settings), pairs,
-                           self.batch_size, self.device, self.amp_dtype, progress=progress)
+        return score_cross_encoder(self.ce, list(questions), [passage_text(p) for p in passages], self.batch_size,
+                                   self.device, self.amp_dtype, progress=progress)
 
     def score(self, question: str, passages: Sequence) -> np.ndarray:
         """float32 logits of one question against each passage (higher: more relevant; a listwise model's logits
@@ -115,10 +95,6 @@ class Reranker:
             out.append(dataclasses.replace(h, score=float(scores[i]), first_stage_score=first,
                                            reranker_score=float(scores[i])))
         return out
-
-
-def _pair_ids(settings: CrossEncoderSettings, tokenizer, questions: list[str], passages: list[str]):
-    return pair_ids(tokenizer, settings, questions, passages)
 
 
 def rerank_lists(pids: list[str], scores: Sequence[float | None], parts: list[dict] | None,

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from dpr.encode import score_cross_encoder
 from dpr.models.cross_encoder import CrossEncoder, pad_pairs, pair_ids, pair_logits, save_cross_encoder
 from dpr.training import checkpoint as ckpt
 from dpr.training.data import epoch_batches, split_for_rank
@@ -263,24 +264,13 @@ class RerankerTrainer:
 
     @torch.no_grad()
     def score(self, questions: list[str], passages: list[str]) -> list[float]:
-        """Logits of pairs, scored in length-sorted batches of --dev_batch_size in eval mode."""
-        ids, types = pair_ids(self.ce.tokenizer, self.ce.settings, questions, passages)
-        order = sorted(range(len(ids)), key=lambda k: -len(ids[k]))
-        out = [0.0] * len(ids)
+        """Logits of pairs, in batches of --dev_batch_size, through step 4's scoring path (dpr.encode)."""
         was_training = self.model.training
-        self.model.eval()
         try:
-            for s in range(0, len(order), self.config.dev_batch_size):
-                rows = order[s : s + self.config.dev_batch_size]
-                batch = pad_pairs([ids[k] for k in rows], None if types is None else [types[k] for k in rows],
-                                  self.ce.tokenizer)
-                with self._amp():
-                    logits = pair_logits(self.model, {k: v.to(self.device) for k, v in batch.items()})
-                for k, v in zip(rows, logits.tolist()):
-                    out[k] = v
+            return score_cross_encoder(self.ce, questions, passages, self.config.dev_batch_size, self.device,
+                                       self.amp_dtype).tolist()
         finally:
             self.model.train(was_training)
-        return out
 
     def validate_mrr(self) -> dict:
         """Reranked MRR@10 (and top-1 accuracy) of the dev candidates."""

@@ -12,8 +12,7 @@ import torch
 import generate_dense_embeddings as gen
 from dpr import Hit, Reranker, Retriever
 from dpr.encode import score_pairs
-from dpr.models.cross_encoder import CrossEncoderSettings, load_cross_encoder, pair_logits, tokenize_pairs
-from dpr.retrieval import reranker as reranker_module
+from dpr.models.cross_encoder import CrossEncoderSettings, PairScorer, load_cross_encoder, pair_logits, tokenize_pairs
 from dpr.retrieval.mining import DROPPED_FIELD, false_negative_probability, with_denoised_negatives
 from dpr.retrieval.reranker import rerank_lists
 from dpr.utils.io import InputError
@@ -68,13 +67,13 @@ def test_scores_equal_the_cross_encoders_own_forward_for_every_batch_size(world,
     texts = [t for _, t in world["passages"]]
     expected = direct_logits(world["reranker"], [QUESTION] * len(texts), texts)
     calls = []
-    forward = reranker_module._PairScorer.forward
+    forward = PairScorer.forward
 
     def counting(self, ids, mask, types=None):
         calls.append((ids.shape[0], types is not None))
         return forward(self, ids, mask, types)
 
-    monkeypatch.setattr(reranker_module._PairScorer, "forward", counting)
+    monkeypatch.setattr(PairScorer, "forward", counting)
     for batch in (1, 5, 128):
         calls.clear()
         got = Reranker.load(world["reranker"], batch_size=batch, precision="fp32").score(QUESTION, texts)
@@ -96,7 +95,7 @@ def test_score_pairs_keeps_input_order_across_blocks_and_threads(world):
     expected = direct_logits(world["reranker"], questions, texts)
     from dpr.models.cross_encoder import pair_ids
 
-    scorer = reranker_module._PairScorer(ce.model)
+    scorer = PairScorer(ce.model)
     rule = lambda tok, q, p: pair_ids(tok, ce.settings, q, p)  # noqa: E731
     from dpr.encode import score_pairs_stream
 

@@ -12,8 +12,7 @@ import dense_retriever as dr
 import generate_dense_embeddings as gen
 from dpr import Reranker
 from dpr.eval.dureader import evaluate
-from dpr.models.cross_encoder import CrossEncoderSettings
-from dpr.retrieval import reranker as reranker_module
+from dpr.models.cross_encoder import CrossEncoderSettings, PairScorer
 from dpr.retrieval.mining import false_negative_probability
 from tests.data_scripts import load_script
 from tests.tiny_encoder import random_passages, save_tiny_biencoder, write_passages_tsv
@@ -107,13 +106,13 @@ def test_a_depth_above_n_docs_reranks_that_deep(world, plain, tmp_path):
 
 def test_reranker_batch_size_sets_the_pairs_per_forward_pass(world, tmp_path, monkeypatch):
     sizes = []
-    forward = reranker_module._PairScorer.forward
+    forward = PairScorer.forward
 
     def counting(self, ids, mask, types=None):
         sizes.append(ids.shape[0])
         return forward(self, ids, mask, types)
 
-    monkeypatch.setattr(reranker_module._PairScorer, "forward", counting)
+    monkeypatch.setattr(PairScorer, "forward", counting)
     runs = {}
     for batch in ("5", None):
         sizes.clear()
