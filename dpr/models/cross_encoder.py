@@ -192,16 +192,10 @@ def new_cross_encoder(source: str, settings: CrossEncoderSettings) -> CrossEncod
 def cross_encoder_fingerprint(path: str | os.PathLike) -> str:
     """sha256 over what makes a reranker score what it does: weights, config.json (minus the transformers version),
     tokenizer files, and the pair settings it is used with."""
-    from dpr.models.fingerprint import WEIGHT_PATTERNS, _config_digest, _digest, tokenizer_sha256
-    from dpr.utils.io import file_sha256
+    from dpr.models.fingerprint import _digest, tokenizer_sha256, weight_parts
 
     d = st.transformer_dir(path)
-    files = sorted({p for pattern in WEIGHT_PATTERNS for p in d.glob(pattern) if p.is_file()})
-    if not files:
-        raise InputError(d, "no weight files (*.safetensors, pytorch_model*.bin) to fingerprint")
-    parts = [(p.name, file_sha256(p)) for p in files]
-    if (d / "config.json").is_file():
-        parts.append(("config.json", _config_digest(d / "config.json")))
+    parts = weight_parts(d)
     parts.append(("tokenizer", tokenizer_sha256(d)))
     settings = dataclasses.asdict(read_settings(path))
     parts.append(("settings", hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()))

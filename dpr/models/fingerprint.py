@@ -58,17 +58,23 @@ def _settings_digest(tower: Path) -> str:
     return hashlib.sha256(json.dumps(dataclasses.asdict(stored_settings(tower)), sort_keys=True).encode()).hexdigest()
 
 
-def tower_sha256(directory: str | os.PathLike) -> str:
-    """Fingerprint of one tower directory: its weight files and config.json (by content, in name order, from the
-    Transformer module's folder of a sentence-transformers directory) and its stored encoder settings."""
-    tower = Path(directory)
-    d = weights_dir(tower)
+def weight_parts(d: Path) -> list[tuple[str, str]]:
+    """(name, sha256) of a model folder's weight files, in name order, then its config.json's digest: what both the
+    tower and the cross-encoder fingerprints hash of the weights."""
     files = sorted({p for pattern in WEIGHT_PATTERNS for p in d.glob(pattern) if p.is_file()})
     if not files:
         raise InputError(d, "no weight files (*.safetensors, pytorch_model*.bin) to fingerprint")
     parts = [(p.name, file_sha256(p)) for p in files]
     if (d / "config.json").is_file():
         parts.append(("config.json", _config_digest(d / "config.json")))
+    return parts
+
+
+def tower_sha256(directory: str | os.PathLike) -> str:
+    """Fingerprint of one tower directory: its weight files and config.json (by content, in name order, from the
+    Transformer module's folder of a sentence-transformers directory) and its stored encoder settings."""
+    tower = Path(directory)
+    parts = weight_parts(weights_dir(tower))
     parts.append(("settings", _settings_digest(tower)))
     return _digest(parts)
 

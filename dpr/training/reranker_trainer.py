@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from dpr.encode import score_cross_encoder
 from dpr.models.cross_encoder import CrossEncoder, pad_pairs, pair_ids, pair_logits, save_cross_encoder
 from dpr.training import checkpoint as ckpt
-from dpr.training.data import epoch_batches, split_for_rank
+from dpr.training.data import split_for_rank
 from dpr.training.loss import listwise_ce
 from dpr.training.plotting import plot_training_curves
 from dpr.training.reranker_config import BEST_METRIC, RerankerConfig
@@ -32,6 +32,8 @@ from dpr.training.trainer import (
     build_optimizer,
     linear_warmup_decay,
     load_optimizer_state,
+    rank_batches,
+    shared_run_id,
     sync_gradients,
 )
 from dpr.utils.device_defaults import ModelShape
@@ -79,10 +81,7 @@ class RerankerTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, partial(linear_warmup_decay, warmup=config.warmup_steps, total=self.total_steps))
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        box = [ckpt.new_run_id()]
-        if dist_info.world_size > 1:
-            dist.broadcast_object_list(box, src=0)
-        self.progress = Progress(run_id=box[0])
+        self.progress = Progress(run_id=shared_run_id(dist_info.world_size))
         self.dev = dev_candidates(dev_data, config.dev_candidates) if dev_data is not None else None
 
     @property
@@ -90,10 +89,8 @@ class RerankerTrainer:
         return self.progress.epoch >= self.config.num_train_epochs
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
-        batches = epoch_batches(len(self.train_data), self.config.batch_size, self.config.seed, epoch)
-        if len(batches[-1]) < self.dist.world_size:  # a rank would get no question
-            batches = batches[:-1]
-        return batches
+        return rank_batches(len(self.train_data), self.config.batch_size, self.config.seed, epoch,
+                            self.dist.world_size)
 
     # ----- state -----
     def state_dict(self) -> dict:

@@ -140,6 +140,22 @@ def apply_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
     return loss, int(correct), skipped, norm
 
 
+def shared_run_id(world_size: int) -> str:
+    """A fresh run id, the same on every rank (rank 0's)."""
+    box = [ckpt.new_run_id()]
+    if world_size > 1:
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def rank_batches(n: int, batch_size: int, seed: int, epoch: int, world_size: int) -> list[np.ndarray]:
+    """The epoch's global batches of question indices, less a last one too small to give every rank a question."""
+    batches = epoch_batches(n, batch_size, seed, epoch)
+    if len(batches[-1]) < world_size:
+        batches = batches[:-1]
+    return batches
+
+
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     """LR multiplier of DPR's schedule: step / warmup during warmup (0 at step 0), then linear decay to 0 at
     `total`."""
@@ -275,11 +291,7 @@ class Trainer:
 
     # ----- state -----
     def _new_run_id(self) -> str:
-        """A fresh run id, the same on every rank (rank 0's)."""
-        box = [ckpt.new_run_id()]
-        if self.dist.world_size > 1:
-            dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return shared_run_id(self.dist.world_size)
 
     @property
     def finished(self) -> bool:
@@ -287,10 +299,8 @@ class Trainer:
         return self.progress.epoch >= self.config.num_train_epochs
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
-        batches = epoch_batches(len(self.train_data), self.config.batch_size, self.config.seed, epoch)
-        if len(batches[-1]) < self.dist.world_size:  # a rank would get no question
-            batches = batches[:-1]
-        return batches
+        return rank_batches(len(self.train_data), self.config.batch_size, self.config.seed, epoch,
+                            self.dist.world_size)
 
     def state_dict(self) -> dict:
         rng = ckpt.rng_state()
