@@ -378,7 +378,8 @@ def score_cross_encoder(
     progress: bool = False,
 ) -> np.ndarray:
     """float32 logits of (questions[i], passages[i]) by a cross-encoder with its own pair settings: the one scoring
-    path of step 4's Reranker and the reranker trainer's validation. Leaves the model in eval mode."""
+    path of step 4's Reranker and the reranker trainer's validation. Scores in eval mode; afterwards the model is in
+    train mode (the fresh PairScorer's), so a caller that trains restores its own mode (the trainer does)."""
     if len(questions) != len(passages):
         raise ValueError(f"{len(questions)} questions but {len(passages)} passages")
 
